@@ -1,0 +1,145 @@
+"""``fleetops-agent``: the command line.
+
+Subcommands live in ``SUBCOMMANDS`` (name -> ``Subcommand(help, add_arguments, handler)``); a new one
+is one entry there. ``run`` is the default when no subcommand is given. Exit codes: 0 ok, 2 invalid
+configuration or state directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+from agent import __version__
+from agent.config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
+from agent.logging import configure_logging
+from agent.node import Agent, AgentError
+from agent.probes import ProbeContext, build_probes
+from agent.runner import SystemClock
+
+__all__ = [
+    "DEFAULT_SUBCOMMAND",
+    "SUBCOMMANDS",
+    "Subcommand",
+    "add_config_arguments",
+    "config_from_args",
+    "main",
+]
+
+EXIT_OK: Final = 0
+EXIT_CONFIG: Final = 2
+
+
+class Subcommand(NamedTuple):
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-c/--config`` and the overrides that take precedence over the file and the environment."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help=f"config file (default: {DEFAULT_CONFIG_PATH} if present)",
+    )
+    parser.add_argument("--broker", metavar="URL", help="mqtt://host:port or mqtts://host:port (mqtt.url)")
+    parser.add_argument("--node", metavar="NAME", help="node name (node.name)")
+    parser.add_argument("--site", metavar="NAME", help="site name (node.site)")
+    parser.add_argument("--interval", metavar="SECONDS", type=float, help="frame interval (agent.interval_s)")
+    parser.add_argument("--state-dir", metavar="DIR", help="state directory (agent.state_dir)")
+    parser.add_argument("--log-format", choices=("auto", "json", "console"), help="agent.log_format")
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    """Load and validate the config named by ``args``; raises ``ConfigError``."""
+    overrides: dict[str, Any] = {
+        "mqtt.url": args.broker,
+        "node.name": args.node,
+        "node.site": args.site,
+        "agent.interval_s": args.interval,
+        "agent.state_dir": args.state_dir,
+        "agent.log_format": args.log_format,
+    }
+    return load_config(args.config, overrides=overrides)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"fleetops-agent: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    source = config.source or "defaults"
+    print(f"OK {source}: {config.summary()}")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"fleetops-agent: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(config.agent.log_format, config.agent.log_level)
+    clock = SystemClock()
+    probes = build_probes(
+        config.probes, ProbeContext(node=config.node.name, state_dir=config.state_dir, clock=clock)
+    )
+    agent = Agent(config, probes, clock=clock)
+    try:
+        asyncio.run(_serve(agent))
+    except AgentError as exc:
+        print(f"fleetops-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
+async def _serve(agent: Agent) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, agent.stop)
+    try:
+        await agent.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+#: Every subcommand, by name. Add one with one entry.
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "run": Subcommand("run the agent (the default)", add_config_arguments, _run),
+    "check-config": Subcommand("validate the configuration and exit", add_config_arguments, _check_config),
+}
+DEFAULT_SUBCOMMAND: Final = "run"
+
+
+def build_parser(subcommands: dict[str, Subcommand] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleetops-agent", description="fleetops node agent")
+    parser.add_argument("--version", action="version", version=f"fleetops-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, command in (subcommands or SUBCOMMANDS).items():
+        child = sub.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(child)
+        child.set_defaults(handler=command.handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")):
+        args_list.insert(0, DEFAULT_SUBCOMMAND)
+    args = build_parser().parse_args(args_list)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

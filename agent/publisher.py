@@ -1,0 +1,385 @@
+"""The MQTT side of the agent: connect with a Will, announce, and deliver queued events and frames.
+
+On every connect (MQTT v5): the Will is ``Status(offline, session=N)`` (retained, QoS 1); then Birth
+(retained, QoS 1), Status online (retained, QoS 1), then queued events (QoS 1, each removed only once
+the broker acknowledged it) and queued frames (QoS 0). Events are sent as soon as they are queued and
+always before frames. Reconnects back off exponentially with full jitter. Payloads above
+``wire.MAX_PAYLOAD_BYTES`` are refused and counted (the client would otherwise drop them silently).
+
+The queues sit behind ``MessageQueue`` so a durable spool can replace the in-memory one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections import deque
+from typing import Any, Final, Literal, Protocol
+
+import aiomqtt
+import msgspec
+import structlog
+
+from agent import wire
+from agent.config import MqttSection
+from agent.runner import Clock
+
+__all__ = [
+    "ConnectionHooks",
+    "MemoryQueue",
+    "MessageQueue",
+    "Outgoing",
+    "Publisher",
+    "PublisherStats",
+    "backoff_delay",
+]
+
+_SHUTDOWN_DRAIN_S: Final = 2.0
+_PUBLISH_TIMEOUT_S: Final = 10.0
+
+
+class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
+    """An encoded message waiting to be sent. ``key`` identifies it in logs (event id, session/seq)."""
+
+    channel: Literal["telemetry", "event"]
+    payload: bytes
+    key: str = ""
+
+
+class MessageQueue(Protocol):
+    """Where outgoing messages wait. ``put`` returns how many old ones it dropped to make room."""
+
+    def put(self, item: Outgoing) -> int: ...
+
+    def peek(self) -> Outgoing | None: ...
+
+    def pop(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class MemoryQueue:
+    """A bounded FIFO in memory that drops its oldest entry when full."""
+
+    def __init__(self, max_items: int) -> None:
+        if max_items < 0:
+            raise ValueError("max_items must be >= 0")
+        self.max_items = max_items
+        self._items: deque[Outgoing] = deque()
+
+    def put(self, item: Outgoing) -> int:
+        if self.max_items == 0:
+            return 1
+        dropped = 0
+        while len(self._items) >= self.max_items:
+            self._items.popleft()
+            dropped += 1
+        self._items.append(item)
+        return dropped
+
+    def peek(self) -> Outgoing | None:
+        return self._items[0] if self._items else None
+
+    def pop(self) -> None:
+        if self._items:
+            self._items.popleft()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ConnectionHooks(Protocol):
+    """What the publisher asks of its owner around each connection."""
+
+    def next_session(self) -> int:
+        """The session number for the next connection attempt (persisted before it is used)."""
+
+    def connected(self, session: int) -> wire.Birth:
+        """The connection for ``session`` is up: make it the current session and return its birth."""
+
+
+class PublisherStats(msgspec.Struct, kw_only=True):
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    events_sent: int = 0
+    frames_sent: int = 0
+    events_dropped: int = 0
+    frames_dropped: int = 0
+    oversized: int = 0
+
+
+def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter, bounded to ``[min_s, max_s]``."""
+    ceiling = min(max_s, min_s * (2 ** min(attempt, 32)))
+    return rng.uniform(min_s, max(min_s, ceiling))
+
+
+class Publisher:
+    """Owns the MQTT connection for one node. ``run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        config: MqttSection,
+        *,
+        site: str,
+        node: str,
+        client_id: str,
+        hooks: ConnectionHooks,
+        clock: Clock,
+        events: MessageQueue | None = None,
+        frames: MessageQueue | None = None,
+        rng: random.Random | None = None,
+        logger: Any = None,
+    ) -> None:
+        self._config = config
+        self._site = site
+        self._node = node
+        self._client_id = client_id
+        self._hooks = hooks
+        self._clock = clock
+        self._events: MessageQueue = events if events is not None else MemoryQueue(config.queue_max_events)
+        self._frames: MessageQueue = frames if frames is not None else MemoryQueue(config.queue_max_frames)
+        self._rng = rng or random.Random()
+        self._log = logger if logger is not None else structlog.get_logger("fleetops.agent.publisher")
+        self.stats = PublisherStats()
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._logged_oversized: set[str] = set()
+        self._events_dropping = False
+        self._frames_dropping = False
+        self._tls_context: ssl.SSLContext | None = None
+        self.session: int | None = None
+
+    # -- what the agent calls ------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    def queued(self) -> tuple[int, int]:
+        """(events, frames) waiting to be sent."""
+        return len(self._events), len(self._frames)
+
+    def send_event(self, event: wire.Event) -> None:
+        """Queue an event; it is sent at once when connected, else after the next birth."""
+        payload = self._encode(event, "event")
+        if payload is None:
+            return
+        dropped = self._events.put(Outgoing(channel="event", payload=payload, key=event.id))
+        if dropped:
+            self.stats.events_dropped += dropped
+            if not self._events_dropping:
+                self._events_dropping = True
+                self._log.warning("event_queue_full", dropped_total=self.stats.events_dropped)
+        self._wakeup.set()
+
+    def send_frame(self, frame: wire.Telemetry) -> None:
+        """Queue a telemetry frame (the oldest waiting frame is dropped when the queue is full)."""
+        payload = self._encode(frame, "telemetry")
+        if payload is None:
+            return
+        dropped = self._frames.put(
+            Outgoing(channel="telemetry", payload=payload, key=f"{frame.session}/{frame.seq}")
+        )
+        if dropped:
+            self.stats.frames_dropped += dropped
+            if not self._frames_dropping:
+                self._frames_dropping = True
+                self._log.warning("frame_queue_full", dropped_total=self.stats.frames_dropped)
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to publish Status offline, disconnect and return."""
+        self._stopping.set()
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect with backoff, until ``stop()``."""
+        attempt = 0
+        while not self._stopping.is_set():
+            session = self._hooks.next_session()
+            try:
+                client = self._client(session)
+                async with client:
+                    attempt = 0
+                    await self._serve(client, session)
+                    return
+            except aiomqtt.MqttError as exc:
+                self._connection_lost(session, exc)
+            finally:
+                self._connected.clear()
+            if self._stopping.is_set():
+                return
+            delay = backoff_delay(
+                attempt, self._config.reconnect_min_s, self._config.reconnect_max_s, self._rng
+            )
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def _topic(self, channel: wire.Channel) -> str:
+        return wire.topic_for(self._site, self._node, channel)
+
+    def _status(self, session: int, state: Literal["online", "offline"]) -> bytes:
+        return wire.encode(
+            wire.Status(
+                v=wire.PROTOCOL_VERSION, node=self._node, ts=self._clock.time(), session=session, state=state
+            )
+        )
+
+    def _client(self, session: int) -> aiomqtt.Client:
+        cfg = self._config
+        will = aiomqtt.Will(
+            topic=self._topic("status"), payload=self._status(session, "offline"), qos=1, retain=True
+        )
+        return aiomqtt.Client(
+            cfg.host,
+            cfg.port,
+            identifier=self._client_id,
+            username=cfg.username,
+            password=cfg.password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=will,
+            keepalive=cfg.keepalive_s,
+            timeout=_PUBLISH_TIMEOUT_S,
+            tls_context=self._tls() if cfg.tls_enabled else None,
+            logger=_QUIET_MQTT_LOGGER,
+        )
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            tls = self._config.tls
+            context = ssl.create_default_context(cafile=tls.ca_file or None)
+            if tls.cert_file:
+                context.load_cert_chain(tls.cert_file, tls.key_file or None)
+            self._tls_context = context
+        return self._tls_context
+
+    async def _serve(self, client: aiomqtt.Client, session: int) -> None:
+        self.stats.connects += 1
+        birth = self._hooks.connected(session)
+        self.session = session
+        birth_payload = wire.encode(birth)
+        if len(birth_payload) > wire.MAX_PAYLOAD_BYTES:
+            self.stats.oversized += 1
+            self._log.error("birth_oversized", bytes=len(birth_payload))
+        else:
+            await client.publish(self._topic("birth"), birth_payload, qos=1, retain=True)
+        await client.publish(self._topic("status"), self._status(session, "online"), qos=1, retain=True)
+        self._connected.set()
+        events, frames = self.queued()
+        self._log.info("mqtt_connected", session=session, queued_events=events, queued_frames=frames)
+        self._events_dropping = self._frames_dropping = False
+
+        watcher = asyncio.ensure_future(self._watch(client))
+        sender = asyncio.ensure_future(self._send_loop(client))
+        try:
+            done, _ = await asyncio.wait({watcher, sender}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watcher, sender):
+                task.cancel()
+            await asyncio.gather(watcher, sender, return_exceptions=True)
+        for task in done:
+            task.result()  # re-raise MqttError from either task
+        # The sender returned: stop was requested while connected.
+        await self._shutdown(client, session)
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        """Returns only by raising ``MqttError`` when the connection drops."""
+        async for _message in client.messages:
+            pass  # the agent subscribes to nothing yet; commands will arrive here
+        raise aiomqtt.MqttError("message stream ended")
+
+    async def _send_loop(self, client: aiomqtt.Client) -> None:
+        while not self._stopping.is_set():
+            if not await self._send_one(client):
+                self._wakeup.clear()
+                if self._stopping.is_set():
+                    break
+                if len(self._events) == 0 and len(self._frames) == 0:
+                    await self._wakeup.wait()
+
+    async def _send_one(self, client: aiomqtt.Client) -> bool:
+        """Send the head event, else the head frame; False when both queues are empty."""
+        item = self._events.peek()
+        if item is not None:
+            await client.publish(self._topic("event"), item.payload, qos=1, retain=False)
+            self._events.pop()
+            self.stats.events_sent += 1
+            return True
+        item = self._frames.peek()
+        if item is not None:
+            await client.publish(self._topic("telemetry"), item.payload, qos=0, retain=False)
+            self._frames.pop()
+            self.stats.frames_sent += 1
+            return True
+        return False
+
+    async def _shutdown(self, client: aiomqtt.Client, session: int) -> None:
+        """Deliver what events can be delivered quickly, then Status offline; the caller disconnects."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _SHUTDOWN_DRAIN_S
+        try:
+            while self._events.peek() is not None and loop.time() < deadline:
+                item = self._events.peek()
+                assert item is not None
+                await client.publish(self._topic("event"), item.payload, qos=1, retain=False, timeout=1.0)
+                self._events.pop()
+                self.stats.events_sent += 1
+            await client.publish(
+                self._topic("status"), self._status(session, "offline"), qos=1, retain=True, timeout=2.0
+            )
+        except aiomqtt.MqttError as exc:
+            self._log.warning("mqtt_offline_not_sent", session=session, error=str(exc))
+            raise
+        events, frames = self.queued()
+        self._log.info(
+            "mqtt_disconnected_cleanly", session=session, unsent_events=events, unsent_frames=frames
+        )
+
+    def _connection_lost(self, session: int, exc: aiomqtt.MqttError) -> None:
+        if self._connected.is_set():
+            self.stats.disconnects += 1
+            self._log.warning("mqtt_disconnected", session=session, error=str(exc))
+        else:
+            self.stats.connect_failures += 1
+            if self.stats.connect_failures == 1 or self.stats.connect_failures % 100 == 0:
+                self._log.warning(
+                    "mqtt_connect_failed",
+                    session=session,
+                    broker=self._config.url,
+                    error=str(exc),
+                    failures=self.stats.connect_failures,
+                )
+
+    def _encode(self, message: wire.Message, channel: str) -> bytes | None:
+        payload = wire.encode(message)
+        if len(payload) > wire.MAX_PAYLOAD_BYTES:
+            self.stats.oversized += 1
+            if channel not in self._logged_oversized:
+                self._logged_oversized.add(channel)
+                self._log.error(
+                    "message_oversized", channel=channel, bytes=len(payload), limit=wire.MAX_PAYLOAD_BYTES
+                )
+            return None
+        return payload
+
+
+def _quiet_logger() -> logging.Logger:
+    """paho's own debug chatter stays out of the agent's log; connection changes are logged above."""
+    logger = logging.getLogger("fleetops.agent.mqtt")
+    logger.setLevel(logging.ERROR)
+    return logger
+
+
+_QUIET_MQTT_LOGGER: Final = _quiet_logger()
