@@ -29,8 +29,9 @@ def test_replay_stream_numbers() -> None:
     assert [r for r in rows if r["type"] == "bad_line"] == [{"type": "bad_line", "line": 3}]
 
     def dev(frame: int, index: int) -> dict[str, Any]:
-        (d,) = [a for a in frames[frame]["accelerators"] if a["index"] == index]
-        return d
+        matches: list[dict[str, Any]] = [a for a in frames[frame]["accelerators"] if a["index"] == index]
+        assert len(matches) == 1
+        return matches[0]
 
     # line 1: job "train" on cores 0-2 (2 cores per device)
     assert dev(0, 0)["core_utilization_percent"] == {"0": 80.0, "1": 60.0}

@@ -96,7 +96,7 @@ def test_group_errors_are_recorded_and_their_values_unused() -> None:
     assert [r.index for r in readings] == [0, 1]
     assert readings[0].ecc_aggregate_uncorrected_total is None
     assert readings[0].utilization_percent == pytest.approx(40.0)
-    assert sorted(e.data["group"] for e in events) == sorted(report.group_errors)
+    assert sorted(str(e.data["group"]) for e in events) == sorted(report.group_errors)
     assert {e.kind for e in events} == {"neuron_group_error"}
 
 

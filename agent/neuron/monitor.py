@@ -171,6 +171,9 @@ class NeuronMonitor:
             except OSError as exc:
                 self.stats.spawn_failures += 1
                 log.warning("neuron_monitor_spawn_failed", error=str(exc)[:300])
+            except Exception as exc:  # never let supervision die: back off and try again
+                self.stats.spawn_failures += 1
+                log.error("neuron_monitor_supervision_error", error=repr(exc)[:300])
             if self._stopping:
                 return
             failures = 0 if self._healthy_since_start else failures + 1
