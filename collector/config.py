@@ -1,0 +1,216 @@
+"""Collector configuration: a TOML file, then ``FLEETOPS_<SECTION>__<KEY>`` environment variables,
+then command-line flags, validated into frozen structs. Errors name the offending key."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+__all__ = [
+    "DEFAULT_PATH",
+    "ApiConfig",
+    "CollectorConfig",
+    "ConfigError",
+    "IngestConfig",
+    "LivenessConfig",
+    "LogConfig",
+    "MqttConfig",
+    "StoreConfig",
+    "load_config",
+    "parse_config",
+    "split_host_port",
+]
+
+DEFAULT_PATH: Final = Path("/etc/fleetops/collector.toml")
+ENV_PREFIX: Final = "FLEETOPS_"
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"`` → ``("127.0.0.1", 8080)``; ``"[::1]:0"`` is accepted too."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"expected host:port, got {value!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port {port} out of range")
+    return host.strip("[]"), port
+
+
+class MqttConfig(_Section, frozen=True):
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "fleetops-collector"
+    session_expiry_s: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)] = 7 * 24 * 3600
+    subscription: Annotated[str, msgspec.Meta(min_length=1)] = "fleetops/v1/+/+/#"
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    reconnect_min_s: PositiveInt = 1
+    reconnect_max_s: PositiveInt = 30
+    username: str = ""
+    password: str = ""
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"url: must look like mqtt://host:port or mqtts://host:port, got {self.url!r}")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"url: bad port: {exc}") from None
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s: must be >= reconnect_min_s")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_key_file: tls_cert_file and tls_key_file go together")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts" or bool(self.tls_ca_file)
+
+
+class StoreConfig(_Section, frozen=True):
+    path: Annotated[str, msgspec.Meta(min_length=1)] = "/var/lib/fleetops-collector/fleetops.db"
+
+
+class ApiConfig(_Section, frozen=True):
+    listen: str = "127.0.0.1:8080"
+
+    def __post_init__(self) -> None:
+        try:
+            split_host_port(self.listen)
+        except ValueError as exc:
+            raise ValueError(f"listen: {exc}") from None
+
+
+class LivenessConfig(_Section, frozen=True):
+    silent_after_intervals: Annotated[float, msgspec.Meta(ge=1, le=100)] = 3.0
+    offline_grace_s: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 120.0
+    tick_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+
+
+class IngestConfig(_Section, frozen=True):
+    max_payload_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 262144
+    batch_max: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
+    queue_max: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 20_000
+
+
+class LogConfig(_Section, frozen=True):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class CollectorConfig(_Section, frozen=True):
+    mqtt: MqttConfig = MqttConfig()
+    store: StoreConfig = StoreConfig()
+    api: ApiConfig = ApiConfig()
+    liveness: LivenessConfig = LivenessConfig()
+    ingest: IngestConfig = IngestConfig()
+    log: LogConfig = LogConfig()
+
+
+_SECTIONS: Final[dict[str, type[_Section]]] = {
+    f.name: f.type for f in msgspec.structs.fields(CollectorConfig) if isinstance(f.type, type)
+}
+
+
+def _key_of(message: str) -> str:
+    """Turn msgspec's ``... - at `$.mqtt.url``` into ``mqtt.url: ...``."""
+    text, sep, where = message.rpartition(" - at `$")
+    if not sep:
+        text, where = message, ""
+    key = where.rstrip("`").lstrip(".")
+    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", text)
+    if unknown:
+        name = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
+        return f"{name}: unknown key"
+    inner = re.match(r"([a-z_]+): (.*)", text, re.DOTALL)
+    if key and inner:
+        key, text = f"{key}.{inner.group(1)}", inner.group(2)
+    return f"{key}: {text}" if key else text
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        cls = _SECTIONS.get(section)
+        if cls is None:
+            raise ConfigError(f"{name}: unknown section {section!r}")
+        fields = {f.name: f for f in msgspec.structs.fields(cls)}
+        field = fields.get(key)
+        if field is None:
+            raise ConfigError(f"{name}: unknown key {section}.{key}")
+        try:
+            out.setdefault(section, {})[key] = msgspec.convert(value, field.type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return out
+
+
+def parse_config(
+    raw: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> CollectorConfig:
+    """Merge ``raw`` (parsed TOML), environment overrides and flag overrides, then validate."""
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for layer in (_env_overrides(env or {}), overrides or {}):
+        for section, values in layer.items():
+            target = merged.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{section}: expected a table")
+            target.update(values)
+    try:
+        return msgspec.convert(merged, CollectorConfig, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_key_of(str(exc))) from None
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> CollectorConfig:
+    """Read ``path`` (default ``/etc/fleetops/collector.toml``; a missing default file means
+    built-in defaults, a missing explicit file is an error) and apply env and flag overrides."""
+    file = path or DEFAULT_PATH
+    raw: dict[str, Any] = {}
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if path is not None:
+            raise ConfigError(f"config file {file} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    return parse_config(raw, env=env, overrides=overrides)

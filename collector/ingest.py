@@ -1,0 +1,260 @@
+"""MQTT ingest: paho-mqtt 2.x on its own network thread, messages bridged into asyncio.
+
+The collector keeps a persistent MQTT v5 session (fixed client id, ``clean_start=False``, a session
+expiry) and acknowledges QoS 1 messages itself (``manual_ack=True``) only after the batch they
+belong to committed to the store, so a crash between receipt and commit means redelivery, not loss.
+
+The bridge is bounded: paho's thread waits for room in the queue (back-pressure onto TCP) instead of
+dropping messages, and gives up waiting only when the ingest stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.wire import DecodeError, Message, Topic, TopicError, decode, parse_topic
+from collector.config import MqttConfig
+
+__all__ = ["InboundMessage", "MqttIngest", "Rejections", "decode_inbound"]
+
+log = structlog.get_logger("collector.ingest")
+
+#: How often a rejection reason is logged again after its first occurrence.
+REJECT_LOG_EVERY_S: Final = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    retained: bool
+
+
+class Rejections:
+    """Rejected messages counted by reason; the first of each reason is logged, then at most one
+    line per reason every ``REJECT_LOG_EVERY_S`` seconds (with the count so far)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.counts: Counter[str] = Counter()
+        self._clock = clock
+        self._logged_at: dict[str, float] = {}
+
+    def note(self, reason: str, detail: str, topic: str) -> None:
+        self.counts[reason] += 1
+        now = self._clock()
+        last = self._logged_at.get(reason)
+        if last is None or now - last >= REJECT_LOG_EVERY_S:
+            self._logged_at[reason] = now
+            log.warning(
+                "message_rejected",
+                reason=reason,
+                detail=detail[:300],
+                topic=topic[:200],
+                count=self.counts[reason],
+            )
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def decode_inbound(msg: InboundMessage, max_bytes: int) -> tuple[Topic, Message] | DecodeError:
+    """Parse the topic and decode the payload; a ``DecodeError`` (returned, not raised) says why not.
+
+    Reasons: ``topic`` (not a fleetops v1 node topic), ``not_consumed`` (a command channel the
+    collector does not read), and those of ``agent.wire.decode``: ``oversized``, ``malformed``,
+    ``unknown_version``, ``node_mismatch``, ``unknown_channel``.
+    """
+    try:
+        topic = parse_topic(msg.topic)
+    except TopicError as exc:
+        return DecodeError("topic", str(exc))
+    if topic.channel in ("cmd", "cmd/result"):
+        return DecodeError("not_consumed", topic.channel)
+    try:
+        return topic, decode(topic, msg.payload, max_bytes=max_bytes)
+    except DecodeError as exc:
+        return exc
+
+
+class MqttIngest:
+    """The broker connection. ``start()`` connects in the background (paho retries until the
+    broker answers); ``batch()`` returns queued messages; ``ack()`` acknowledges them."""
+
+    def __init__(self, config: MqttConfig, *, queue_max: int = 20_000) -> None:
+        self.config = config
+        self.queue_max = queue_max
+        self.connected = False
+        self.connects = 0
+        self.session_present = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[InboundMessage] | None = None
+        self._room = threading.Semaphore(queue_max)
+        self._stopping = threading.Event()
+        self._client: mqtt.Client | None = None
+
+    # ---- paho thread --------------------------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.warning("broker_connect_refused", reason=str(reason_code), url=self.config.url)
+            return
+        self.connects += 1
+        self.session_present = bool(flags.session_present)
+        client.subscribe(self.config.subscription, qos=1)
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _mid: int,
+        reason_codes: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
+        """Ready only once the broker confirmed the subscription (SUBACK)."""
+        if any(code.is_failure for code in reason_codes):
+            log.error("subscription_refused", topic=self.config.subscription, reasons=str(reason_codes))
+            return
+        self.connected = True
+        log.info(
+            "broker_connected",
+            url=self.config.url,
+            client_id=self.config.client_id,
+            session_present=self.session_present,
+        )
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        was = self.connected
+        self.connected = False
+        if was:
+            log.warning("broker_disconnected", reason=str(reason_code), url=self.config.url)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._stopping.is_set():
+            return  # not acknowledged: the broker delivers it again next session
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = ""  # rejected as "topic" downstream, and still acknowledged
+        item = InboundMessage(topic, bytes(message.payload), message.qos, message.mid, bool(message.retain))
+        loop = self._loop
+        if loop is None:
+            return
+        while not self._room.acquire(timeout=0.5):
+            if self._stopping.is_set():
+                return  # not acknowledged: the broker delivers it again next session
+        try:
+            loop.call_soon_threadsafe(self._put, item)
+        except RuntimeError:  # the event loop is closed: shutting down
+            self._room.release()
+
+    def _put(self, item: InboundMessage) -> None:
+        assert self._queue is not None
+        self._queue.put_nowait(item)
+
+    # ---- asyncio side -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue(maxsize=self.queue_max)
+        cfg = self.config
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password or None)
+        if cfg.tls:
+            client.tls_set(
+                ca_certs=cfg.tls_ca_file or None,
+                certfile=cfg.tls_cert_file or None,
+                keyfile=cfg.tls_key_file or None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = cfg.session_expiry_s
+        client.connect_async(
+            cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False, properties=props
+        )
+        self._client = client
+        client.loop_start()
+        log.info("broker_connecting", url=cfg.url, client_id=cfg.client_id, subscription=cfg.subscription)
+
+    async def batch(self, max_items: int, timeout_s: float) -> list[InboundMessage]:
+        """Up to ``max_items`` messages: waits up to ``timeout_s`` for the first, then takes what is
+        ready. Returns an empty list on timeout."""
+        queue = self._queue
+        if queue is None:
+            raise RuntimeError("ingest not started")
+        items: list[InboundMessage] = []
+        if queue.empty():
+            try:
+                items.append(await asyncio.wait_for(queue.get(), timeout_s))
+            except TimeoutError:
+                return items
+        while len(items) < max_items and not queue.empty():
+            items.append(queue.get_nowait())
+        for _ in items:
+            self._room.release()
+        return items
+
+    def ack(self, messages: list[InboundMessage]) -> None:
+        """Acknowledge the QoS 1 messages of a committed batch."""
+        client = self._client
+        if client is None:
+            return
+        for msg in messages:
+            if msg.qos > 0:
+                client.ack(msg.mid, msg.qos)
+
+    def pause(self) -> None:
+        """Stop taking messages from the network (used at shutdown, before the last batch)."""
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        """Disconnect cleanly; the broker keeps the session (and anything unacknowledged)."""
+        self._stopping.set()
+        client, self._client = self._client, None
+        if client is None:
+            return
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+        self.connected = False
+        log.info("broker_disconnected_cleanly", url=self.config.url)

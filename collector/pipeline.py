@@ -1,0 +1,261 @@
+"""The collector's pipeline: ingest batch → decode → fleet state → rules → store (one transaction)
+→ acknowledge. A periodic tick marks silent nodes offline and raises tasks for nodes offline
+beyond the grace period."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import msgspec
+import structlog
+
+from agent.wire import Accelerator, DecodeError, Event, HostFacts, Location
+from agent.xid_catalog import XidCatalog
+from collector.config import CollectorConfig
+from collector.ingest import InboundMessage, MqttIngest, Rejections, decode_inbound
+from collector.rules import Finding, RuleContext, evaluate_event, evaluate_node
+from collector.state import FleetState, NodeChange, NodeState
+from collector.store import NodeRecord, Store, Transaction
+from collector.tasks import TaskChange, apply_finding, offline_fingerprint, resolve
+
+__all__ = ["Pipeline", "StoreUnavailable", "node_record", "node_state"]
+
+log = structlog.get_logger("collector.pipeline")
+T = TypeVar("T")
+
+POLL_S: Final = 0.25  # how long one wait for messages lasts (bounds shutdown latency)
+
+
+class StoreUnavailable(RuntimeError):
+    """The store kept failing while the pipeline was stopping; the batch was not acknowledged."""
+
+
+def node_record(state: NodeState, now: float) -> NodeRecord:
+    """The persisted snapshot of a node."""
+    inventory: dict[str, Any] = {
+        "hostname": state.hostname,
+        "location": msgspec.to_builtins(state.location) if state.location is not None else None,
+        "host": msgspec.to_builtins(state.host_facts) if state.host_facts is not None else None,
+        "accelerators": msgspec.to_builtins(list(state.accelerators)),
+        "birth_ts": state.birth_ts,
+    }
+    return NodeRecord(
+        node=state.node,
+        site=state.site,
+        rack=state.location.rack if state.location is not None else "",
+        status=state.status,
+        session=state.session,
+        boot_id=state.boot_id,
+        agent_version=state.agent_version,
+        hostname=state.hostname,
+        interval_s=state.interval_s,
+        last_seen=state.last_seen,
+        offline_since=state.offline_since,
+        offline_reason=state.offline_reason,
+        offline_session=state.offline_session,
+        offline_task_raised=state.offline_task_raised,
+        inventory=inventory,
+        first_seen=now,
+        updated_at=now,
+    )
+
+
+def node_state(record: NodeRecord) -> NodeState:
+    """A node loaded from the store, as fleet state (readings are not persisted)."""
+    inv = record.inventory
+    try:
+        location = msgspec.convert(inv["location"], Location) if inv.get("location") else None
+        host = msgspec.convert(inv["host"], HostFacts) if inv.get("host") else None
+        accelerators = tuple(msgspec.convert(inv.get("accelerators") or [], list[Accelerator]))
+    except msgspec.ValidationError:
+        location, host, accelerators = None, None, ()
+    status = record.status if record.status in ("online", "offline") else "unknown"
+    return NodeState(
+        node=record.node,
+        site=record.site,
+        location=location,
+        hostname=record.hostname,
+        session=record.session,
+        boot_id=record.boot_id,
+        agent_version=record.agent_version,
+        interval_s=record.interval_s,
+        accelerators=accelerators,
+        host_facts=host,
+        birth_ts=inv.get("birth_ts") if isinstance(inv.get("birth_ts"), float) else None,
+        status=status,  # type: ignore[arg-type]
+        last_seen=record.last_seen,
+        offline_since=record.offline_since,
+        offline_reason=record.offline_reason,
+        offline_session=record.offline_session,
+        offline_task_raised=record.offline_task_raised,
+        telemetry_session=record.session,
+        last_seq=None,
+    )
+
+
+class Pipeline:
+    """Consumes the ingest queue until ``stop()``; one store transaction per batch, then acks."""
+
+    def __init__(
+        self,
+        *,
+        config: CollectorConfig,
+        ingest: MqttIngest,
+        store: Store,
+        state: FleetState,
+        catalog: XidCatalog,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.ingest = ingest
+        self.store = store
+        self.state = state
+        self.catalog = catalog
+        self.clock = clock
+        self.rejections = Rejections()
+        #: counters: messages_<channel>, batches, events_new, events_duplicate, tasks_<change>, acks
+        self.stats: Counter[str] = Counter()
+        self._stopping = False
+        self._next_tick = time.monotonic()
+
+    # ---- loop ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        batch_max = self.config.ingest.batch_max
+        while not self._stopping:
+            batch = await self.ingest.batch(batch_max, POLL_S)
+            if batch:
+                await self.process(batch)
+            if time.monotonic() >= self._next_tick:
+                self._next_tick = time.monotonic() + self.config.liveness.tick_s
+                await self.tick()
+
+    def stop(self) -> None:
+        """Finish the batch in flight and return from ``run()``."""
+        self._stopping = True
+
+    # ---- one batch ----------------------------------------------------------------------------
+
+    def _context(self, node: NodeState | None, now: float) -> RuleContext:
+        return RuleContext(
+            now=now, catalog=self.catalog, node=node, offline_grace_s=self.config.liveness.offline_grace_s
+        )
+
+    async def process(self, batch: list[InboundMessage]) -> list[TaskChange]:
+        now = self.clock()
+        max_bytes = self.config.ingest.max_payload_bytes
+        touched: set[str] = set()
+        events: list[tuple[Event, str, list[Finding]]] = []
+        changes: list[NodeChange] = []
+        for msg in batch:
+            decoded = decode_inbound(msg, max_bytes)
+            if isinstance(decoded, DecodeError):
+                self.rejections.note(decoded.reason, decoded.detail, msg.topic)
+                continue
+            topic, message = decoded
+            try:
+                changes.extend(self.state.apply(topic.site, message, now, retained=msg.retained))
+                findings: list[Finding] = []
+                if isinstance(message, Event):
+                    findings = evaluate_event(message, self._context(self.state.nodes.get(message.node), now))
+                    events.append((message, topic.site, findings))
+            except Exception as exc:  # a bug must not stop ingest: count it, log it (rate-limited)
+                self.rejections.note("internal_error", repr(exc), msg.topic)
+                continue
+            self.stats[f"messages_{topic.channel}"] += 1
+            touched.add(message.node)
+        for change in changes:
+            log.info("node_" + change.kind, node=change.node, site=change.site, reason=change.reason)
+        records = [node_record(self.state.nodes[name], now) for name in sorted(touched)]
+        back_online = [c for c in changes if c.kind == "online"]
+
+        def write(tx: Transaction) -> tuple[list[TaskChange], int, int]:
+            out: list[TaskChange] = []
+            new = duplicate = 0
+            for record in records:
+                tx.upsert_node(record)
+            for event, site, findings in events:
+                if not tx.insert_event(event, site, now):
+                    duplicate += 1
+                    continue
+                new += 1
+                out.extend(apply_finding(tx, finding, now) for finding in findings)
+            for change in back_online:
+                resolved = resolve(
+                    tx, offline_fingerprint(change.node), now, f"node back online ({change.reason} received)"
+                )
+                if resolved is not None:
+                    out.append(resolved)
+            return out, new, duplicate
+
+        task_changes, new, duplicate = await self._write(write)
+        self.ingest.ack(batch)
+        self.stats["batches"] += 1
+        self.stats["events_new"] += new
+        self.stats["events_duplicate"] += duplicate
+        self.stats["acks"] += sum(1 for m in batch if m.qos > 0)
+        self._log_tasks(task_changes)
+        return task_changes
+
+    async def tick(self) -> list[TaskChange]:
+        """Liveness: silent nodes go offline; nodes offline beyond the grace get a task."""
+        now = self.clock()
+        changes = self.state.tick(now)
+        for change in changes:
+            log.info("node_offline", node=change.node, site=change.site, reason=change.reason)
+        findings: list[Finding] = []
+        touched = {c.node for c in changes}
+        for node in self.state.nodes.values():
+            for finding in evaluate_node(node, self._context(node, now)):
+                findings.append(finding)
+                if finding.fault == "offline":
+                    node.offline_task_raised = True
+                touched.add(node.node)
+        if not touched:
+            return []
+        records = [node_record(self.state.nodes[name], now) for name in sorted(touched)]
+
+        def write(tx: Transaction) -> list[TaskChange]:
+            for record in records:
+                tx.upsert_node(record)
+            return [apply_finding(tx, finding, now) for finding in findings]
+
+        task_changes = await self._write(write)
+        self._log_tasks(task_changes)
+        return task_changes
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[Transaction], T]) -> T:
+        delay = 0.2
+        attempts = 0
+        while True:
+            try:
+                return await self.store.awrite(fn)
+            except sqlite3.Error as exc:
+                attempts += 1
+                self.stats["store_errors"] += 1
+                log.error("store_write_failed", error=str(exc), attempt=attempts)
+                if self._stopping and attempts >= 3:
+                    raise StoreUnavailable(str(exc)) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _log_tasks(self, changes: list[TaskChange]) -> None:
+        for change in changes:
+            self.stats[f"tasks_{change.change}"] += 1
+            if change.change == "repeated":
+                continue  # counted on the task itself; not a lifecycle change
+            log.info(
+                f"task_{change.change}",
+                task_id=change.task_id,
+                node=change.node,
+                action=change.action,
+                severity=change.severity,
+                summary=change.summary,
+            )

@@ -1,0 +1,116 @@
+"""Wires the collector: store, fleet state, MQTT ingest, pipeline and HTTP API.
+
+In-process use (tests, tools)::
+
+    collector = Collector(config)
+    await collector.start()        # returns once the API listens; the broker connects in the background
+    ...collector.api_url...        # e.g. http://127.0.0.1:41234
+    await collector.stop()         # last batch committed and acknowledged, broker session kept
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+from aiohttp import web
+
+from agent.xid_catalog import XidCatalog, load_catalog
+from collector.api import create_app
+from collector.config import CollectorConfig, split_host_port
+from collector.ingest import MqttIngest
+from collector.pipeline import Pipeline, StoreUnavailable, node_state
+from collector.state import FleetState
+from collector.store import Store
+
+__all__ = ["Collector"]
+
+log = structlog.get_logger("collector.service")
+
+
+class Collector:
+    """The collector process in one object: ``start()``, ``stop()``, ``wait()``."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        catalog: XidCatalog | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = Store(config.store.path)
+        self.state = FleetState(silent_after_intervals=config.liveness.silent_after_intervals)
+        self.ingest = MqttIngest(config.mqtt, queue_max=config.ingest.queue_max)
+        self.pipeline = Pipeline(
+            config=config,
+            ingest=self.ingest,
+            store=self.store,
+            state=self.state,
+            catalog=catalog or load_catalog(),
+            clock=clock,
+        )
+        self.api_url = ""
+        self._runner: web.AppRunner | None = None
+        self._pipeline_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    async def ready(self) -> tuple[bool, str]:
+        """Readiness: the broker is connected and the store takes writes."""
+        if not self.ingest.connected:
+            return False, "broker not connected"
+        if not await self.store.aread(self.store.writable):
+            return False, "store not writable"
+        return True, ""
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.store.open)
+        for record in await self.store.aread(self.store.list_nodes):
+            self.state.restore(node_state(record))
+        host, port = split_host_port(self.config.api.listen)
+        app = create_app(state=self.state, store=self.store, ready=self.ready)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = self._runner.addresses[0]
+        bound_host = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
+        self.api_url = f"http://{bound_host}:{bound[1]}"
+        await self.ingest.start()
+        self._pipeline_task = asyncio.create_task(self._run_pipeline(), name="collector-pipeline")
+        log.info(
+            "api_listening",
+            url=self.api_url,
+            db=str(self.store.path),
+            broker=self.config.mqtt.url,
+            nodes_restored=len(self.state.nodes),
+        )
+
+    async def _run_pipeline(self) -> None:
+        try:
+            await self.pipeline.run()
+        except StoreUnavailable as exc:
+            log.error("pipeline_stopped_store_unavailable", error=str(exc))
+        finally:
+            self._stopped.set()
+
+    async def wait(self) -> None:
+        """Until the pipeline ends (after ``stop()``)."""
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stop taking messages, finish and commit the batch in flight, acknowledge it, disconnect."""
+        self.ingest.pause()
+        self.pipeline.stop()
+        if self._pipeline_task is not None:
+            await self._pipeline_task
+            self._pipeline_task = None
+        await self.ingest.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await asyncio.to_thread(self.store.close)
+        log.info("collector_stopped", rejected=dict(self.pipeline.rejections.counts))

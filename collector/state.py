@@ -1,0 +1,222 @@
+"""Fleet state: what the collector knows about every node, updated from decoded messages.
+
+Pure: no I/O and no clock reads. Every method takes ``now`` (collector clock, seconds since the
+epoch) and returns the state changes it caused, so the pipeline can log and act on them.
+
+Liveness: a node is ``online`` after a birth, an online status or any frame from a session newer
+than its last offline status; it goes ``offline`` when its offline status (the MQTT Will, or a clean
+shutdown) arrives for its current session, or when nothing arrived for ``silent_after_intervals`` x
+its interval (``tick``). An offline status from an older session is stale and ignored.
+
+Telemetry sequence: ``seq`` restarts at 0 after every birth. Within a session a jump forward counts
+the missing frames as gaps; a frame from an older session, or an old ``seq`` of the current one, is
+"late" (counted, never a gap, and its readings do not replace newer ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agent.wire import (
+    Accelerator,
+    AcceleratorReadings,
+    Birth,
+    Event,
+    HostFacts,
+    HostReadings,
+    Location,
+    Message,
+    Status,
+    Telemetry,
+)
+
+__all__ = ["FleetState", "NodeChange", "NodeState", "NodeStatus"]
+
+NodeStatus = Literal["online", "offline", "unknown"]
+
+
+@dataclass
+class NodeState:
+    """One node as the collector sees it."""
+
+    node: str
+    site: str
+    location: Location | None = None
+    hostname: str = ""
+    session: int = -1  # highest session seen (birth, status or any message)
+    boot_id: str = ""
+    agent_version: str = ""
+    interval_s: float = 10.0
+    accelerators: tuple[Accelerator, ...] = ()
+    host_facts: HostFacts | None = None
+    birth_ts: float | None = None
+    status: NodeStatus = "unknown"
+    last_seen: float | None = None
+    offline_since: float | None = None
+    offline_reason: str = ""  # "status" (Will or clean shutdown) or "silence"
+    offline_session: int = -1  # session of the last offline status honoured
+    offline_task_raised: bool = False
+    # telemetry sequence tracking
+    telemetry_session: int = -1
+    last_seq: int | None = None  # None: no baseline yet (first frame sets it)
+    frames_total: int = 0
+    gaps_total: int = 0
+    late_frames_total: int = 0
+    stale_status_total: int = 0
+    readings: dict[int, AcceleratorReadings] = field(default_factory=dict)
+    host_readings: HostReadings | None = None
+    readings_ts: float | None = None
+    events_total: int = 0
+
+    def accelerator(self, index: int | None, accel_id: str = "") -> Accelerator | None:
+        """The inventoried accelerator matching ``accel_id`` (preferred) or ``index``."""
+        for accel in self.accelerators:
+            if accel_id and accel.id == accel_id:
+                return accel
+        for accel in self.accelerators:
+            if index is not None and accel.index == index:
+                return accel
+        return None
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    """A liveness change: ``kind`` is ``online`` or ``offline``."""
+
+    node: str
+    site: str
+    kind: Literal["online", "offline"]
+    at: float
+    reason: str
+    previous: NodeStatus
+
+
+class FleetState:
+    """All nodes, keyed by node name."""
+
+    def __init__(self, *, silent_after_intervals: float = 3.0) -> None:
+        self.silent_after_intervals = silent_after_intervals
+        self.nodes: dict[str, NodeState] = {}
+
+    def node(self, name: str, site: str) -> NodeState:
+        state = self.nodes.get(name)
+        if state is None:
+            state = self.nodes[name] = NodeState(node=name, site=site)
+        return state
+
+    def restore(self, state: NodeState) -> None:
+        """Put a node loaded from the store back (at start-up, before any message)."""
+        self.nodes[state.node] = state
+
+    # ---- messages -----------------------------------------------------------------------------
+
+    def apply(self, site: str, message: Message, now: float, *, retained: bool = False) -> list[NodeChange]:
+        """Apply one decoded message received on ``site``'s topic."""
+        state = self.node(message.node, site)
+        state.site = site
+        if isinstance(message, Birth):
+            return self._birth(state, message, now, retained)
+        if isinstance(message, Status):
+            return self._status(state, message, now)
+        if isinstance(message, Telemetry):
+            return self._telemetry(state, message, now)
+        return self._event(state, message, now)
+
+    def _birth(self, state: NodeState, birth: Birth, now: float, retained: bool) -> list[NodeChange]:
+        if birth.session < state.session:
+            return []  # an older birth than one already applied
+        state.session = birth.session
+        state.location = birth.location
+        state.hostname = birth.hostname
+        state.boot_id = birth.boot_id
+        state.agent_version = birth.agent_version
+        state.interval_s = birth.interval_s
+        state.accelerators = tuple(birth.accelerators)
+        state.host_facts = birth.host
+        state.birth_ts = birth.ts
+        if state.telemetry_session != birth.session:
+            state.telemetry_session = birth.session
+            # A live birth restarts seq at 0; a retained one may be old, so the first frame sets
+            # the baseline instead.
+            state.last_seq = None if retained else -1
+        return self._alive(state, birth.session, now, "birth")
+
+    def _status(self, state: NodeState, status: Status, now: float) -> list[NodeChange]:
+        if status.session < state.session:
+            state.stale_status_total += 1
+            return []
+        state.session = status.session
+        if status.state == "online":
+            return self._alive(state, status.session, now, "status")
+        state.offline_session = status.session
+        return self._offline(state, now, "status")
+
+    def _telemetry(self, state: NodeState, frame: Telemetry, now: float) -> list[NodeChange]:
+        state.frames_total += 1
+        late = frame.session < state.telemetry_session or (
+            frame.session == state.telemetry_session
+            and state.last_seq is not None
+            and frame.seq <= state.last_seq
+        )
+        if late:
+            state.late_frames_total += 1
+        else:
+            if frame.session > state.telemetry_session:
+                state.telemetry_session = frame.session
+                state.last_seq = None  # a session whose birth we did not see: no baseline
+            if state.last_seq is not None and frame.seq > state.last_seq + 1:
+                state.gaps_total += frame.seq - state.last_seq - 1
+            state.last_seq = frame.seq
+            state.interval_s = frame.interval_s
+            if frame.host is not None:
+                state.host_readings = frame.host
+            for readings in frame.accelerators:
+                state.readings[readings.index] = readings
+            state.readings_ts = frame.ts
+        state.session = max(state.session, frame.session)
+        return self._alive(state, frame.session, now, "telemetry")
+
+    def _event(self, state: NodeState, event: Event, now: float) -> list[NodeChange]:
+        state.events_total += 1
+        state.session = max(state.session, event.session)
+        return self._alive(state, event.session, now, "event")
+
+    def _alive(self, state: NodeState, session: int, now: float, reason: str) -> list[NodeChange]:
+        """Something arrived: the node is online unless it belongs to a session already over."""
+        if session <= state.offline_session and state.offline_reason == "status":
+            return []
+        state.last_seen = now if state.last_seen is None else max(state.last_seen, now)
+        if state.status == "online":
+            return []
+        previous = state.status
+        state.status = "online"
+        state.offline_since = None
+        state.offline_reason = ""
+        state.offline_task_raised = False
+        return [NodeChange(state.node, state.site, "online", now, reason, previous)]
+
+    def _offline(self, state: NodeState, since: float, reason: str) -> list[NodeChange]:
+        if state.status == "offline" and state.offline_reason == "status":
+            return []
+        previous = state.status
+        if state.status != "offline":
+            state.offline_since = since
+            state.offline_task_raised = False
+        state.status = "offline"
+        state.offline_reason = reason
+        if previous == "offline":
+            return []  # silence became a confirmed offline status: same episode
+        return [NodeChange(state.node, state.site, "offline", since, reason, previous)]
+
+    # ---- time ---------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[NodeChange]:
+        """Mark nodes offline that stayed silent for ``silent_after_intervals`` intervals."""
+        changes: list[NodeChange] = []
+        for state in self.nodes.values():
+            if state.status != "online" or state.last_seen is None:
+                continue
+            if now - state.last_seen > self.silent_after_intervals * state.interval_s:
+                changes.extend(self._offline(state, state.last_seen, "silence"))
+        return changes
