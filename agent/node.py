@@ -347,7 +347,7 @@ class Agent:
     def _invalid_once(self, what: str, problem: str) -> None:
         if what not in self._logged_invalid:
             self._logged_invalid.add(what)
-            self._log.warning("invalid_readings_dropped", what=what, problem=problem[:300])
+            self._log.warning("invalid_data_dropped", what=what, problem=problem[:300])
 
     # -- events ----------------------------------------------------------------------------------
 

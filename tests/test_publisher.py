@@ -14,8 +14,6 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agent import wire
 from agent.config import AgentConfig, parse_config
@@ -35,17 +33,12 @@ class Received:
 
 
 class Recorder:
-    """Subscribes to a node's topics and keeps every decoded message, in arrival order.
+    """Subscribes to a node's topics and keeps every decoded message, in arrival order; reconnects."""
 
-    ``persistent`` keeps a broker session across reconnects, so messages queued while this
-    subscriber was away (broker restart) are delivered when it comes back.
-    """
-
-    def __init__(self, port: int, node: str, *, persistent: bool = False) -> None:
+    def __init__(self, port: int, node: str) -> None:
         self.port = port
         self.filter = f"fleetops/v1/{SITE}/{node}/#"
-        self.persistent = persistent
-        self.client_id = f"rec-{uuid.uuid4().hex[:12]}"
+        self.connections = 0
         self.received: list[Received] = []
         self._new = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -63,20 +56,15 @@ class Recorder:
             await self._task
 
     async def _run(self) -> None:
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 3600
         while True:
             try:
                 async with aiomqtt.Client(
-                    "127.0.0.1",
-                    self.port,
-                    identifier=self.client_id,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    clean_start=not self.persistent,
-                    properties=properties if self.persistent else None,
+                    "127.0.0.1", self.port, protocol=aiomqtt.ProtocolVersion.V5
                 ) as client:
                     await client.subscribe(self.filter, qos=1)
+                    self.connections += 1
                     self._subscribed.set()
+                    self._new.set()
                     async for msg in client.messages:
                         topic = wire.parse_topic(str(msg.topic))
                         assert isinstance(msg.payload, bytes)
@@ -86,7 +74,17 @@ class Recorder:
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.05)
 
-    async def wait_for(self, predicate: Callable[[Received], bool], within: float = 10.0) -> Received:
+    async def wait_connected(self, connections: int) -> None:
+        async with asyncio.timeout(10):
+            while self.connections < connections:
+                self._new.clear()
+                await self._new.wait()
+
+    async def wait_for(
+        self,
+        predicate: Callable[[Received], bool],
+        within: float = 10.0,
+    ) -> Received:
         deadline = asyncio.get_running_loop().time() + within
         while True:
             for item in self.received:
@@ -219,8 +217,10 @@ async def test_reconnect_gives_new_session_and_delivers_events_from_the_outage(
 ) -> None:
     node = node_name()
     probe = GpuTestProbe()
-    agent = Agent(agent_config(own_broker.url, node, tmp_path), [probe])
-    async with Recorder(own_broker.port, node, persistent=True) as rec:
+    # A fixed 1 s reconnect delay, so the subscriber is back before the agent's next attempt.
+    config = agent_config(own_broker.url, node, tmp_path, reconnect_min_s=1.0, reconnect_max_s=1.0)
+    agent = Agent(config, [probe])
+    async with Recorder(own_broker.port, node) as rec:
         task = asyncio.ensure_future(agent.run())
         first = (await rec.wait_for(lambda r: r.channel == "birth")).message
         await rec.wait_for(lambda r: r.channel == "telemetry")
@@ -229,14 +229,20 @@ async def test_reconnect_gives_new_session_and_delivers_events_from_the_outage(
         for _ in range(500):
             if not agent.publisher.connected:
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.01)
         assert not agent.publisher.connected
         assert probe.emit is not None
         for n in range(3):
             probe.emit(EventDraft(kind="xid", severity="critical", data={"xid": 48, "n": n}))
-        await asyncio.sleep(0.5)  # some reconnect attempts fail meanwhile
+        failures = agent.publisher.stats.connect_failures
+        for _ in range(500):  # right after a failed attempt, the next one is a second away
+            if agent.publisher.stats.connect_failures > failures:
+                break
+            await asyncio.sleep(0.005)
         assert agent.publisher.queued()[0] == 3
+        connections = rec.connections
         await asyncio.to_thread(own_broker.start)
+        await rec.wait_connected(connections + 1)
 
         second = (
             await rec.wait_for(lambda r: r.channel == "birth" and r.message.session != first.session)
@@ -249,7 +255,7 @@ async def test_reconnect_gives_new_session_and_delivers_events_from_the_outage(
 
     assert second.session == first.session + 1
     outage = [r for r in rec.received if r.channel == "event" and "n" in r.message.data]
-    assert sorted({r.message.data["n"] for r in outage}) == [0, 1, 2]
+    assert sorted(r.message.data["n"] for r in outage) == [0, 1, 2]
     # created while disconnected: they keep the session they were created in, sent after the new birth
     assert all(r.message.session == first.session for r in outage)
     birth_at = next(i for i, r in enumerate(rec.received) if r.message is second)
