@@ -281,9 +281,9 @@ class FakeNvml:
     ) -> list[FieldValue]:
         self._enter("nvmlDeviceGetFieldValues")
         calls = self._device(handle)
-        lost = calls.get("*")
-        if lost is not None and "error" in lost:  # the whole call fails, as on a lost GPU
-            raise nvml_error(str(lost["error"]))
+        whole = calls.get("nvmlDeviceGetFieldValues") or calls.get("*")
+        if whole is not None and "error" in whole:  # the whole call fails (lost GPU, old driver)
+            raise nvml_error(str(whole["error"]))
         out: list[FieldValue] = []
         for item in field_ids:
             fid, scope = item if isinstance(item, tuple) else (item, 0)

@@ -40,7 +40,7 @@ def _result(fn: Callable[[], Any]) -> dict[str, Any]:
         value = fn()
     except pynvml.NVMLError as exc:
         return {"error": error_name(exc)}
-    return {"value": msgspec.to_builtins(value)}
+    return {"value": msgspec.json.decode(msgspec.json.encode(value))}
 
 
 def device_calls(nvml: NvmlFacade, handle: Handle) -> dict[str, dict[str, Any]]:
