@@ -136,7 +136,7 @@ class SimulatedFleet:
             waiter = asyncio.ensure_future(self._stop.wait())
             try:
                 await asyncio.wait(
-                    {waiter, *tasks.values()}, timeout=duration_s, return_when=asyncio.FIRST_EXCEPTION
+                    {waiter, *tasks.values()}, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
                 waiter.cancel()

@@ -30,6 +30,7 @@ import msgspec
 import structlog
 
 from agent.probe import EventSink, Sample, Unsupported
+from agent.runner import ProbeConfig
 from agent.wire import Accelerator
 
 __all__ = [
@@ -78,7 +79,7 @@ class KmsgConfigError(ValueError):
     """The kmsg probe configuration is invalid; the message names the key."""
 
 
-class KmsgConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class KmsgConfig(ProbeConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Configuration of the ``kmsg`` probe (``probe.kmsg.*``)."""
 
     enabled: bool = True

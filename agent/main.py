@@ -91,7 +91,13 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(config.agent.log_format, config.agent.log_level)
     clock = SystemClock()
     probes = build_probes(
-        config.probes, ProbeContext(node=config.node.name, state_dir=config.state_dir, clock=clock)
+        config.probes,
+        ProbeContext(
+            node=config.node.name,
+            state_dir=config.state_dir,
+            clock=clock,
+            interval_s=config.agent.interval_s,
+        ),
     )
     agent = Agent(config, probes, clock=clock)
     try:
@@ -113,10 +119,71 @@ async def _serve(agent: Agent) -> None:
             loop.remove_signal_handler(sig)
 
 
+def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    from agent.neuron.cli import add_replay_arguments as add_neuron
+    from agent.nvidia.cli import add_replay_arguments as add_kmsg
+
+    sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    kmsg = sources.add_parser("kmsg", help="recorded kernel-log lines -> the events the agent would publish")
+    add_kmsg(kmsg)
+    kmsg.set_defaults(replay=_replay_kmsg)
+    neuron = sources.add_parser(
+        "neuron-monitor", help="recorded neuron-monitor reports -> the readings and events it would publish"
+    )
+    add_neuron(neuron)
+    neuron.set_defaults(replay=_replay_neuron)
+
+
+def _replay_kmsg(args: argparse.Namespace) -> int:
+    from agent.nvidia.cli import replay_kmsg_command
+
+    return replay_kmsg_command(args)
+
+
+def _replay_neuron(args: argparse.Namespace) -> int:
+    from agent.neuron.cli import replay_neuron_monitor
+
+    return replay_neuron_monitor(args)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    handler: Callable[[argparse.Namespace], int] = args.replay
+    return handler(args)
+
+
+def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    from agent.nvidia.cli import add_probe_arguments
+
+    add_probe_arguments(parser)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from agent.nvidia.cli import probe_command
+
+    return probe_command(args)
+
+
+def _add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    from agent.simulate import add_simulate_arguments
+
+    add_simulate_arguments(parser)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from agent.simulate import simulate_command
+
+    return simulate_command(args)
+
+
 #: Every subcommand, by name. Add one with one entry.
 SUBCOMMANDS: dict[str, Subcommand] = {
     "run": Subcommand("run the agent (the default)", add_config_arguments, _run),
     "check-config": Subcommand("validate the configuration and exit", add_config_arguments, _check_config),
+    "probe": Subcommand("print what the agent sees on this node now", _add_probe_arguments, _probe),
+    "replay": Subcommand(
+        "replay recorded kernel-log lines or neuron-monitor reports", _add_replay_arguments, _replay
+    ),
+    "simulate": Subcommand("run a simulated fleet (demo and tests)", _add_simulate_arguments, _simulate),
 }
 DEFAULT_SUBCOMMAND: Final = "run"
 

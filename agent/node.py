@@ -165,6 +165,7 @@ class Agent:
         self._event_seq = 0
         self._facts = wire.HostFacts()
         self._boot_id = ""
+        self._announced: list[wire.Accelerator] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._logged_invalid: set[str] = set()
@@ -301,6 +302,8 @@ class Agent:
             return
         self._frame_seq += 1
         self.stats.frames_created += 1
+        if self.publisher.connected and self.runner.inventory()[:256] != self._announced:
+            self.publisher.request_birth()
         self.publisher.send_frame(frame)
 
     def _valid_frame(self, frame: wire.Telemetry) -> wire.Telemetry | None:
@@ -428,6 +431,7 @@ class Agent:
         if problem is not None:
             self._invalid_once("birth", problem)
             birth = msgspec.structs.replace(birth, accelerators=[], probes=[])
+        self._announced = list(birth.accelerators) if problem is None else self.runner.inventory()[:256]
         return birth
 
     @property

@@ -65,4 +65,5 @@ class Probe(Protocol):
         """Read current values. Must not block the event loop (use threads for blocking calls)."""
 
     async def stop(self) -> None:
-        """Release the source; called once at shutdown."""
+        """Release the source; called once at shutdown for every probe whose ``start`` was tried,
+        including one that failed or timed out (it may hold a thread or a child process)."""

@@ -100,9 +100,13 @@ class ConnectionHooks(Protocol):
     def connected(self, session: int) -> wire.Birth:
         """The connection for ``session`` is up: make it the current session and return its birth."""
 
+    def birth(self) -> wire.Birth:
+        """The node's birth now, for a re-announcement within the current session."""
+
 
 class PublisherStats(msgspec.Struct, kw_only=True):
     connects: int = 0
+    rebirths: int = 0
     connect_failures: int = 0
     disconnects: int = 0
     events_sent: int = 0
@@ -153,6 +157,7 @@ class Publisher:
         self._events_dropping = False
         self._frames_dropping = False
         self._tls_context: ssl.SSLContext | None = None
+        self._birth_requested = False
         self.session: int | None = None
 
     # -- what the agent calls ------------------------------------------------------------------
@@ -194,6 +199,15 @@ class Publisher:
             if not self._frames_dropping:
                 self._frames_dropping = True
                 self._log.warning("frame_queue_full", dropped_total=self.stats.frames_dropped)
+        self._wakeup.set()
+
+    def request_birth(self) -> None:
+        """Re-announce the node (a fresh birth, same session) before the next queued message.
+
+        Used when the inventory changes after the connect (a probe finished starting, a device
+        appeared) and when the collector asks for a rebirth. A birth is sent on every connect anyway.
+        """
+        self._birth_requested = True
         self._wakeup.set()
 
     def stop(self) -> None:
@@ -276,6 +290,7 @@ class Publisher:
         else:
             await client.publish(self._topic("birth"), birth_payload, qos=1, retain=True)
         await client.publish(self._topic("status"), self._status(session, "online"), qos=1, retain=True)
+        self._birth_requested = False
         self._connected.set()
         events, frames = self.queued()
         self._log.info("mqtt_connected", session=session, queued_events=events, queued_frames=frames)
@@ -306,11 +321,18 @@ class Publisher:
                 self._wakeup.clear()
                 if self._stopping.is_set():
                     break
-                if len(self._events) == 0 and len(self._frames) == 0:
+                if len(self._events) == 0 and len(self._frames) == 0 and not self._birth_requested:
                     await self._wakeup.wait()
 
     async def _send_one(self, client: aiomqtt.Client) -> bool:
-        """Send the head event, else the head frame; False when both queues are empty."""
+        """Send a requested birth, else the head event, else the head frame; False when idle."""
+        if self._birth_requested:
+            self._birth_requested = False
+            payload = self._encode(self._hooks.birth(), "birth")
+            if payload is not None:
+                await client.publish(self._topic("birth"), payload, qos=1, retain=True)
+                self.stats.rebirths += 1
+            return True
         item = self._events.peek()
         if item is not None:
             await client.publish(self._topic("event"), item.payload, qos=1, retain=False)

@@ -84,6 +84,7 @@ class _Slot:
         self.name = probe.name
         self.timeout_s = timeout_s
         self.started = False
+        self.start_attempted = False
         self.unsupported = False
         self.health = ProbeHealth(name=probe.name, state="ok")
         self.inflight: asyncio.Task[Any] | None = None
@@ -167,6 +168,15 @@ class ProbeRunner:
 
     async def _start(self, slot: _Slot) -> bool:
         begin = self._clock.monotonic()
+        late = slot.inflight
+        if slot.start_attempted and late is not None and late.done():
+            # The previous start outlived its timeout but finished: it counts, and must not run twice.
+            slot.inflight = None
+            if not late.cancelled() and late.exception() is None:
+                slot.started = True
+                self._log.info("probe_started", probe=slot.name, late=True)
+                return True
+        slot.start_attempted = True
         try:
             await self._call(slot, lambda: slot.probe.start(self._emit))
         except Unsupported as exc:
@@ -208,7 +218,9 @@ class ProbeRunner:
         return sample
 
     async def _stop(self, slot: _Slot) -> None:
-        if not slot.started:
+        # A start that failed or timed out may have acquired resources (a child process, a thread):
+        # every probe whose start was attempted is stopped.
+        if not slot.start_attempted:
             return
         try:
             await asyncio.wait_for(slot.probe.stop(), timeout=slot.timeout_s)

@@ -60,6 +60,12 @@ async def test_simulated_node_end_to_end(tmp_path: Path) -> None:
     events: list[EventDraft] = []
     await probe.start(events.append)
     try:
+        # start() waits at most half an interval for the first report; the inventory is completed
+        # (model, cores, memory) by the first sample after a report arrived.
+        async def first_sample() -> None:
+            await probe.sample()
+
+        await until(lambda: probe.inventory()[0].cores is not None, first_sample)
         inventory = probe.inventory()
         model = TrainiumModel(NODE, 3, faults, seed=7)
         assert [a.index for a in inventory] == [0, 1, 2]

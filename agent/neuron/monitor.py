@@ -132,7 +132,11 @@ class NeuronMonitor:
         return self._proc is not None and self._proc.returncode is None
 
     async def start(self) -> None:
-        """Write the config and start the child; ``Unsupported`` when the executable is absent."""
+        """Write the config and start the child; ``Unsupported`` when the executable is absent.
+
+        Idempotent: a second call while the supervisor runs does not start a second child."""
+        if self._task is not None and not self._task.done():
+            return
         exe = self.settings.command[0]
         if _resolve(exe) is None:
             raise Unsupported(f"neuron-monitor executable {exe!r} not found or not executable")

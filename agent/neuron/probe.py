@@ -27,6 +27,7 @@ from agent.neuron.monitor import DEFAULT_LINE_LIMIT, MonitorSettings, MonitorSta
 from agent.neuron.report import InstanceInfo, NeuronReport, decode_report_line
 from agent.neuron.sysfs import DEFAULT_ROOT, NeuronSysfs, SysfsLayout, SysfsSnapshot
 from agent.probe import EventDraft, EventSink, Sample, Unsupported
+from agent.runner import ProbeConfig
 from agent.wire import Accelerator
 
 __all__ = [
@@ -43,7 +44,7 @@ PROBE_NAME: Final = "neuron"
 log = structlog.get_logger(__name__)
 
 
-class NeuronProbeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class NeuronProbeConfig(ProbeConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[probe.neuron]`` in the agent config."""
 
     enabled: bool = True
@@ -131,6 +132,7 @@ class NeuronProbe:
         self._consumed_seq = 0
         self._first = asyncio.Event()
         self._inventory: list[Accelerator] = []
+        self._inventory_has_report = False
         self._frames = NeuronFrames()
         self._unsupported_logged = False
         self._stale_logged = False
@@ -150,6 +152,7 @@ class NeuronProbe:
             await asyncio.wait_for(self._first.wait(), self.start_wait_s)
         snapshot = await asyncio.to_thread(self._sysfs.read)
         self._inventory = _inventory(self._latest, snapshot)
+        self._inventory_has_report = self._latest is not None
         self._frames = NeuronFrames({a.index: a.id for a in self._inventory})
         log.info(
             "neuron_probe_started",
@@ -161,9 +164,20 @@ class NeuronProbe:
     def inventory(self) -> list[Accelerator]:
         return list(self._inventory)
 
+    def _refresh_inventory(self, report: NeuronReport, snapshot: SysfsSnapshot) -> None:
+        inventory = _inventory(report, snapshot)
+        self._inventory_has_report = True
+        if [a.id for a in inventory] != [a.id for a in self._inventory]:
+            self._frames = NeuronFrames({a.index: a.id for a in inventory})
+        self._inventory = inventory
+
     async def sample(self) -> Sample:
         snapshot = await asyncio.to_thread(self._sysfs.read)
         report = None if self.stale else self._latest
+        if report is not None and not self._inventory_has_report:
+            # The first report arrived after start: complete the inventory (model, cores, memory);
+            # the agent re-announces the node when its inventory changes.
+            self._refresh_inventory(report, snapshot)
         new = report is not None and self._latest_seq != self._consumed_seq
         self._consumed_seq = self._latest_seq
         readings, events = self._frames.step(
@@ -308,7 +322,7 @@ def make_neuron_probe(
         stale_after_periods=config.stale_after_periods,
         restart_backoff_max_s=config.restart_backoff_max_s,
         restart_backoff_initial_s=min(restart_backoff_initial_s, config.restart_backoff_max_s),
-        start_wait_s=config.timeout_s,
+        start_wait_s=min(config.timeout_s, interval_s / 2),
         clock=clock,
         monotonic=monotonic,
         env=env,

@@ -391,6 +391,10 @@ class SimulatedGpu:
         return c
 
 
+#: How long one simulated snapshot answers NVML calls.
+SNAPSHOT_S: Final = 0.1
+
+
 class SimulatedNode:
     """The GPUs of one simulated node, their faults, and the node's kernel-log file."""
 
@@ -417,6 +421,8 @@ class SimulatedNode:
         self._rng = random.Random(seed)
         self.nvml_event: Callable[[int, int, int], None] | None = None
         self._pending_events: list[tuple[int, int, int]] = []
+        self._answers: list[DeviceCalls] = []
+        self._answers_at = float("-inf")
         kmsg_path.parent.mkdir(parents=True, exist_ok=True)
         kmsg_path.touch(exist_ok=True)
 
@@ -427,10 +433,18 @@ class SimulatedNode:
         }
 
     def devices(self) -> list[DeviceCalls]:
-        """Advance to the clock and answer for every GPU (the fake NVML's snapshot source)."""
+        """Advance to the clock and answer for every GPU (the fake NVML's snapshot source).
+
+        One probe cycle makes dozens of calls per GPU; the model advances at most every
+        ``SNAPSHOT_S`` so those calls read one consistent snapshot, as they would on hardware
+        where counters move between but not within a few milliseconds."""
         with self._lock:
-            self._advance(self._clock() - self._start)
-            answers: list[DeviceCalls] = [gpu.calls() for gpu in self.gpus]
+            now = self._clock()
+            if now - self._answers_at >= SNAPSHOT_S or not self._answers:
+                self._advance(now - self._start)
+                self._answers = [gpu.calls() for gpu in self.gpus]
+                self._answers_at = now
+            answers = self._answers
             events, self._pending_events = self._pending_events, []
         if self.nvml_event is not None:  # delivered outside the lock
             for event in events:

@@ -32,6 +32,7 @@ from agent.nvidia.edges import DeviceRead, EdgeState, detect_edges
 from agent.nvidia.nvml_facade import Handle, NvmlFacade, RealNvml, error_name
 from agent.nvidia.xid import XidOccurrence, XidReporter
 from agent.probe import EventSink, Sample, Unsupported
+from agent.runner import ProbeConfig
 from agent.wire import Accelerator, AcceleratorReadings
 
 __all__ = [
@@ -53,7 +54,7 @@ class NvmlConfigError(ValueError):
     """The nvml probe configuration is invalid; the message names the key."""
 
 
-class NvmlConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class NvmlConfig(ProbeConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Configuration of the ``nvml`` probe (``probe.nvml.*``)."""
 
     enabled: bool = True

@@ -9,15 +9,38 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
+from agent.kmsg import KmsgConfig
+from agent.neuron.probe import NeuronProbeConfig
+from agent.nvidia.nvml_probe import NvmlConfig
 from agent.probe import Probe
 from agent.probes.host import HostProbe, HostProbeConfig
 from agent.runner import Clock, ProbeConfig
 
-__all__ = ["PROBES", "ProbeConfig", "ProbeContext", "ProbeSpec", "build_probes"]
+if TYPE_CHECKING:
+    from agent.nvidia.xid import XidReporter
+
+__all__ = ["PROBES", "ProbeConfig", "ProbeContext", "ProbeSpec", "SharedProbeState", "build_probes"]
+
+
+class SharedProbeState:
+    """What the probes of one node share: the XID reporter (NVML events and the kernel log feed
+    the same one, so one XID is one event) and the Neuron probe's device lookup."""
+
+    def __init__(self) -> None:
+        self._xid_reporter: XidReporter | None = None
+        self.neuron_lookup: Callable[[int], str | None] | None = None
+
+    def xid_reporter(self, *, fold_window_s: float = 30.0, dedup_window_s: float = 10.0) -> XidReporter:
+        """The node's reporter, created by whichever probe asks first."""
+        if self._xid_reporter is None:
+            from agent.nvidia.xid import XidReporter
+
+            self._xid_reporter = XidReporter(fold_window_s=fold_window_s, dedup_window_s=dedup_window_s)
+        return self._xid_reporter
 
 
 class ProbeContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,6 +49,8 @@ class ProbeContext(msgspec.Struct, frozen=True, kw_only=True):
     node: str
     state_dir: Path
     clock: Clock
+    interval_s: float = 10.0
+    shared: SharedProbeState = msgspec.field(default_factory=SharedProbeState)
 
 
 C = TypeVar("C", bound=ProbeConfig)
@@ -42,9 +67,47 @@ def _host(config: HostProbeConfig, context: ProbeContext) -> Probe:
     return HostProbe(config)
 
 
-#: Every probe type, by the name used in ``[probes.<name>]``. Add a line to register a new type.
+def _nvml(config: NvmlConfig, context: ProbeContext) -> Probe:
+    from agent.nvidia.nvml_probe import make_nvml_probe
+
+    reporter = context.shared.xid_reporter(dedup_window_s=config.xid_dedup_window_s)
+    return make_nvml_probe(config, reporter=reporter, clock=context.clock.time)
+
+
+def _neuron(config: NeuronProbeConfig, context: ProbeContext) -> Probe:
+    from agent.neuron.probe import make_neuron_probe
+
+    probe = make_neuron_probe(
+        config,
+        interval_s=context.interval_s,
+        state_dir=context.state_dir / "neuron",
+        clock=context.clock.time,
+        monotonic=context.clock.monotonic,
+    )
+    context.shared.neuron_lookup = probe.accelerator_id
+    return probe
+
+
+def _kmsg(config: KmsgConfig, context: ProbeContext) -> Probe:
+    from agent.kmsg import make_kmsg_probe
+    from agent.probes.kernel_log import KernelLogProbe
+
+    reporter = context.shared.xid_reporter(fold_window_s=config.xid_fold_window_s)
+    lookup = context.shared.neuron_lookup
+    follower = make_kmsg_probe(config, clock=context.clock.time)
+    if lookup is None:
+        return KernelLogProbe(follower, reporter, clock=context.clock.time)
+    return KernelLogProbe(follower, reporter, neuron_lookup=lookup, clock=context.clock.time)
+
+
+#: Every probe type, by the name used in ``[probes.<name>]``, in the order they are built (the
+#: kernel log comes last: it attaches to what the vendor probes created). Add a line to register a
+#: new type.
 PROBES: dict[str, ProbeSpec[Any]] = {
     "host": ProbeSpec(HostProbeConfig, _host),
+    "nvml": ProbeSpec(NvmlConfig, _nvml),
+    "neuron": ProbeSpec(NeuronProbeConfig, _neuron),
+    "kmsg": ProbeSpec(KmsgConfig, _kmsg),
 }
 
 
