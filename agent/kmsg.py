@@ -85,8 +85,8 @@ class KmsgConfig(ProbeConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
     enabled: bool = True
     path: str = DEV_KMSG
     format: Format = "auto"
-    #: Where the read position is remembered; empty: not remembered.
-    state_file: str = "/var/lib/fleetops/kmsg.state"
+    #: Where the read position is remembered; empty: ``kmsg.state`` in the agent's state directory.
+    state_file: str = ""
     #: Identical XIDs on the same GPU within this window are folded into one follow-up event.
     xid_fold_window_s: float = 30.0
     #: How often a plain file is polled for new lines, and how often handlers' tickers run.

@@ -198,7 +198,11 @@ async def test_killed_agent_goes_offline_through_its_will(broker: PrivateBroker,
     assert retained
     assert (status.state, status.session) == ("offline", 1)
     assert watcher.births[0].session == 1
-    assert [p.name for p in watcher.births[0].probes] == ["host"]
+    probes = {p.name: p for p in watcher.births[0].probes}
+    assert list(probes) == ["host", "nvml", "neuron", "kmsg"]  # every registered probe reports its health
+    assert probes["host"].state == "ok"
+    assert probes["nvml"].state == "unsupported"  # no NVIDIA driver on a test machine
+    assert probes["neuron"].state == "unsupported"  # no neuron-monitor either
 
 
 async def test_sigterm_shuts_down_cleanly_with_offline_status(broker: PrivateBroker, tmp_path: Path) -> None:

@@ -46,6 +46,14 @@ async def _get(url: str) -> tuple[int, Any]:
         return resp.status, await resp.json()
 
 
+@pytest.fixture(scope="module")
+def broker() -> Iterator[PrivateBroker]:
+    """A broker of this module's own: other modules leave retained births on the shared one, and
+    these tests count exactly what the collector receives."""
+    with PrivateBroker() as b:
+        yield b
+
+
 @pytest.fixture
 def publisher(broker: PrivateBroker) -> Iterator[Publisher]:
     pub = Publisher(broker.port)

@@ -94,6 +94,8 @@ def _kmsg(config: KmsgConfig, context: ProbeContext) -> Probe:
 
     reporter = context.shared.xid_reporter(fold_window_s=config.xid_fold_window_s)
     lookup = context.shared.neuron_lookup
+    if not config.state_file:
+        config = msgspec.structs.replace(config, state_file=str(context.state_dir / "kmsg.state"))
     follower = make_kmsg_probe(config, clock=context.clock.time)
     if lookup is None:
         return KernelLogProbe(follower, reporter, clock=context.clock.time)
