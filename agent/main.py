@@ -21,6 +21,7 @@ from agent.logging import configure_logging
 from agent.node import Agent, AgentError
 from agent.probes import ProbeContext, build_probes
 from agent.runner import SystemClock
+from agent.sdnotify import Notifier
 
 __all__ = [
     "DEFAULT_SUBCOMMAND",
@@ -99,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
             interval_s=config.agent.interval_s,
         ),
     )
-    agent = Agent(config, probes, clock=clock)
+    agent = Agent(config, probes, clock=clock, notifier=Notifier.from_environ())
     try:
         asyncio.run(_serve(agent))
     except AgentError as exc:

@@ -31,6 +31,7 @@ from agent.probes.host import HostFactsReader
 from agent.publisher import MessageQueue, Publisher
 from agent.runner import Clock as Clock
 from agent.runner import FrameContent, ProbeRunner, SystemClock
+from agent.sdnotify import Notifier
 
 __all__ = ["Agent", "AgentError", "AgentStats", "SessionCounter"]
 
@@ -124,6 +125,7 @@ class Agent:
         frame_queue: MessageQueue | None = None,
         failure_threshold: int = 3,
         logger: Any = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.node = config.node.name
@@ -170,6 +172,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._logged_invalid: set[str] = set()
         self._running = threading.Event()
+        self._notifier = notifier or Notifier(None)  # systemd READY / WATCHDOG / STATUS
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -202,6 +205,8 @@ class Agent:
             )
             publisher_task = asyncio.ensure_future(self.publisher.run())
             self._running.set()
+            self._notifier.extend_watchdog(3 * self.interval_s + 30)
+            self._notifier.ready(f"node={self.node} session={self.session}")
             await self._frame_loop(publisher_task)
         finally:
             self._running.clear()
@@ -223,6 +228,7 @@ class Agent:
             loop.call_soon_threadsafe(self._stop.set)
 
     async def _shutdown(self, publisher_task: asyncio.Task[None] | None) -> None:
+        self._notifier.stopping()
         self.publisher.stop()
         if publisher_task is not None:
             try:
@@ -260,6 +266,7 @@ class Agent:
             ts = self._clock.time()
             content = await self.runner.sample()
             self._publish_frame(ts, content)
+            self._notifier.watchdog()
             slot += 1
             now = self._clock.monotonic()
             due = start + slot * self.interval_s
