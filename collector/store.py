@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, TypeVar
 import msgspec
 
 from agent.wire import Event
+from collector.notify.schema import NOTIFY_SCHEMA
 from collector.rules import TaskLocation
 
 __all__ = [
@@ -119,6 +120,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
             "CREATE INDEX task_history_task ON task_history (task_id, id)",
         ),
     ),
+    (2, "notification outbox, pages and deliveries", NOTIFY_SCHEMA),
 )
 
 

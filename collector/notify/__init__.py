@@ -1,0 +1,1 @@
+"""Paging: notifiers, routing, grouping, rate limits and a durable outbox in the store."""
