@@ -21,6 +21,9 @@ __all__ = [
     "LivenessConfig",
     "LogConfig",
     "MqttConfig",
+    "NotifyConfig",
+    "NotifyReceiver",
+    "NotifyRoute",
     "StoreConfig",
     "load_config",
     "parse_config",
@@ -31,6 +34,20 @@ DEFAULT_PATH: Final = Path("/etc/fleetops/collector.toml")
 ENV_PREFIX: Final = "FLEETOPS_"
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+ActionName = Literal[
+    "RESTART_APP",
+    "RESET_GPU",
+    "REBOOT_NODE",
+    "DRAIN_NODE",
+    "INSPECT_HARDWARE",
+    "REPLACE_HARDWARE",
+    "CHECK_COOLING",
+    "CHECK_POWER",
+    "UPDATE_SOFTWARE",
+    "INVESTIGATE_SOFTWARE",
+    "CONTACT_VENDOR",
+    "OBSERVE",
+]
 
 
 class ConfigError(ValueError):
@@ -124,6 +141,80 @@ class LogConfig(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+_RECEIVER_NAME = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+_DEFAULT_GRAFANA_PATH: Final = "/d/fleetops-node/fleetops-node?var-site={site}&var-node={node}"
+
+
+class NotifyReceiver(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where pages go: one notifier (docs/paging.md lists each kind's keys)."""
+
+    name: _RECEIVER_NAME
+    kind: Literal["alertmanager", "pagerduty", "slack", "webhook", "opsgenie"]
+    url: str
+    routing_key: str = ""  # pagerduty: the integration's 32-character routing key
+    secret: str = ""  # webhook: HMAC-SHA256 key
+    api_key: str = ""  # opsgenie: GenieKey
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
+    #: sustained sends per second (0: the kind's default: slack 1, others 10) and burst size
+    rate_per_s: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 0.0
+    burst: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    #: task fields that make one page of many tasks (site, rack, node, action, severity);
+    #: None: the kind's default (alertmanager groups by itself: [], others: site + action)
+    group_by: list[Literal["site", "rack", "node", "action", "severity"]] | None = None
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url: receiver {self.name!r} needs an http(s) URL, got {self.url!r}")
+        if self.kind == "pagerduty" and len(self.routing_key) != 32:
+            raise ValueError(f"routing_key: receiver {self.name!r} needs a 32-character routing key")
+        if self.kind == "webhook" and len(self.secret) < 16:
+            raise ValueError(f"secret: receiver {self.name!r} needs an HMAC secret of 16+ characters")
+        if self.kind == "opsgenie" and not self.api_key:
+            raise ValueError(f"api_key: receiver {self.name!r} needs an Opsgenie API key")
+
+
+class NotifyRoute(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Tasks matching every non-empty filter go to ``receiver``."""
+
+    receiver: _RECEIVER_NAME
+    severity: list[Literal["critical", "warning", "info"]] = []
+    site: list[str] = []
+    action: list[ActionName] = []
+
+
+class NotifyConfig(_Section, frozen=True):
+    """Paging: receivers, routes, grouping, retries and the links put in pages."""
+
+    #: the board's external base URL, e.g. https://fleetops.example.org/board (pages link to tasks)
+    board_url: str = ""
+    #: Grafana's base URL and the dashboard path ({site}, {rack}, {node}, {task_id} filled in)
+    grafana_url: str = ""
+    grafana_path: str = _DEFAULT_GRAFANA_PATH
+    group_wait_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    group_window_s: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 300.0
+    resend_interval_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 60.0
+    retry_initial_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 1.0
+    retry_max_s: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 300.0
+    give_up_after_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86400)] = 86400.0
+    poll_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.5
+    receivers: list[NotifyReceiver] = []
+    routes: list[NotifyRoute] = []
+
+    def __post_init__(self) -> None:
+        names = [r.name for r in self.receivers]
+        if len(set(names)) != len(names):
+            raise ValueError("receivers: receiver names must be unique")
+        for i, route in enumerate(self.routes):
+            if route.receiver not in names:
+                raise ValueError(f"routes: route {i} names unknown receiver {route.receiver!r}")
+        for key, url in (("board_url", self.board_url), ("grafana_url", self.grafana_url)):
+            if url and urlsplit(url).scheme not in ("http", "https"):
+                raise ValueError(f"{key}: must be an http(s) URL, got {url!r}")
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError("retry_max_s: must be >= retry_initial_s")
+
+
 class CollectorConfig(_Section, frozen=True):
     mqtt: MqttConfig = MqttConfig()
     store: StoreConfig = StoreConfig()
@@ -131,6 +222,7 @@ class CollectorConfig(_Section, frozen=True):
     liveness: LivenessConfig = LivenessConfig()
     ingest: IngestConfig = IngestConfig()
     log: LogConfig = LogConfig()
+    notify: NotifyConfig = NotifyConfig()
 
 
 _SECTIONS: Final[dict[str, type[_Section]]] = {
