@@ -31,6 +31,7 @@ __all__ = [
     "ConfigError",
     "MqttSection",
     "NodeSection",
+    "SpoolSection",
     "TlsSection",
     "load_config",
     "parse_config",
@@ -38,7 +39,7 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/fleetops/agent.toml")
 ENV_PREFIX: Final = "FLEETOPS_"
-_SECTIONS: Final = ("node", "mqtt", "agent", "probes")
+_SECTIONS: Final = ("node", "mqtt", "agent", "spool", "probes")
 
 
 class ConfigError(ValueError):
@@ -96,10 +97,27 @@ class AgentSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class SpoolSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The durable spool in ``<agent.state_dir>/spool`` (policy in ``agent/spool.py``)."""
+
+    enabled: bool = True
+    max_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=2**40)] = 64 * 1024 * 1024
+    event_reserve_share: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.5
+    segment_bytes: Annotated[int, msgspec.Meta(ge=4096, le=64 * 1024 * 1024)] = 1024 * 1024
+    fsync_events: bool = True
+    # "collector": an event leaves the spool when the collector acknowledged it on .../ack;
+    # "broker": as soon as the broker acknowledged it (PUBACK).
+    ack_mode: Literal["collector", "broker"] = "collector"
+    ack_timeout_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 60.0
+    memory_max_events: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 1000
+    rebirth_min_interval_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+
+
 class _RawConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     node: NodeSection = NodeSection()
     mqtt: MqttSection = MqttSection()
     agent: AgentSection = AgentSection()
+    spool: SpoolSection = SpoolSection()
     probes: dict[str, dict[str, Any]] = {}
 
 
@@ -111,6 +129,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     agent: AgentSection
     probes: dict[str, ProbeConfig]
     source: str = ""
+    spool: SpoolSection = SpoolSection()
 
     @property
     def client_id(self) -> str:
@@ -221,7 +240,11 @@ def parse_config(
         raise ConfigError("mqtt.client_id: must be 1-128 printable characters without spaces")
     if not parsed.agent.state_dir:
         raise ConfigError("agent.state_dir: must not be empty")
-    return AgentConfig(node=node, mqtt=parsed.mqtt, agent=parsed.agent, probes=probes, source=source)
+    if parsed.spool.segment_bytes * 4 > parsed.spool.max_bytes:
+        raise ConfigError("spool.segment_bytes: must be at most a quarter of spool.max_bytes")
+    return AgentConfig(
+        node=node, mqtt=parsed.mqtt, agent=parsed.agent, probes=probes, source=source, spool=parsed.spool
+    )
 
 
 # -- validation helpers --------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from agent.publisher import MessageQueue, Publisher
 from agent.runner import Clock as Clock
 from agent.runner import FrameContent, ProbeRunner, SystemClock
 from agent.sdnotify import Notifier
+from agent.spool import Spool, SpoolSettings
 
 __all__ = ["Agent", "AgentError", "AgentStats", "SessionCounter"]
 
@@ -148,6 +149,23 @@ class Agent:
             failure_threshold=failure_threshold,
             logger=self._log,
         )
+        # The durable spool replaces the in-memory queues unless queues were handed in.
+        self.spool: Spool | None = None
+        spool_cfg = config.spool
+        if spool_cfg.enabled and event_queue is None and frame_queue is None:
+            self.spool = Spool(
+                config.state_dir / "spool",
+                SpoolSettings(
+                    max_bytes=spool_cfg.max_bytes,
+                    event_reserve_share=spool_cfg.event_reserve_share,
+                    segment_bytes=spool_cfg.segment_bytes,
+                    fsync_events=spool_cfg.fsync_events,
+                    memory_max_events=spool_cfg.memory_max_events,
+                ),
+                events_acked=spool_cfg.ack_mode == "collector",
+                logger=self._log,
+            )
+            event_queue, frame_queue = self.spool.events, self.spool.frames
         self.publisher = Publisher(
             config.mqtt,
             site=self.site,
@@ -159,6 +177,8 @@ class Agent:
             frames=frame_queue,
             rng=rng,
             logger=self._log,
+            ack_timeout_s=spool_cfg.ack_timeout_s,
+            rebirth_min_interval_s=spool_cfg.rebirth_min_interval_s,
         )
         self._sessions: SessionCounter | None = None
         self.session = 0
@@ -180,6 +200,7 @@ class Agent:
         """Start probes, connect, publish frames on schedule; returns after ``stop()``."""
         self._loop = asyncio.get_running_loop()
         self._sessions = self._open_state()
+        self._open_spool()
         self.session = self._pending_session = self._sessions.next()
         self._log.info(
             "agent_starting",
@@ -239,7 +260,19 @@ class Agent:
             except Exception as exc:
                 self._log.warning("publisher_stopped_with_error", error=str(exc))
         await self.runner.stop()
+        if self.spool is not None:
+            self.spool.close()
         self._log.info("agent_stopped", session=self.session, **msgspec.structs.asdict(self.stats))
+
+    def _open_spool(self) -> None:
+        if self.spool is None:
+            return
+        try:
+            self.spool.open()
+        except OSError as exc:
+            raise AgentError(
+                f"agent.state_dir: cannot open the spool in {self.spool.directory}: {exc.strerror or exc}"
+            ) from None
 
     def _open_state(self) -> SessionCounter:
         state_dir = self.config.state_dir

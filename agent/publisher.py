@@ -6,7 +6,11 @@ the broker acknowledged it) and queued frames (QoS 0). Events are sent as soon a
 always before frames. Reconnects back off exponentially with full jitter. Payloads above
 ``wire.MAX_PAYLOAD_BYTES`` are refused and counted (the client would otherwise drop them silently).
 
-The queues sit behind ``MessageQueue`` so a durable spool can replace the in-memory one.
+The queues sit behind ``MessageQueue`` so a durable spool can replace the in-memory one. An event
+queue that also implements ``AckedQueue`` (the spool) keeps events after the broker's PUBACK until the
+collector acknowledges them on ``.../ack``; unacknowledged events are sent again after
+``ack_timeout_s`` and on every reconnect. The agent subscribes to its own ``ack`` and ``rebirth``
+topics; a rebirth request re-publishes the birth, at most once per ``rebirth_min_interval_s``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import logging
 import random
 import ssl
 from collections import deque
-from typing import Any, Final, Literal, Protocol
+from collections.abc import Iterable
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 import aiomqtt
 import msgspec
@@ -28,6 +33,7 @@ from agent.config import MqttSection
 from agent.runner import Clock
 
 __all__ = [
+    "AckedQueue",
     "ConnectionHooks",
     "MemoryQueue",
     "MessageQueue",
@@ -59,6 +65,27 @@ class MessageQueue(Protocol):
     def pop(self) -> None: ...
 
     def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class AckedQueue(Protocol):
+    """A ``MessageQueue`` whose ``pop()`` keeps the item until ``ack`` removes it by key."""
+
+    def put(self, item: Outgoing) -> int: ...
+
+    def peek(self) -> Outgoing | None: ...
+
+    def pop(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def ack(self, keys: Iterable[str]) -> int: ...
+
+    def rewind(self, sent_before: float | None = None) -> int: ...
+
+    def rewind_expired(self, timeout_s: float) -> int: ...
+
+    def next_expiry(self, timeout_s: float) -> float | None: ...
 
 
 class MemoryQueue:
@@ -114,6 +141,12 @@ class PublisherStats(msgspec.Struct, kw_only=True):
     events_dropped: int = 0
     frames_dropped: int = 0
     oversized: int = 0
+    acks_received: int = 0
+    events_acked: int = 0
+    events_resent: int = 0
+    rebirth_requests: int = 0
+    rebirth_requests_ignored: int = 0
+    control_invalid: int = 0
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -138,8 +171,13 @@ class Publisher:
         frames: MessageQueue | None = None,
         rng: random.Random | None = None,
         logger: Any = None,
+        ack_timeout_s: float = 60.0,
+        rebirth_min_interval_s: float = 10.0,
     ) -> None:
         self._config = config
+        self._ack_timeout_s = ack_timeout_s
+        self._rebirth_min_interval_s = rebirth_min_interval_s
+        self._last_rebirth_request: float | None = None
         self._site = site
         self._node = node
         self._client_id = client_id
@@ -210,6 +248,13 @@ class Publisher:
         self._birth_requested = True
         self._wakeup.set()
 
+    def acked_queue(self) -> AckedQueue | None:
+        """The event queue when it keeps events until the collector acknowledges them."""
+        events = self._events
+        if isinstance(events, AckedQueue) and getattr(events, "acked", True):
+            return events
+        return None
+
     def stop(self) -> None:
         """Ask ``run()`` to publish Status offline, disconnect and return."""
         self._stopping.set()
@@ -269,7 +314,6 @@ class Publisher:
             tls_context=self._tls() if cfg.tls_enabled else None,
             logger=_QUIET_MQTT_LOGGER,
         )
-
     def _tls(self) -> ssl.SSLContext:
         if self._tls_context is None:
             tls = self._config.tls
@@ -281,6 +325,12 @@ class Publisher:
 
     async def _serve(self, client: aiomqtt.Client, session: int) -> None:
         self.stats.connects += 1
+        # Subscribe first, so acknowledgements of what is replayed below cannot be missed.
+        await client.subscribe(self._topic("ack"), qos=1)
+        await client.subscribe(self._topic("rebirth"), qos=1)
+        acked = self.acked_queue()
+        if acked is not None:
+            self.stats.events_resent += acked.rewind()  # sent last connection, never acknowledged
         birth = self._hooks.connected(session)
         self.session = session
         birth_payload = wire.encode(birth)
@@ -311,18 +361,54 @@ class Publisher:
 
     async def _watch(self, client: aiomqtt.Client) -> None:
         """Returns only by raising ``MqttError`` when the connection drops."""
-        async for _message in client.messages:
-            pass  # the agent subscribes to nothing yet; commands will arrive here
+        async for message in client.messages:
+            payload = message.payload
+            if isinstance(payload, bytes | bytearray):
+                self.control(str(message.topic), bytes(payload))
         raise aiomqtt.MqttError("message stream ended")
 
+    def control(self, topic: str, payload: bytes) -> None:
+        """Handle a message on this node's ``ack`` or ``rebirth`` topic (bad ones are counted)."""
+        try:
+            parsed = wire.parse_topic(topic)
+            if parsed.node != self._node or parsed.site != self._site:
+                raise wire.DecodeError("node_mismatch", topic[:200])
+            message = wire.decode_control(parsed, payload)
+        except (wire.TopicError, wire.DecodeError) as exc:
+            self.stats.control_invalid += 1
+            if "control" not in self._logged_oversized:
+                self._logged_oversized.add("control")
+                self._log.warning("control_message_invalid", topic=topic[:200], error=str(exc)[:300])
+            return
+        if isinstance(message, wire.Ack):
+            self.stats.acks_received += 1
+            acked = self.acked_queue()
+            if acked is not None:
+                self.stats.events_acked += acked.ack(message.ids)
+            return
+        self.stats.rebirth_requests += 1
+        now = self._clock.monotonic()
+        last = self._last_rebirth_request
+        if last is not None and now - last < self._rebirth_min_interval_s:
+            self.stats.rebirth_requests_ignored += 1
+            return
+        self._last_rebirth_request = now
+        self._log.info("rebirth_requested", reason=message.reason[:200])
+        self.request_birth()
+
     async def _send_loop(self, client: aiomqtt.Client) -> None:
+        acked = self.acked_queue()
         while not self._stopping.is_set():
+            if acked is not None:
+                self.stats.events_resent += acked.rewind_expired(self._ack_timeout_s)
             if not await self._send_one(client):
                 self._wakeup.clear()
                 if self._stopping.is_set():
                     break
                 if len(self._events) == 0 and len(self._frames) == 0 and not self._birth_requested:
-                    await self._wakeup.wait()
+                    expiry = acked.next_expiry(self._ack_timeout_s) if acked is not None else None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), timeout=expiry)
 
     async def _send_one(self, client: aiomqtt.Client) -> bool:
         """Send a requested birth, else the head event, else the head frame; False when idle."""

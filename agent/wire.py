@@ -22,6 +22,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 __all__ = [
+    "CONTROL_CHANNELS",
     "EVENT_KINDS",
     "MAX_PAYLOAD_BYTES",
     "NAME_PATTERN",
@@ -29,8 +30,10 @@ __all__ = [
     "TOPIC_ROOT",
     "Accelerator",
     "AcceleratorReadings",
+    "Ack",
     "Birth",
     "Channel",
+    "Control",
     "DecodeError",
     "DiskReading",
     "Event",
@@ -39,11 +42,13 @@ __all__ = [
     "Location",
     "Message",
     "ProbeHealth",
+    "Rebirth",
     "Status",
     "Telemetry",
     "Topic",
     "TopicError",
     "decode",
+    "decode_control",
     "encode",
     "parse_topic",
     "topic_for",
@@ -56,8 +61,12 @@ MAX_PAYLOAD_BYTES: Final = 256 * 1024
 NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
 _NAME_RE: Final = re.compile(NAME_PATTERN)
 
-Channel = Literal["birth", "status", "telemetry", "event", "cmd", "cmd/result"]
-CHANNELS: Final[frozenset[str]] = frozenset(("birth", "status", "telemetry", "event", "cmd", "cmd/result"))
+Channel = Literal["birth", "status", "telemetry", "event", "cmd", "cmd/result", "ack", "rebirth"]
+CHANNELS: Final[frozenset[str]] = frozenset(
+    ("birth", "status", "telemetry", "event", "cmd", "cmd/result", "ack", "rebirth")
+)
+#: Channels a consumer (the collector) publishes on and the node's agent subscribes to.
+CONTROL_CHANNELS: Final[frozenset[str]] = frozenset(("ack", "rebirth"))
 
 # Bounded scalar types: JSON numbers outside these ranges are rejected at decode time.
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
@@ -320,13 +329,43 @@ class Event(Struct, tag="event", tag_field="type", frozen=True):
     data: DataMap = {}
 
 
+EventId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{8,128}$")]
+
+
+class Ack(Struct, tag="ack", tag_field="type", frozen=True):
+    """QoS 1, not retained, on ``.../ack``, published by the collector to one node: the ids of
+    that node's events it has committed. The agent removes them from its spool; an event sent but
+    never acknowledged is sent again, and the collector drops the duplicate by ``id``."""
+
+    v: Version
+    node: NodeName
+    ts: Seconds
+    ids: Annotated[list[EventId], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class Rebirth(Struct, tag="rebirth", tag_field="type", frozen=True):
+    """QoS 1, not retained, on ``.../rebirth``, published by the collector: please publish your
+    birth again. Unsigned and harmless by design: it can only cause a birth to be re-published,
+    and the agent rate-limits it."""
+
+    v: Version
+    node: NodeName
+    ts: Seconds
+    reason: Short = ""
+
+
 Message = Birth | Status | Telemetry | Event
+Control = Ack | Rebirth
 
 _DECODERS: Final[dict[str, msgspec.json.Decoder[Message]]] = {
     "birth": msgspec.json.Decoder(Birth, strict=True),
     "status": msgspec.json.Decoder(Status, strict=True),
     "telemetry": msgspec.json.Decoder(Telemetry, strict=True),
     "event": msgspec.json.Decoder(Event, strict=True),
+}
+_CONTROL_DECODERS: Final[dict[str, msgspec.json.Decoder[Control]]] = {
+    "ack": msgspec.json.Decoder(Ack, strict=True),
+    "rebirth": msgspec.json.Decoder(Rebirth, strict=True),
 }
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -377,7 +416,7 @@ def parse_topic(topic: str) -> Topic:
     return Topic(site, node, channel)
 
 
-def encode(message: Message) -> bytes:
+def encode(message: Message | Control) -> bytes:
     """Encode a message as compact JSON."""
     return _ENCODER.encode(message)
 
@@ -398,6 +437,26 @@ def decode(topic: Topic, payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) 
     except msgspec.ValidationError as exc:
         if _version_of(payload) not in (None, PROTOCOL_VERSION):
             raise DecodeError("unknown_version", str(_version_of(payload))) from None
+        raise DecodeError("malformed", str(exc)[:300]) from None
+    except (msgspec.DecodeError, RecursionError, OverflowError, ValueError) as exc:
+        raise DecodeError("malformed", str(exc)[:300]) from None
+    if message.v != PROTOCOL_VERSION:
+        raise DecodeError("unknown_version", str(message.v))
+    if message.node != topic.node:
+        raise DecodeError("node_mismatch", f"topic node {topic.node!r}, payload {message.node!r}")
+    return message
+
+
+def decode_control(topic: Topic, payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Control:
+    """Decode a message on a control channel (``ack``, ``rebirth``); same reasons as ``decode``."""
+    if len(payload) > max_bytes:
+        raise DecodeError("oversized", f"{len(payload)} bytes > {max_bytes}")
+    decoder = _CONTROL_DECODERS.get(topic.channel)
+    if decoder is None:
+        raise DecodeError("unknown_channel", topic.channel)
+    try:
+        message: Control = decoder.decode(payload)
+    except msgspec.ValidationError as exc:
         raise DecodeError("malformed", str(exc)[:300]) from None
     except (msgspec.DecodeError, RecursionError, OverflowError, ValueError) as exc:
         raise DecodeError("malformed", str(exc)[:300]) from None

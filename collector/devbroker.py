@@ -2,11 +2,18 @@
 
 Production brokers are configured from ``packaging/mosquitto``; this one lives in a temporary
 directory, listens on 127.0.0.1 only, allows anonymous clients and persists to its own folder.
+
+Mosquitto started as root drops its privileges to the ``mosquitto`` user, which cannot write into
+a private temporary directory: it then logs "Error: Permission denied" at every autosave and
+persists nothing, so queued sessions vanish on restart. The config therefore names the current user
+(``user``), which keeps the broker's identity and makes persistence work under any account.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -78,6 +85,7 @@ class PrivateBroker:
             [
                 f"listener {self.port} 127.0.0.1",
                 "allow_anonymous true",
+                f"user {pwd.getpwuid(os.getuid()).pw_name}",
                 "persistence true",
                 f"persistence_location {persist}/",
                 "autosave_interval 1",

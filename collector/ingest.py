@@ -4,6 +4,10 @@ The collector keeps a persistent MQTT v5 session (fixed client id, ``clean_start
 expiry) and acknowledges QoS 1 messages itself (``manual_ack=True``) only after the batch they
 belong to committed to the store, so a crash between receipt and commit means redelivery, not loss.
 
+The collector also publishes: acknowledgements of committed events (``.../ack``) and rebirth requests
+(``.../rebirth``), QoS 1, not retained. It subscribes with MQTT v5 *No Local*, so its own control
+messages never come back to it.
+
 The bridge is bounded: paho's thread waits for room in the queue (back-pressure onto TCP) instead of
 dropping messages, and gives up waiting only when the ingest stops.
 """
@@ -25,8 +29,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.wire import DecodeError, Message, Topic, TopicError, decode, parse_topic
+from agent.wire import CONTROL_CHANNELS, DecodeError, Message, Topic, TopicError, decode, parse_topic
 from collector.config import MqttConfig
 
 __all__ = ["InboundMessage", "MqttIngest", "Rejections", "decode_inbound"]
@@ -77,15 +82,15 @@ class Rejections:
 def decode_inbound(msg: InboundMessage, max_bytes: int) -> tuple[Topic, Message] | DecodeError:
     """Parse the topic and decode the payload; a ``DecodeError`` (returned, not raised) says why not.
 
-    Reasons: ``topic`` (not a fleetops v1 node topic), ``not_consumed`` (a command channel the
-    collector does not read), and those of ``agent.wire.decode``: ``oversized``, ``malformed``,
+    Reasons: ``topic`` (not a fleetops v1 node topic), ``not_consumed`` (a command or control
+    channel the collector does not read), and those of ``agent.wire.decode``: ``oversized``, ``malformed``,
     ``unknown_version``, ``node_mismatch``, ``unknown_channel``.
     """
     try:
         topic = parse_topic(msg.topic)
     except TopicError as exc:
         return DecodeError("topic", str(exc))
-    if topic.channel in ("cmd", "cmd/result"):
+    if topic.channel in ("cmd", "cmd/result") or topic.channel in CONTROL_CHANNELS:
         return DecodeError("not_consumed", topic.channel)
     try:
         return topic, decode(topic, msg.payload, max_bytes=max_bytes)
@@ -124,7 +129,7 @@ class MqttIngest:
             return
         self.connects += 1
         self.session_present = bool(flags.session_present)
-        client.subscribe(self.config.subscription, qos=1)
+        client.subscribe(self.config.subscription, options=SubscribeOptions(qos=1, noLocal=True))
 
     def _on_subscribe(
         self,
@@ -243,6 +248,15 @@ class MqttIngest:
         for msg in messages:
             if msg.qos > 0:
                 client.ack(msg.mid, msg.qos)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
+        """Queue a message for the broker (paho sends it, and QoS 1 again after a reconnect);
+        False when it could not even be queued."""
+        client = self._client
+        if client is None:
+            return False
+        info = client.publish(topic, payload, qos=qos, retain=False)
+        return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
 
     def pause(self) -> None:
         """Stop taking messages from the network (used at shutdown, before the last batch)."""

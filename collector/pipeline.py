@@ -1,6 +1,11 @@
 """The collector's pipeline: ingest batch → decode → fleet state → rules → store (one transaction)
 → acknowledge. A periodic tick marks silent nodes offline and raises tasks for nodes offline
-beyond the grace period."""
+beyond the grace period.
+
+Acknowledging a batch, in this order, once its transaction committed: one ``Ack`` per node on
+``.../ack`` with the ids of its events in the batch (new and duplicate), so the agents can drop them
+from their spools; then the broker's PUBACK for every QoS 1 message. Rebirth requests decided by the
+``LinkTracker`` (unknown session, inconsistent inventory) are published after the commit too."""
 
 from __future__ import annotations
 
@@ -14,8 +19,9 @@ from typing import Any, Final, TypeVar
 import msgspec
 import structlog
 
-from agent.wire import Accelerator, DecodeError, Event, HostFacts, Location
+from agent.wire import Accelerator, DecodeError, Event, HostFacts, Location, encode, topic_for
 from agent.xid_catalog import XidCatalog
+from collector.acks import LinkTracker, ack_messages, rebirth_message
 from collector.config import CollectorConfig
 from collector.ingest import InboundMessage, MqttIngest, Rejections, decode_inbound
 from collector.rules import Finding, RuleContext, evaluate_event, evaluate_node
@@ -118,7 +124,10 @@ class Pipeline:
         self.catalog = catalog
         self.clock = clock
         self.rejections = Rejections()
-        #: counters: messages_<channel>, batches, events_new, events_duplicate, tasks_<change>, acks
+        #: per-node link facts: clock skew, event sequence gaps, rebirth requests
+        self.links = LinkTracker()
+        #: counters: messages_<channel>, batches, events_new, events_duplicate, tasks_<change>, acks,
+        #: event_acks_published, rebirths_requested
         self.stats: Counter[str] = Counter()
         self._stopping = False
         self._next_tick = time.monotonic()
@@ -152,6 +161,7 @@ class Pipeline:
         touched: set[str] = set()
         events: list[tuple[Event, str, list[Finding]]] = []
         changes: list[NodeChange] = []
+        rebirths: list[tuple[str, str, str]] = []
         for msg in batch:
             decoded = decode_inbound(msg, max_bytes)
             if isinstance(decoded, DecodeError):
@@ -159,6 +169,9 @@ class Pipeline:
                 continue
             topic, message = decoded
             try:
+                reason = self.links.observe(topic.site, message, now, retained=msg.retained)
+                if reason is not None:
+                    rebirths.append((topic.site, message.node, reason))
                 changes.extend(self.state.apply(topic.site, message, now, retained=msg.retained))
                 findings: list[Finding] = []
                 if isinstance(message, Event):
@@ -194,6 +207,8 @@ class Pipeline:
             return out, new, duplicate
 
         task_changes, new, duplicate = await self._write(write)
+        self._publish_acks([(site, event) for event, site, _ in events], now)
+        self._publish_rebirths(rebirths, now)
         self.ingest.ack(batch)
         self.stats["batches"] += 1
         self.stats["events_new"] += new
@@ -230,6 +245,19 @@ class Pipeline:
         return task_changes
 
     # ---- helpers ------------------------------------------------------------------------------
+
+    def _publish_acks(self, committed: list[tuple[str, Event]], now: float) -> None:
+        for site, node, ack in ack_messages(committed, now):
+            if self.ingest.publish(topic_for(site, node, "ack"), encode(ack)):
+                self.stats["event_acks_published"] += 1
+            else:
+                self.stats["event_acks_unsent"] += 1
+
+    def _publish_rebirths(self, rebirths: list[tuple[str, str, str]], now: float) -> None:
+        for site, node, reason in rebirths:
+            self.ingest.publish(topic_for(site, node, "rebirth"), encode(rebirth_message(node, reason, now)))
+            self.stats["rebirths_requested"] += 1
+            log.info("rebirth_requested", node=node, site=site, reason=reason)
 
     async def _write(self, fn: Callable[[Transaction], T]) -> T:
         delay = 0.2
