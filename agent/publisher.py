@@ -147,6 +147,7 @@ class PublisherStats(msgspec.Struct, kw_only=True):
     rebirth_requests: int = 0
     rebirth_requests_ignored: int = 0
     control_invalid: int = 0
+    publish_refused: int = 0
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -192,6 +193,7 @@ class Publisher:
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
         self._logged_oversized: set[str] = set()
+        self._logged_refusals: set[str] = set()
         self._events_dropping = False
         self._frames_dropping = False
         self._tls_context: ssl.SSLContext | None = None
@@ -301,7 +303,7 @@ class Publisher:
         will = aiomqtt.Will(
             topic=self._topic("status"), payload=self._status(session, "offline"), qos=1, retain=True
         )
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             cfg.host,
             cfg.port,
             identifier=self._client_id,
@@ -314,6 +316,35 @@ class Publisher:
             tls_context=self._tls() if cfg.tls_enabled else None,
             logger=_QUIET_MQTT_LOGGER,
         )
+        self._watch_refusals(client)
+        return client
+
+    def _watch_refusals(self, client: aiomqtt.Client) -> None:
+        """aiomqtt 2.5 drops PUBACK reason codes; log the broker's refusals from paho's callback.
+
+        A refusal (135 "Not authorized": this node's certificate may not write the topic) is permanent:
+        the message counts as sent (it is not retried) and the refusal is logged once per reason."""
+        paho = client._client
+        forward: Any = paho.on_publish
+
+        def on_publish(c: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+            if getattr(reason_code, "is_failure", False):
+                self.stats.publish_refused += 1
+                reason = str(reason_code)
+                if reason not in self._logged_refusals:
+                    self._logged_refusals.add(reason)
+                    self._log.error(
+                        "mqtt_publish_refused",
+                        reason=reason,
+                        reason_code=int(reason_code.value),
+                        topic_prefix=wire.topic_for(self._site, self._node, "birth").rsplit("/", 1)[0],
+                        refused_total=self.stats.publish_refused,
+                    )
+            if forward is not None:
+                forward(c, userdata, mid, reason_code, properties)
+
+        paho.on_publish = on_publish
+
     def _tls(self) -> ssl.SSLContext:
         if self._tls_context is None:
             tls = self._config.tls
