@@ -1,0 +1,92 @@
+"""What a notifier is given (a ``Page``), what it may raise, and the one method it has.
+
+A page covers one task, or several tasks of one incident grouped by the router; its ``dedup_key``
+is stable for its whole life (trigger, acknowledge, resolve) and names the task that opened it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import msgspec
+
+__all__ = ["Notifier", "Page", "PageEvent", "PageTask", "PermanentError", "TransientError", "dedup_key"]
+
+PageEvent = Literal["trigger", "acknowledge", "resolve"]
+
+
+class TransientError(Exception):
+    """The receiver could not take the page now (timeout, 429, 5xx): try again later."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class PermanentError(Exception):
+    """The receiver refused the page (4xx other than 408/429): sending it again will not help."""
+
+
+class PageTask(msgspec.Struct, frozen=True, kw_only=True):
+    """The task a page is about (the one that opened it, for a grouped page)."""
+
+    id: int
+    node: str
+    site: str
+    rack: str
+    component: str
+    fault: str
+    action: str
+    severity: Literal["critical", "warning", "info"]
+    state: str
+    summary: str
+    runbook: str
+    serial: str = ""
+    accelerator_index: int | None = None
+    count: int = 1
+    opened_at: float
+    updated_at: float
+    resolved_at: float | None = None
+
+
+class Page(msgspec.Struct, frozen=True, kw_only=True):
+    """One notification to send."""
+
+    event: PageEvent
+    dedup_key: str
+    #: unique per (page, event, delivery): receivers drop a repeated delivery by it
+    idempotency_key: str
+    task: PageTask
+    #: tasks on this page (1 unless grouped) and the nodes they are on (at most 50 listed)
+    tasks_total: int = 1
+    nodes: tuple[str, ...] = ()
+    #: the grouping fields and their values, e.g. {"site": "demo", "action": "CHECK_POWER"}
+    group: dict[str, str] = {}
+    task_url: str = ""
+    grafana_url: str = ""
+    at: float
+
+    @property
+    def title(self) -> str:
+        """A one-line human summary, e.g. ``[critical] REBOOT_NODE gpu-r01-n05: ...``."""
+        t = self.task
+        if self.tasks_total > 1:
+            where = ", ".join(f"{k}={v}" for k, v in self.group.items()) or t.site
+            return (
+                f"[{t.severity}] {t.action}: {self.tasks_total} tasks ({where}), first {t.node}: {t.summary}"
+            )
+        return f"[{t.severity}] {t.action} {t.node}: {t.summary}"
+
+
+def dedup_key(task_id: int) -> str:
+    """The stable key of the page opened by task ``task_id``."""
+    return f"fleetops-task-{task_id}"
+
+
+class Notifier(Protocol):
+    """Sends pages to one receiver. ``send`` raises ``TransientError`` or ``PermanentError``;
+    retries, backoff and rate limits are the dispatcher's business, not the notifier's."""
+
+    name: str
+
+    async def send(self, page: Page) -> None: ...
