@@ -12,8 +12,8 @@ demo:
 
 test:
 	@scripts/bootstrap.sh test
-	$(PY) -m ruff check agent collector tests bench
-	$(PY) -m ruff format --check agent collector tests bench
+	$(PY) -m ruff check agent collector tests $(wildcard bench)
+	$(PY) -m ruff format --check agent collector tests $(wildcard bench)
 	$(PY) -m mypy
 	$(PY) -m pytest $(ARGS)
 
