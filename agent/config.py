@@ -21,6 +21,7 @@ import msgspec
 
 from agent.probes import PROBES, ProbeSpec
 from agent.runner import ProbeConfig
+from agent.secrets import secret_file_problem
 from agent.wire import NAME_PATTERN, valid_name
 
 __all__ = [
@@ -177,6 +178,8 @@ def load_config(
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        if (problem := secret_file_problem(path, raw)) is not None:
+            raise ConfigError(problem)
         source = str(path)
     return parse_config(
         raw,
