@@ -116,12 +116,17 @@ class StoreConfig(_Section, frozen=True):
 
 class ApiConfig(_Section, frozen=True):
     listen: str = "127.0.0.1:8080"
+    #: HTTPS for the API: a server certificate (chain) and its key, both or neither.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     def __post_init__(self) -> None:
         try:
             split_host_port(self.listen)
         except ValueError as exc:
             raise ValueError(f"listen: {exc}") from None
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_key_file: tls_cert_file and tls_key_file go together")
 
 
 class LivenessConfig(_Section, frozen=True):

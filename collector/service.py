@@ -19,8 +19,11 @@ from aiohttp import web
 
 from agent.xid_catalog import XidCatalog, load_catalog
 from collector.api import create_app
+from collector.api_board import register_board
+from collector.board.queries import BoardReader
 from collector.config import CollectorConfig, split_host_port
 from collector.ingest import MqttIngest
+from collector.notify.dispatcher import Dispatcher
 from collector.pipeline import Pipeline, StoreUnavailable, node_state
 from collector.state import FleetState
 from collector.store import Store
@@ -53,6 +56,8 @@ class Collector:
             catalog=catalog or load_catalog(),
             clock=clock,
         )
+        self.notify = Dispatcher(config.notify, config.store.path, clock=clock)
+        self.board_reader = BoardReader(config.store.path)
         self.api_url = ""
         self._runner: web.AppRunner | None = None
         self._pipeline_task: asyncio.Task[None] | None = None
@@ -72,6 +77,11 @@ class Collector:
             self.state.restore(node_state(record))
         host, port = split_host_port(self.config.api.listen)
         app = create_app(state=self.state, store=self.store, ready=self.ready)
+        await asyncio.to_thread(self.board_reader.open)
+        await self.notify.open()
+        register_board(
+            app, state=self.state, store=self.store, reader=self.board_reader, pages=self.notify.db.deliveries
+        )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -79,6 +89,7 @@ class Collector:
         bound = self._runner.addresses[0]
         bound_host = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
         self.api_url = f"http://{bound_host}:{bound[1]}"
+        await self.notify.start(board_url=f"{self.api_url}/board/")
         await self.ingest.start()
         self._pipeline_task = asyncio.create_task(self._run_pipeline(), name="collector-pipeline")
         log.info(
@@ -112,5 +123,7 @@ class Collector:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.notify.stop()
+        await asyncio.to_thread(self.board_reader.close)
         await asyncio.to_thread(self.store.close)
         log.info("collector_stopped", rejected=dict(self.pipeline.rejections.counts))

@@ -88,7 +88,7 @@ class Dispatcher:
         return bool(self.config.receivers and self.config.routes)
 
     async def open(self, board_url: str = "") -> None:
-        """Open the outbox and the notifiers (``start`` does this, then runs the loop)."""
+        """Open the outbox and the notifiers (``start`` does this too, then runs the loop)."""
         self.board_url = self.config.board_url or board_url
         await asyncio.to_thread(self.db.open)
         if self._session is None:

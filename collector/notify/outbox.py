@@ -81,6 +81,8 @@ class OutboxDb:
         self._lock = threading.Lock()
 
     def open(self) -> None:
+        if self._conn is not None:
+            return
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA synchronous = FULL")

@@ -1,0 +1,2 @@
+"""The maintenance board: static pages served by the collector under ``/board/`` and the pure
+functions that shape fleet and evidence data for them (``collector.api_board`` serves those)."""
