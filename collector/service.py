@@ -11,6 +11,7 @@ In-process use (tests, tools)::
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 
@@ -21,7 +22,7 @@ from agent.xid_catalog import XidCatalog, load_catalog
 from collector.api import create_app
 from collector.api_board import register_board
 from collector.board.queries import BoardReader
-from collector.config import CollectorConfig, split_host_port
+from collector.config import ApiConfig, CollectorConfig, split_host_port
 from collector.ingest import MqttIngest
 from collector.notify.dispatcher import Dispatcher
 from collector.pipeline import Pipeline, StoreUnavailable, node_state
@@ -31,6 +32,16 @@ from collector.store import Store
 __all__ = ["Collector"]
 
 log = structlog.get_logger("collector.service")
+
+
+def api_tls_context(api: ApiConfig) -> ssl.SSLContext | None:
+    """The API's HTTPS context (TLS 1.2 or later), or None for plain HTTP."""
+    if not api.tls_cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(api.tls_cert_file, api.tls_key_file)
+    return context
 
 
 class Collector:
@@ -84,11 +95,12 @@ class Collector:
         )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=api_tls_context(self.config.api))
         await site.start()
         bound = self._runner.addresses[0]
         bound_host = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
-        self.api_url = f"http://{bound_host}:{bound[1]}"
+        scheme = "https" if self.config.api.tls_cert_file else "http"
+        self.api_url = f"{scheme}://{bound_host}:{bound[1]}"
         await self.notify.start(board_url=f"{self.api_url}/board/")
         await self.ingest.start()
         self._pipeline_task = asyncio.create_task(self._run_pipeline(), name="collector-pipeline")
