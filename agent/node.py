@@ -226,7 +226,7 @@ class Agent:
             )
             publisher_task = asyncio.ensure_future(self.publisher.run())
             self._running.set()
-            self._notifier.extend_watchdog(3 * self.interval_s + 30)
+            self._notifier.extend_watchdog(3 * self.interval_s)  # a slow interval must not trip it
             self._notifier.ready(f"node={self.node} session={self.session}")
             await self._frame_loop(publisher_task)
         finally:
