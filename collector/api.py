@@ -16,6 +16,7 @@ from aiohttp import web
 
 from agent.wire import valid_name
 from collector.actions import SEVERITIES, Action
+from collector.metrics.endpoint import serve_metrics
 from collector.state import FleetState, NodeState
 from collector.store import OPEN_STATES, TASK_STATES, HistoryRecord, Store, TaskQuery, TaskRecord
 
@@ -282,6 +283,7 @@ def create_app(*, state: FleetState, store: Store, ready: ReadyCheck) -> web.App
     app[_READY_KEY] = ready
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", serve_metrics)
     app.router.add_get("/api/v1/nodes", _nodes)
     app.router.add_get("/api/v1/nodes/{node}", _node)
     app.router.add_get("/api/v1/tasks", _tasks)

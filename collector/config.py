@@ -17,6 +17,7 @@ __all__ = [
     "ApiConfig",
     "CollectorConfig",
     "ConfigError",
+    "ExportConfig",
     "IngestConfig",
     "LivenessConfig",
     "LogConfig",
@@ -24,6 +25,7 @@ __all__ = [
     "NotifyConfig",
     "NotifyReceiver",
     "NotifyRoute",
+    "OtlpExportConfig",
     "StoreConfig",
     "load_config",
     "parse_config",
@@ -220,6 +222,35 @@ class NotifyConfig(_Section, frozen=True):
             raise ValueError("retry_max_s: must be >= retry_initial_s")
 
 
+class OtlpExportConfig(_Section, frozen=True):
+    """[export.otlp]: push the collector's metrics over OTLP/HTTP (protobuf). Off while ``endpoint``
+    is empty: nothing leaves the site unless configured."""
+
+    #: full URL of the OTLP/HTTP metrics endpoint, e.g. http://otel-collector:4318/v1/metrics
+    endpoint: str = ""
+    interval_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 60.0
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    #: extra HTTP headers sent with every export (e.g. an authorization token)
+    headers: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        if self.endpoint:
+            parts = urlsplit(self.endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"endpoint: must be an http:// or https:// URL, got {self.endpoint!r}")
+        for name in self.headers:
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f"headers: {name!r} is not a valid HTTP header name")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.endpoint)
+
+
+class ExportConfig(_Section, frozen=True):
+    otlp: OtlpExportConfig = OtlpExportConfig()
+
+
 class CollectorConfig(_Section, frozen=True):
     mqtt: MqttConfig = MqttConfig()
     store: StoreConfig = StoreConfig()
@@ -228,6 +259,7 @@ class CollectorConfig(_Section, frozen=True):
     ingest: IngestConfig = IngestConfig()
     log: LogConfig = LogConfig()
     notify: NotifyConfig = NotifyConfig()
+    export: ExportConfig = ExportConfig()
 
 
 _SECTIONS: Final[dict[str, type[_Section]]] = {

@@ -24,6 +24,7 @@ from collector.api_board import register_board
 from collector.board.queries import BoardReader
 from collector.config import ApiConfig, CollectorConfig, split_host_port
 from collector.ingest import MqttIngest
+from collector.metrics import MetricsService
 from collector.notify.dispatcher import Dispatcher
 from collector.pipeline import Pipeline, StoreUnavailable, node_state
 from collector.state import FleetState
@@ -67,6 +68,7 @@ class Collector:
             catalog=catalog or load_catalog(),
             clock=clock,
         )
+        self.metrics = MetricsService(config, self.state, self.pipeline, self.ingest, self.store, clock=clock)
         self.notify = Dispatcher(config.notify, config.store.path, clock=clock)
         self.board_reader = BoardReader(config.store.path)
         self.api_url = ""
@@ -88,6 +90,7 @@ class Collector:
             self.state.restore(node_state(record))
         host, port = split_host_port(self.config.api.listen)
         app = create_app(state=self.state, store=self.store, ready=self.ready)
+        await self.metrics.start(app)
         await asyncio.to_thread(self.board_reader.open)
         await self.notify.open()
         register_board(
@@ -132,6 +135,7 @@ class Collector:
             await self._pipeline_task
             self._pipeline_task = None
         await self.ingest.stop()
+        await self.metrics.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

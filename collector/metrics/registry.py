@@ -1,0 +1,361 @@
+"""The collector's metrics: fleet state, event occurrence counters, pipeline and broker health, open
+tasks, and latency histograms, rendered in the Prometheus text format or collected as samples for
+OTLP.
+
+Rendering works from current state only. Each node's series are rendered into per-family text
+fragments that are reused until something about the node changes (a frame, a status, an event), so
+a scrape costs one pass over the nodes plus the nodes that changed since the previous scrape, never
+anything that grows with history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from agent.wire import Birth, Event, Message, Telemetry
+from collector.acks import LinkTracker, NodeLink
+from collector.ingest import MqttIngest, Rejections
+from collector.metrics.exposition import Family, Histogram, LabelSet, format_value, label_text
+from collector.metrics.families import FAMILIES, by_name
+from collector.metrics.fleet import Emit, LabelCache, NodeCounters, emit_node
+from collector.metrics.tasks import OpenTaskCounts
+from collector.state import FleetState, NodeState
+
+__all__ = ["EVENT_ID_MEMORY", "CollectorMetrics", "Sample"]
+
+#: How many recent event ids are remembered to drop redelivered events before counting them.
+EVENT_ID_MEMORY: Final = 200_000
+#: While the exposition was rendered within this many seconds, a node's text is re-rendered as soon
+#: as a message changed it, so the cost is spread over ingest instead of landing on the scrape.
+EAGER_WINDOW_S: Final = 600.0
+
+_NONE: Final[tuple[tuple[str, str], ...]] = ()
+_EMPTY: Final = LabelSet(())
+_CHANNELS: Final = ("birth", "status", "telemetry", "event")
+#: Rejection reasons and task changes shown from the start (at 0), so rates exist before the first.
+_REJECT_REASONS: Final = (
+    "topic",
+    "oversized",
+    "unknown_channel",
+    "malformed",
+    "unknown_version",
+    "node_mismatch",
+    "not_consumed",
+    "internal_error",
+)
+_TASK_CHANGES: Final = ("opened", "repeated", "resolved", "auto_resolved")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One sample as OTLP wants it: attributes and value."""
+
+    attributes: dict[str, str]
+    value: float | int
+
+
+_EXTRA_TEXT: dict[tuple[tuple[str, str], ...], str] = {}
+_EXTRA_TEXT_MAX: Final = 100_000
+
+
+def _extra_text(extra: tuple[tuple[str, str], ...]) -> str:
+    """``,k="v",...`` for extra label pairs, memoized (most are constants of the reading table)."""
+    text = _EXTRA_TEXT.get(extra)
+    if text is None:
+        if len(_EXTRA_TEXT) >= _EXTRA_TEXT_MAX:
+            _EXTRA_TEXT.clear()
+        text = _EXTRA_TEXT[extra] = "," + label_text(extra)
+    return text
+
+
+class _TextSink:
+    """Collects exposition lines per family."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self) -> None:
+        self.lines: dict[str, list[str]] = {}
+
+    def __call__(
+        self, family: str, labels: LabelSet, extra: tuple[tuple[str, str], ...], value: float | int | bool
+    ) -> None:
+        text = labels.text
+        if extra:
+            text = text + _extra_text(extra) if text else _extra_text(extra)[1:]
+        kind = type(value)
+        if kind is float and value - value == 0:  # finite
+            shown = repr(value)
+        elif kind is int:
+            shown = str(value)
+        else:
+            shown = format_value(value)
+        line = f"{family}{{{text}}} {shown}\n" if text else f"{family} {shown}\n"
+        bucket = self.lines.get(family)
+        if bucket is None:
+            self.lines[family] = [line]
+        else:
+            bucket.append(line)
+
+
+class _SampleSink:
+    __slots__ = ("samples",)
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[Sample]] = {}
+
+    def __call__(
+        self, family: str, labels: LabelSet, extra: tuple[tuple[str, str], ...], value: float | int | bool
+    ) -> None:
+        self.samples.setdefault(family, []).append(
+            Sample(labels.attributes(extra), int(value) if isinstance(value, bool) else value)
+        )
+
+
+def _node_key(state: NodeState, counters: NodeCounters | None, link: NodeLink | None) -> tuple[object, ...]:
+    return (
+        state.status,
+        state.offline_reason,
+        state.last_seen,
+        state.frames_total,
+        state.session,
+        id(state.accelerators),
+        id(state.location),
+        id(state.host_facts),
+        state.agent_version,
+        state.hostname,
+        counters.version if counters is not None else -1,
+        (link.skew_s, link.events_missing) if link is not None else None,
+    )
+
+
+class CollectorMetrics:
+    """Everything the collector exposes. The pipeline's objects are read at render time; messages
+    are observed through ``observe()`` (after fleet state applied them), store writes and batches
+    through ``store_write_seconds`` and ``ack_latency_seconds``."""
+
+    def __init__(
+        self,
+        *,
+        state: FleetState,
+        stats: Counter[str],
+        rejections: Rejections,
+        ingest: MqttIngest,
+        links: LinkTracker | None = None,
+        version: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = state
+        self.stats = stats
+        self.rejections = rejections
+        self.ingest = ingest
+        self.links = links
+        self.version = version
+        self.clock = clock
+        self.started_at = clock()
+        self.last_message_at: float | None = None
+        self.counters: dict[str, NodeCounters] = {}
+        self.ack_latency_seconds = Histogram(by_name("fleetops_collector_ack_latency_seconds"))
+        self.store_write_seconds = Histogram(by_name("fleetops_collector_store_write_seconds"))
+        self.render_seconds = 0.0
+        self._rendered_at: float | None = None  # monotonic time of the last render
+        self._labels = LabelCache()
+        self._seen_events: OrderedDict[str, None] = OrderedDict()
+        self._cache: dict[str, tuple[tuple[object, ...], dict[str, str]]] = {}
+
+    # ---- observing ----------------------------------------------------------------------------
+
+    def observe(self, site: str, message: Message, now: float) -> None:
+        """Count one message fleet state has just applied (``site`` from its topic)."""
+        self._observe(message, now)
+        rendered_at = self._rendered_at
+        if rendered_at is not None and time.monotonic() - rendered_at < EAGER_WINDOW_S:
+            node = self.state.nodes.get(message.node)
+            if node is not None:
+                self._fragments(node)
+
+    def _observe(self, message: Message, now: float) -> None:
+        self.last_message_at = now
+        counters = self.counters.get(message.node)
+        if counters is None:
+            counters = self.counters[message.node] = NodeCounters()
+        if isinstance(message, Telemetry):
+            node = self.state.nodes.get(message.node)
+            if (
+                node is not None
+                and node.telemetry_session == message.session
+                and node.last_seq == message.seq
+                and node.readings_ts == message.ts
+            ):  # applied, not late
+                counters.present = frozenset(r.index for r in message.accelerators)
+                counters.probes = tuple(message.probes)
+            return
+        if isinstance(message, Birth):
+            node = self.state.nodes.get(message.node)
+            if node is None or node.session != message.session or node.birth_ts != message.ts:
+                return  # an older birth fleet state ignored
+            counters.probes = tuple(message.probes)
+            counters.present = frozenset()  # readings of an earlier session are not current
+            counters.version += 1
+            return
+        if isinstance(message, Event):
+            self._count_event(counters, message)
+
+    def _count_event(self, counters: NodeCounters, event: Event) -> None:
+        if event.id in self._seen_events:
+            self._seen_events.move_to_end(event.id)
+            return
+        self._seen_events[event.id] = None
+        if len(self._seen_events) > EVENT_ID_MEMORY:
+            self._seen_events.popitem(last=False)
+        n = event.count
+        counters.events[(event.kind, event.severity)] += n
+        index = event.accelerator_index
+        if index is not None:
+            counters.accelerator_events[(index, event.kind, event.severity)] += n
+        if event.kind == "xid":
+            xid = event.data.get("xid")
+            if isinstance(xid, int) and not isinstance(xid, bool):
+                counters.xids[(index, event.accelerator_id, xid)] += n
+        elif event.kind == "neuron_hw_error":
+            error = event.data.get("error")
+            counters.neuron_errors[(index, event.accelerator_id, str(error) if error else "unknown")] += n
+        counters.version += 1
+
+    # ---- rendering ----------------------------------------------------------------------------
+
+    def _link(self, node: str) -> NodeLink | None:
+        return self.links.nodes.get(node) if self.links is not None else None
+
+    def _fragments(self, state: NodeState) -> dict[str, str]:
+        counters = self.counters.get(state.node)
+        link = self._link(state.node)
+        key = _node_key(state, counters, link)
+        cached = self._cache.get(state.node)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        sink = _TextSink()
+        emit_node(sink, state, counters, self._labels, link)
+        fragments = {family: "".join(lines) for family, lines in sink.lines.items()}
+        self._cache[state.node] = (key, fragments)
+        return fragments
+
+    def _emit_shared(self, emit: Emit, tasks: OpenTaskCounts | None) -> None:
+        """The samples that are not a node's own: open tasks and the collector's health."""
+        nodes = self.state.nodes
+        if tasks is not None:
+            per_node: Counter[str] = Counter()
+            grouped: Counter[tuple[str, str, str, str, str]] = Counter()
+            for (site, rack, node, action, severity, task_state), n in tasks.items():
+                per_node[node] += n
+                grouped[(site, rack, action, severity, task_state)] += n
+            for name in sorted(nodes):
+                emit("fleetops_node_open_tasks", self._labels.node(nodes[name]), _NONE, per_node.get(name, 0))
+            for (site, rack, action, severity, task_state), n in sorted(grouped.items()):
+                labels = (
+                    ("site", site),
+                    ("rack", rack),
+                    ("action", action),
+                    ("severity", severity),
+                    ("state", task_state),
+                )
+                emit("fleetops_tasks_open", _EMPTY, labels, n)
+        stats = self.stats
+        emit("fleetops_collector_info", _EMPTY, (("version", self.version),), 1)
+        emit("fleetops_collector_start_time_seconds", _EMPTY, _NONE, self.started_at)
+        emit("fleetops_collector_broker_connected", _EMPTY, _NONE, self.ingest.connected)
+        emit("fleetops_collector_broker_connects_total", _EMPTY, _NONE, self.ingest.connects)
+        if self.last_message_at is not None:
+            emit("fleetops_collector_last_message_timestamp_seconds", _EMPTY, _NONE, self.last_message_at)
+        accepted = sum(stats[f"messages_{c}"] for c in _CHANNELS)
+        emit("fleetops_collector_messages_total", _EMPTY, (("outcome", "accepted"),), accepted)
+        emit("fleetops_collector_messages_total", _EMPTY, (("outcome", "rejected"),), self.rejections.total)
+        for channel in _CHANNELS:
+            emit(
+                "fleetops_collector_channel_messages_total",
+                _EMPTY,
+                (("channel", channel),),
+                stats[f"messages_{channel}"],
+            )
+        counts = self.rejections.counts
+        for reason in sorted(set(_REJECT_REASONS) | counts.keys()):
+            emit("fleetops_collector_rejected_messages_total", _EMPTY, (("reason", reason),), counts[reason])
+        emit("fleetops_collector_duplicate_events_total", _EMPTY, _NONE, stats["events_duplicate"])
+        emit(
+            "fleetops_collector_telemetry_gaps_total",
+            _EMPTY,
+            _NONE,
+            sum(n.gaps_total for n in nodes.values()),
+        )
+        emit(
+            "fleetops_collector_late_frames_total",
+            _EMPTY,
+            _NONE,
+            sum(n.late_frames_total for n in nodes.values()),
+        )
+        emit(
+            "fleetops_collector_stale_statuses_total",
+            _EMPTY,
+            _NONE,
+            sum(n.stale_status_total for n in nodes.values()),
+        )
+        emit("fleetops_collector_batches_total", _EMPTY, _NONE, stats["batches"])
+        emit("fleetops_collector_acks_total", _EMPTY, _NONE, stats["acks"])
+        emit("fleetops_collector_store_errors_total", _EMPTY, _NONE, stats["store_errors"])
+        emit("fleetops_collector_rebirths_requested_total", _EMPTY, _NONE, stats["rebirths_requested"])
+        emit("fleetops_collector_event_acks_published_total", _EMPTY, _NONE, stats["event_acks_published"])
+        changes = {f"tasks_{c}" for c in _TASK_CHANGES} | {k for k in stats if k.startswith("tasks_")}
+        for key in sorted(changes):
+            emit("fleetops_collector_task_changes_total", _EMPTY, (("change", key[6:]),), stats[key])
+        statuses = Counter(n.status for n in nodes.values())
+        for status in ("online", "offline", "unknown"):
+            emit("fleetops_collector_nodes", _EMPTY, (("status", status),), statuses.get(status, 0))
+        emit("fleetops_collector_metrics_render_seconds", _EMPTY, _NONE, self.render_seconds)
+
+    def render(self, tasks: OpenTaskCounts | None) -> str:
+        """The whole exposition, in the Prometheus text format."""
+        started = time.perf_counter()
+        nodes = [self.state.nodes[name] for name in sorted(self.state.nodes)]
+        fragments = [self._fragments(node) for node in nodes]
+        for gone in self._cache.keys() - self.state.nodes.keys():
+            del self._cache[gone]
+        shared = _TextSink()
+        self._emit_shared(shared, tasks)
+        histograms = {h.family.name: h for h in (self.ack_latency_seconds, self.store_write_seconds)}
+        out: list[str] = []
+        for family in FAMILIES:
+            name = family.name
+            histogram = histograms.get(name)
+            if histogram is not None:
+                out.append(family.header)
+                out.append(histogram.render())
+                continue
+            parts = [f[name] for f in fragments if name in f]
+            lines = shared.lines.get(name)
+            if not parts and not lines:
+                continue
+            out.append(family.header)
+            out.extend(parts)
+            if lines:
+                out.extend(lines)
+        text = "".join(out)
+        self.render_seconds = time.perf_counter() - started
+        self._rendered_at = time.monotonic()
+        return text
+
+    def collect(self, tasks: OpenTaskCounts | None) -> dict[str, list[Sample]]:
+        """Every gauge and counter sample, by family name (histograms are excluded: OTLP records them
+        as they are observed)."""
+        sink = _SampleSink()
+        for name in sorted(self.state.nodes):
+            node = self.state.nodes[name]
+            emit_node(sink, node, self.counters.get(name), self._labels, self._link(name))
+        self._emit_shared(sink, tasks)
+        return sink.samples
+
+    @staticmethod
+    def families() -> Iterator[Family]:
+        return iter(FAMILIES)

@@ -1,0 +1,75 @@
+"""The metrics part of the collector, built and started in one place (``collector.service``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from agent import __version__
+from collector.config import CollectorConfig
+from collector.ingest import MqttIngest
+from collector.metrics.endpoint import METRICS_KEY, MetricsEndpoint
+from collector.metrics.hooks import attach
+from collector.metrics.registry import CollectorMetrics
+from collector.metrics.tasks import TaskCounter
+from collector.pipeline import Pipeline
+from collector.state import FleetState
+from collector.store import Store
+
+if TYPE_CHECKING:
+    from collector.otlp import OtlpPusher
+
+__all__ = ["MetricsService"]
+
+
+class MetricsService:
+    """Builds the metrics and attaches them to the pipeline's objects; ``start(app)`` serves
+    ``/metrics`` from ``app`` and starts the OTLP push when [export.otlp] is configured."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        state: FleetState,
+        pipeline: Pipeline,
+        ingest: MqttIngest,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.metrics = CollectorMetrics(
+            state=state,
+            stats=pipeline.stats,
+            rejections=pipeline.rejections,
+            ingest=ingest,
+            links=pipeline.links,
+            version=__version__,
+            clock=clock,
+        )
+        attach(self.metrics, state=state, ingest=ingest, store=store)
+        self.tasks = TaskCounter(store.path)
+        self.otlp: OtlpPusher | None = None
+        self._otlp_task: asyncio.Task[None] | None = None
+
+    async def start(self, app: web.Application) -> None:
+        """Call before the application is set up (it is frozen afterwards)."""
+        app[METRICS_KEY] = MetricsEndpoint(self.metrics, self.tasks)
+        if self.config.export.otlp.enabled:
+            from collector.otlp import OtlpPusher  # the OpenTelemetry SDK loads only when used
+
+            self.otlp = OtlpPusher(
+                self.config.export.otlp, self.metrics, self.tasks, service_version=__version__
+            )
+            self._otlp_task = asyncio.create_task(self.otlp.run(), name="collector-otlp-export")
+
+    async def stop(self) -> None:
+        if self.otlp is not None:
+            await self.otlp.stop()
+        if self._otlp_task is not None:
+            await self._otlp_task
+            self._otlp_task = None
+        await asyncio.to_thread(self.tasks.close)
