@@ -9,7 +9,8 @@ target="${1:-demo}"
 common=(python3:python3 mosquitto:mosquitto mosquitto_sub:mosquitto-clients)
 case "$target" in
   demo) wanted=("${common[@]}") ;;
-  test|bench) wanted=("${common[@]}" prometheus:prometheus promtool:prometheus) ;;
+  test|bench) wanted=("${common[@]}" prometheus:prometheus promtool:prometheus
+    systemd-analyze:systemd openssl:openssl dpkg-deb:dpkg fakeroot:fakeroot lintian:lintian) ;;
   *) echo "bootstrap: unknown target '$target' (demo, test, bench)" >&2; exit 2 ;;
 esac
 
