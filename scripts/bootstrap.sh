@@ -10,7 +10,9 @@ common=(python3:python3 mosquitto:mosquitto mosquitto_sub:mosquitto-clients)
 case "$target" in
   demo) wanted=("${common[@]}") ;;
   test|bench) wanted=("${common[@]}" prometheus:prometheus promtool:prometheus
-    systemd-analyze:systemd openssl:openssl dpkg-deb:dpkg fakeroot:fakeroot lintian:lintian) ;;
+    systemd-analyze:systemd openssl:openssl dpkg-deb:dpkg fakeroot:fakeroot lintian:lintian
+    prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
+    chromium:chromium chromedriver:chromium-driver) ;;
   *) echo "bootstrap: unknown target '$target' (demo, test, bench)" >&2; exit 2 ;;
 esac
 
