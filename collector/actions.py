@@ -5,7 +5,17 @@ from __future__ import annotations
 import enum
 from typing import Final, Literal
 
-__all__ = ["SEVERITIES", "Action", "Severity", "default_severity", "runbook"]
+__all__ = [
+    "DEFAULT_LADDER",
+    "SEVERITIES",
+    "Action",
+    "Severity",
+    "default_severity",
+    "escalate",
+    "rank",
+    "runbook",
+    "stronger",
+]
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: Final[tuple[Severity, ...]] = ("critical", "warning", "info")
@@ -64,19 +74,22 @@ _RUNBOOK: Final[dict[Action, str]] = {
     ),
     Action.INSPECT_HARDWARE: (
         "Drain the node and inspect the named component on site: reseat the accelerator and its power "
-        "and NVLink/PCIe connections, check cables and risers, look for damage. Record what was found."
+        "and NVLink/PCIe connections, check cables and risers, look for damage. Run the vendor's field "
+        "diagnostics before returning it to service. Record what was found in a comment."
     ),
     Action.REPLACE_HARDWARE: (
         "The component meets a replacement criterion. Drain the node, open an RMA with the serial number "
         "shown in this task, and replace the part (or the node). Keep the node out of service until then."
     ),
     Action.CHECK_COOLING: (
-        "The accelerator slowed down to protect itself from heat. Check the inlet temperature, fans, "
-        "airflow blockages and the rack's cooling (CRAC/CDU, liquid loop); compare with neighbouring slots."
+        "The accelerator runs hot or slowed down to protect itself from heat. Check the inlet "
+        "temperature, fans, airflow blockages and the rack's cooling (CRAC/CDU, liquid loop); compare "
+        "with neighbouring slots. A rack-wide task lists every GPU involved: start with the facility."
     ),
     Action.CHECK_POWER: (
-        "The hardware power brake engaged. Check the PSUs, power cables, the rack PDU and the facility "
-        "power for this rack; look at the BMC event log for power events."
+        "Power delivery is abnormal: the hardware power brake engaged, or the GPU draws more than its "
+        "enforced limit. Check the PSUs, power cables, the rack PDU and the facility power for this "
+        "rack; look at the BMC event log for power events. A rack-wide task lists every GPU involved."
     ),
     Action.UPDATE_SOFTWARE: (
         "Update the GPU driver, firmware (VBIOS) and related software to the supported versions, "
@@ -95,6 +108,47 @@ _RUNBOOK: Final[dict[Action, str]] = {
         "call for an inspection."
     ),
 }
+
+
+#: How much an action asks of the site, weakest first. When findings about one component fold into
+#: one task, the task takes the strongest (unless the driver's own verdict decides, see tasks.py).
+_RANK: Final[tuple[Action, ...]] = (
+    Action.OBSERVE,
+    Action.RESTART_APP,
+    Action.INVESTIGATE_SOFTWARE,
+    Action.UPDATE_SOFTWARE,
+    Action.CONTACT_VENDOR,
+    Action.CHECK_POWER,
+    Action.CHECK_COOLING,
+    Action.RESET_GPU,
+    Action.DRAIN_NODE,
+    Action.REBOOT_NODE,
+    Action.INSPECT_HARDWARE,
+    Action.REPLACE_HARDWARE,
+)
+_RANK_OF: Final[dict[Action, int]] = {a: i for i, a in enumerate(_RANK)}
+
+#: The escalation ladder: when the same fault returns within the escalation window after a task
+#: with one of these actions was resolved, the new task asks for the next step.
+DEFAULT_LADDER: Final[tuple[Action, ...]] = (Action.RESET_GPU, Action.REBOOT_NODE, Action.REPLACE_HARDWARE)
+
+
+def rank(action: Action) -> int:
+    """Position of ``action`` from weakest (OBSERVE, 0) to strongest (REPLACE_HARDWARE)."""
+    return _RANK_OF[action]
+
+
+def stronger(a: Action, b: Action) -> Action:
+    """The stronger of two actions (``a`` when they are equal)."""
+    return b if _RANK_OF[b] > _RANK_OF[a] else a
+
+
+def escalate(previous: Action, ladder: tuple[Action, ...] = DEFAULT_LADDER) -> Action | None:
+    """The step after ``previous`` on ``ladder``; ``None`` when it is not on it or is the last."""
+    if previous not in ladder:
+        return None
+    i = ladder.index(previous)
+    return ladder[i + 1] if i + 1 < len(ladder) else None
 
 
 def default_severity(action: Action) -> Severity:

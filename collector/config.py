@@ -15,6 +15,8 @@ import msgspec
 __all__ = [
     "DEFAULT_PATH",
     "ApiConfig",
+    "AuthConfig",
+    "AuthToken",
     "CollectorConfig",
     "ConfigError",
     "ExportConfig",
@@ -26,6 +28,7 @@ __all__ = [
     "NotifyReceiver",
     "NotifyRoute",
     "OtlpExportConfig",
+    "RulesConfig",
     "StoreConfig",
     "load_config",
     "parse_config",
@@ -36,6 +39,9 @@ DEFAULT_PATH: Final = Path("/etc/fleetops/collector.toml")
 ENV_PREFIX: Final = "FLEETOPS_"
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=365 * 86400)]
+Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
+#: The actions of ``collector.actions.Action`` (kept literal here so config has no import cycle).
 ActionName = Literal[
     "RESTART_APP",
     "RESET_GPU",
@@ -146,6 +152,90 @@ class IngestConfig(_Section, frozen=True):
 class LogConfig(_Section, frozen=True):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class RulesConfig(_Section, frozen=True):
+    """Health rules, noise control and the task lifecycle (docs/rules.md describes each key)."""
+
+    #: rule names to switch off (see docs/rules.md for the names)
+    disabled: list[str] = []
+    # --- tasks
+    correlation_window_s: Seconds = 120.0
+    verify_window_s: Annotated[float, msgspec.Meta(ge=1, le=30 * 86400)] = 600.0
+    escalation_window_s: Seconds = 7 * 86400.0
+    review_interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    history_window_s: Annotated[float, msgspec.Meta(ge=60, le=86400)] = 1800.0
+    evidence_readings: Annotated[int, msgspec.Meta(ge=0, le=120)] = 12
+    # --- XIDs
+    xid_ignore: list[Annotated[int, msgspec.Meta(ge=1, le=100_000)]] = []
+    xid_overrides: dict[str, ActionName] = {}
+    xid_app_repeat_count: Annotated[int, msgspec.Meta(ge=2, le=10_000)] = 3
+    xid_app_repeat_window_s: Seconds = 3600.0
+    # --- GPU
+    gpu_temperature_margin_c: Annotated[float, msgspec.Meta(ge=0, le=50)] = 5.0
+    gpu_temperature_hysteresis_c: Annotated[float, msgspec.Meta(ge=0, le=30)] = 3.0
+    gpu_temperature_for_s: Seconds = 300.0
+    gpu_throttle_window_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 600.0
+    gpu_throttle_share: Ratio = 0.2
+    gpu_throttle_clear_share: Ratio = 0.05
+    gpu_power_over_ratio: Annotated[float, msgspec.Meta(ge=1, le=3)] = 1.05
+    gpu_power_window_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 300.0
+    gpu_power_over_share: Ratio = 0.5
+    gpu_pcie_boot_grace_s: Seconds = 600.0
+    gpu_pcie_for_s: Seconds = 300.0
+    gpu_pcie_replay_per_min: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    gpu_pcie_replay_window_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 600.0
+    gpu_nvlink_errors_per_min: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    gpu_nvlink_window_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 600.0
+    gpu_retired_pages_max: Annotated[int, msgspec.Meta(ge=1)] = 60
+    accelerator_missing_grace_s: Seconds = 120.0
+    # --- Trainium
+    trn_ecc_rise_count: Annotated[int, msgspec.Meta(ge=1)] = 2
+    trn_ecc_window_s: Annotated[float, msgspec.Meta(ge=1, le=30 * 86400)] = 3600.0
+    # --- node
+    node_clock_skew_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    node_clock_skew_for_s: Seconds = 300.0
+    node_disk_used_ratio: Ratio = 0.95
+    node_memory_available_ratio: Ratio = 0.03
+    node_pressure_for_s: Seconds = 300.0
+    node_probe_failing_for_s: Seconds = 600.0
+    # --- facility correlation
+    facility_window_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 900.0
+    facility_rack_min_nodes: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 3
+    facility_row_min_racks: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 2
+
+    def __post_init__(self) -> None:
+        for key in self.xid_overrides:
+            if not key.isdigit() or not 1 <= int(key) <= 100_000:
+                raise ValueError(f"xid_overrides: key {key!r} is not an XID number")
+        if self.gpu_throttle_clear_share > self.gpu_throttle_share:
+            raise ValueError("gpu_throttle_clear_share: must be <= gpu_throttle_share")
+
+
+_SHA256_HEX = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+
+
+class AuthToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One API token: its holder's name, role, and the SHA-256 (hex) of the token itself."""
+
+    name: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+    role: Literal["viewer", "operator"]
+    sha256: _SHA256_HEX
+
+
+class AuthConfig(_Section, frozen=True):
+    """API bearer tokens. Without tokens, reads are served to loopback clients only and every
+    write is refused."""
+
+    tokens: list[AuthToken] = []
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("tokens: token names must be unique")
+        hashes = [t.sha256 for t in self.tokens]
+        if len(set(hashes)) != len(hashes):
+            raise ValueError("tokens: two tokens have the same sha256")
 
 
 _RECEIVER_NAME = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -259,6 +349,8 @@ class CollectorConfig(_Section, frozen=True):
     ingest: IngestConfig = IngestConfig()
     log: LogConfig = LogConfig()
     notify: NotifyConfig = NotifyConfig()
+    rules: RulesConfig = RulesConfig()
+    auth: AuthConfig = AuthConfig()
     export: ExportConfig = ExportConfig()
 
 
@@ -323,6 +415,26 @@ def parse_config(
         raise ConfigError(_key_of(str(exc))) from None
 
 
+def _has_secrets(raw: Mapping[str, Any]) -> bool:
+    auth = raw.get("auth")
+    mqtt = raw.get("mqtt")
+    tokens = auth.get("tokens") if isinstance(auth, Mapping) else None
+    password = mqtt.get("password") if isinstance(mqtt, Mapping) else None
+    return bool(tokens) or bool(password)
+
+
+def _check_secret_file(file: Path, raw: Mapping[str, Any]) -> None:
+    """A file holding token hashes or passwords must not be readable by group or others."""
+    if not _has_secrets(raw):
+        return
+    mode = file.stat().st_mode
+    if mode & 0o077:
+        raise ConfigError(
+            f"{file}: holds secrets ([auth] tokens or mqtt.password) but its mode is {mode & 0o777:04o}; "
+            "make it readable by the collector only (chmod 600)"
+        )
+
+
 def load_config(
     path: Path | None = None,
     *,
@@ -335,6 +447,7 @@ def load_config(
     raw: dict[str, Any] = {}
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        _check_secret_file(file, raw)
     except FileNotFoundError:
         if path is not None:
             raise ConfigError(f"config file {file} does not exist") from None

@@ -19,15 +19,25 @@ from typing import Any, Final, TypeVar
 import msgspec
 import structlog
 
-from agent.wire import Accelerator, DecodeError, Event, HostFacts, Location, encode, topic_for
+from agent.wire import (
+    Accelerator,
+    Birth,
+    DecodeError,
+    Event,
+    HostFacts,
+    Location,
+    Telemetry,
+    encode,
+    topic_for,
+)
 from agent.xid_catalog import XidCatalog
 from collector.acks import LinkTracker, ack_messages, rebirth_message
 from collector.config import CollectorConfig
 from collector.ingest import InboundMessage, MqttIngest, Rejections, decode_inbound
-from collector.rules import Finding, RuleContext, evaluate_event, evaluate_node
+from collector.rules import Finding, RuleContext, evaluate_event, evaluate_node, evaluate_readings
 from collector.state import FleetState, NodeChange, NodeState
 from collector.store import NodeRecord, Store, Transaction
-from collector.tasks import TaskChange, apply_finding, offline_fingerprint, resolve
+from collector.tasks import BirthSeen, TaskChange, apply_work, birth_before, offline_fingerprint, resolve
 
 __all__ = ["Pipeline", "StoreUnavailable", "node_record", "node_state"]
 
@@ -49,6 +59,7 @@ def node_record(state: NodeState, now: float) -> NodeRecord:
         "host": msgspec.to_builtins(state.host_facts) if state.host_facts is not None else None,
         "accelerators": msgspec.to_builtins(list(state.accelerators)),
         "birth_ts": state.birth_ts,
+        "expected_accelerators": msgspec.to_builtins(list(state.expected_accelerators)),
     }
     return NodeRecord(
         node=state.node,
@@ -78,8 +89,9 @@ def node_state(record: NodeRecord) -> NodeState:
         location = msgspec.convert(inv["location"], Location) if inv.get("location") else None
         host = msgspec.convert(inv["host"], HostFacts) if inv.get("host") else None
         accelerators = tuple(msgspec.convert(inv.get("accelerators") or [], list[Accelerator]))
+        expected = tuple(msgspec.convert(inv.get("expected_accelerators") or [], list[Accelerator]))
     except msgspec.ValidationError:
-        location, host, accelerators = None, None, ()
+        location, host, accelerators, expected = None, None, (), ()
     status = record.status if record.status in ("online", "offline") else "unknown"
     return NodeState(
         node=record.node,
@@ -101,6 +113,7 @@ def node_state(record: NodeRecord) -> NodeState:
         offline_task_raised=record.offline_task_raised,
         telemetry_session=record.session,
         last_seq=None,
+        expected_accelerators=expected or accelerators,
     )
 
 
@@ -131,6 +144,7 @@ class Pipeline:
         self.stats: Counter[str] = Counter()
         self._stopping = False
         self._next_tick = time.monotonic()
+        self._next_review = 0.0  # collector clock: when the open tasks are next reviewed
 
     # ---- loop ---------------------------------------------------------------------------------
 
@@ -152,7 +166,12 @@ class Pipeline:
 
     def _context(self, node: NodeState | None, now: float) -> RuleContext:
         return RuleContext(
-            now=now, catalog=self.catalog, node=node, offline_grace_s=self.config.liveness.offline_grace_s
+            now=now,
+            catalog=self.catalog,
+            node=node,
+            offline_grace_s=self.config.liveness.offline_grace_s,
+            config=self.config.rules,
+            fleet=self.state.nodes,
         )
 
     async def process(self, batch: list[InboundMessage]) -> list[TaskChange]:
@@ -162,6 +181,8 @@ class Pipeline:
         events: list[tuple[Event, str, list[Finding]]] = []
         changes: list[NodeChange] = []
         rebirths: list[tuple[str, str, str]] = []
+        births: list[BirthSeen] = []
+        framed: set[str] = set()
         for msg in batch:
             decoded = decode_inbound(msg, max_bytes)
             if isinstance(decoded, DecodeError):
@@ -172,11 +193,15 @@ class Pipeline:
                 reason = self.links.observe(topic.site, message, now, retained=msg.retained)
                 if reason is not None:
                     rebirths.append((topic.site, message.node, reason))
+                if isinstance(message, Birth):
+                    births.append(birth_before(self.state.nodes.get(message.node), message.node))
                 changes.extend(self.state.apply(topic.site, message, now, retained=msg.retained))
                 findings: list[Finding] = []
                 if isinstance(message, Event):
                     findings = evaluate_event(message, self._context(self.state.nodes.get(message.node), now))
                     events.append((message, topic.site, findings))
+                elif isinstance(message, Telemetry):
+                    framed.add(message.node)
             except Exception as exc:  # a bug must not stop ingest: count it, log it (rate-limited)
                 self.rejections.note("internal_error", repr(exc), msg.topic)
                 continue
@@ -186,18 +211,36 @@ class Pipeline:
             log.info("node_" + change.kind, node=change.node, site=change.site, reason=change.reason)
         records = [node_record(self.state.nodes[name], now) for name in sorted(touched)]
         back_online = [c for c in changes if c.kind == "online"]
+        readings_findings: list[Finding] = []
+        for name in sorted(framed):
+            node = self.state.nodes[name]
+            try:
+                readings_findings.extend(evaluate_readings(node, self._context(node, now)))
+            except Exception as exc:  # a rule bug must not stop ingest
+                self.rejections.note("internal_error", repr(exc), name)
 
         def write(tx: Transaction) -> tuple[list[TaskChange], int, int]:
             out: list[TaskChange] = []
             new = duplicate = 0
             for record in records:
                 tx.upsert_node(record)
+            fresh: list[Finding] = []
             for event, site, findings in events:
                 if not tx.insert_event(event, site, now):
                     duplicate += 1
                     continue
                 new += 1
-                out.extend(apply_finding(tx, finding, now) for finding in findings)
+                fresh.extend(findings)
+            out.extend(
+                apply_work(
+                    tx,
+                    nodes=self.state.nodes,
+                    at=now,
+                    cfg=self.config.rules,
+                    births=births,
+                    findings=[*fresh, *readings_findings],
+                )
+            )
             for change in back_online:
                 resolved = resolve(
                     tx, offline_fingerprint(change.node), now, f"node back online ({change.reason} received)"
@@ -231,14 +274,24 @@ class Pipeline:
                 if finding.fault == "offline":
                     node.offline_task_raised = True
                 touched.add(node.node)
-        if not touched:
+        review_due = now >= self._next_review
+        if review_due:
+            self._next_review = now + self.config.rules.review_interval_s
+        if not touched and not review_due:
             return []
         records = [node_record(self.state.nodes[name], now) for name in sorted(touched)]
 
         def write(tx: Transaction) -> list[TaskChange]:
             for record in records:
                 tx.upsert_node(record)
-            return [apply_finding(tx, finding, now) for finding in findings]
+            return apply_work(
+                tx,
+                nodes=self.state.nodes,
+                at=now,
+                cfg=self.config.rules,
+                findings=findings,
+                review_due=review_due,
+            )
 
         task_changes = await self._write(write)
         self._log_tasks(task_changes)

@@ -15,8 +15,9 @@ the missing frames as gaps; a frame from an older session, or an old ``seq`` of 
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from agent.wire import (
     Accelerator,
@@ -31,9 +32,39 @@ from agent.wire import (
     Telemetry,
 )
 
-__all__ = ["FleetState", "NodeChange", "NodeState", "NodeStatus"]
+__all__ = [
+    "HISTORY_MAX_SAMPLES",
+    "FleetState",
+    "HostSample",
+    "NodeChange",
+    "NodeState",
+    "NodeStatus",
+    "ReadingSample",
+]
 
 NodeStatus = Literal["online", "offline", "unknown"]
+
+#: Hard cap on samples kept per accelerator, whatever the window and interval.
+HISTORY_MAX_SAMPLES: Final = 720
+#: Events remembered per node for the rules (XID repeats, XIDs that come together).
+RECENT_EVENTS_MAX: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingSample:
+    """One accelerator's readings from one frame: ``ts`` is the frame's (agent) time, ``received``
+    the collector's."""
+
+    ts: float
+    received: float
+    readings: AcceleratorReadings
+
+
+@dataclass(frozen=True, slots=True)
+class HostSample:
+    ts: float
+    received: float
+    readings: HostReadings
 
 
 @dataclass
@@ -68,6 +99,20 @@ class NodeState:
     host_readings: HostReadings | None = None
     readings_ts: float | None = None
     events_total: int = 0
+    # bounded readings history for the rules (see FleetState.history_window_s)
+    history: dict[int, deque[ReadingSample]] = field(default_factory=dict)
+    host_history: deque[HostSample] = field(default_factory=deque)
+    #: collector time since which frames have been arriving without the node going offline
+    stream_since: float | None = None
+    #: the reference inventory: the largest birth inventory seen (a smaller birth does not lower it)
+    expected_accelerators: tuple[Accelerator, ...] = ()
+    #: probe name -> agent time since which it has been failing (from the frames' probe health)
+    probe_failing_since: dict[str, float] = field(default_factory=dict)
+    probe_failing_detail: dict[str, str] = field(default_factory=dict)
+    #: expected accelerator index -> agent time since which it has been absent from the frames
+    missing_since: dict[int, float] = field(default_factory=dict)
+    #: the node's latest events (bounded), for rules that look at what came together or repeated
+    recent_events: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS_MAX))
 
     def accelerator(self, index: int | None, accel_id: str = "") -> Accelerator | None:
         """The inventoried accelerator matching ``accel_id`` (preferred) or ``index``."""
@@ -95,8 +140,9 @@ class NodeChange:
 class FleetState:
     """All nodes, keyed by node name."""
 
-    def __init__(self, *, silent_after_intervals: float = 3.0) -> None:
+    def __init__(self, *, silent_after_intervals: float = 3.0, history_window_s: float = 1800.0) -> None:
         self.silent_after_intervals = silent_after_intervals
+        self.history_window_s = history_window_s
         self.nodes: dict[str, NodeState] = {}
 
     def node(self, name: str, site: str) -> NodeState:
@@ -133,6 +179,7 @@ class FleetState:
         state.agent_version = birth.agent_version
         state.interval_s = birth.interval_s
         state.accelerators = tuple(birth.accelerators)
+        self._reference_inventory(state)
         state.host_facts = birth.host
         state.birth_ts = birth.ts
         if state.telemetry_session != birth.session:
@@ -174,11 +221,59 @@ class FleetState:
             for readings in frame.accelerators:
                 state.readings[readings.index] = readings
             state.readings_ts = frame.ts
+            self._remember(state, frame, now)
         state.session = max(state.session, frame.session)
         return self._alive(state, frame.session, now, "telemetry")
 
+    def _reference_inventory(self, state: NodeState) -> None:
+        """A birth with at least as many accelerators becomes the reference; a part whose id changed
+        in a slot starts a fresh history."""
+        if len(state.accelerators) >= len(state.expected_accelerators):
+            old = {a.index: a.id for a in state.expected_accelerators}
+            for accel in state.accelerators:
+                if accel.index in old and old[accel.index] != accel.id:
+                    state.history.pop(accel.index, None)
+            state.expected_accelerators = state.accelerators
+
+    def _remember(self, state: NodeState, frame: Telemetry, now: float) -> None:
+        """Append the frame to the bounded history (by agent time) and drop what fell out of it."""
+        if state.stream_since is None:
+            state.stream_since = now
+        horizon = frame.ts - self.history_window_s
+        for readings in frame.accelerators:
+            samples = state.history.get(readings.index)
+            if samples is None:
+                samples = state.history[readings.index] = deque(maxlen=HISTORY_MAX_SAMPLES)
+            if samples and samples[-1].ts >= frame.ts:
+                continue
+            samples.append(ReadingSample(frame.ts, now, readings))
+            while samples and samples[0].ts < horizon:
+                samples.popleft()
+        for index in [i for i, q in state.history.items() if not q or q[-1].ts < horizon]:
+            del state.history[index]
+        if frame.host is not None and (not state.host_history or state.host_history[-1].ts < frame.ts):
+            state.host_history.append(HostSample(frame.ts, now, frame.host))
+        while state.host_history and (
+            state.host_history[0].ts < horizon or len(state.host_history) > HISTORY_MAX_SAMPLES
+        ):
+            state.host_history.popleft()
+        present = {r.index for r in frame.accelerators if not r.lost}
+        for accel in state.expected_accelerators:
+            if accel.index in present:
+                state.missing_since.pop(accel.index, None)
+            else:
+                state.missing_since.setdefault(accel.index, frame.ts)
+        for probe in frame.probes:
+            if probe.state in ("failed", "timeout"):
+                state.probe_failing_since.setdefault(probe.name, frame.ts)
+                state.probe_failing_detail[probe.name] = probe.detail[:200]
+            else:
+                state.probe_failing_since.pop(probe.name, None)
+                state.probe_failing_detail.pop(probe.name, None)
+
     def _event(self, state: NodeState, event: Event, now: float) -> list[NodeChange]:
         state.events_total += 1
+        state.recent_events.append(event)
         state.session = max(state.session, event.session)
         return self._alive(state, event.session, now, "event")
 
@@ -204,6 +299,7 @@ class FleetState:
             state.offline_since = since
             state.offline_task_raised = False
         state.status = "offline"
+        state.stream_since = None
         state.offline_reason = reason
         if previous == "offline":
             return []  # silence became a confirmed offline status: same episode

@@ -20,12 +20,13 @@ import msgspec
 
 from agent.wire import Event
 from collector.notify.schema import NOTIFY_SCHEMA
-from collector.rules import TaskLocation
+from collector.rules.base import TaskLocation
 
 __all__ = [
     "MIGRATIONS",
     "OPEN_STATES",
     "TASK_STATES",
+    "FaultRecord",
     "HistoryRecord",
     "NodeRecord",
     "Store",
@@ -121,6 +122,39 @@ MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
         ),
     ),
     (2, "notification outbox, pages and deliveries", NOTIFY_SCHEMA),
+    (
+        3,
+        "task lifecycle: correlation, verification, escalation, facility scope, assignee",
+        (
+            "ALTER TABLE tasks ADD COLUMN row_name TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE tasks ADD COLUMN assignee TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE tasks ADD COLUMN last_active_at REAL",
+            "ALTER TABLE tasks ADD COLUMN verify_since REAL",
+            "ALTER TABLE tasks ADD COLUMN action_source TEXT NOT NULL DEFAULT 'rule'",
+            "ALTER TABLE tasks ADD COLUMN auto_resolve INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE tasks ADD COLUMN scope TEXT NOT NULL DEFAULT 'component'",
+            "ALTER TABLE tasks ADD COLUMN ladder TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE tasks ADD COLUMN escalated_from INTEGER",
+            "ALTER TABLE tasks ADD COLUMN merged_into INTEGER",
+            "ALTER TABLE tasks ADD COLUMN resolution TEXT NOT NULL DEFAULT ''",
+            "UPDATE tasks SET last_active_at = updated_at, "
+            "row_name = coalesce(json_extract(location, '$.row'), '')",
+            """CREATE TABLE task_faults (
+                task_id INTEGER NOT NULL REFERENCES tasks (id),
+                fingerprint TEXT NOT NULL,
+                rule TEXT NOT NULL DEFAULT '',
+                first_at REAL NOT NULL,
+                last_at REAL NOT NULL,
+                count INTEGER NOT NULL DEFAULT 1,
+                PRIMARY KEY (task_id, fingerprint)
+            )""",
+            "INSERT INTO task_faults (task_id, fingerprint, rule, first_at, last_at, count) "
+            "SELECT id, fingerprint, rule, opened_at, updated_at, count FROM tasks",
+            "CREATE INDEX task_faults_fingerprint ON task_faults (fingerprint, task_id)",
+            "CREATE INDEX tasks_component ON tasks (node, component, state)",
+            "CREATE INDEX tasks_facility ON tasks (site, row_name, action, state)",
+        ),
+    ),
 )
 
 
@@ -168,6 +202,32 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     opened_at: float
     updated_at: float
     resolved_at: float | None
+    row_name: str = ""
+    assignee: str = ""
+    last_active_at: float | None = None
+    verify_since: float | None = None
+    action_source: str = "rule"
+    auto_resolve: bool = True
+    scope: str = "component"
+    ladder: str = ""
+    escalated_from: int | None = None
+    merged_into: int | None = None
+    resolution: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+
+class FaultRecord(msgspec.Struct, kw_only=True):
+    """One fingerprint attached to a task (the one that opened it, or one correlated into it)."""
+
+    task_id: int
+    fingerprint: str
+    rule: str
+    first_at: float
+    last_at: float
+    count: int
 
 
 class HistoryRecord(msgspec.Struct, kw_only=True):
@@ -190,13 +250,38 @@ class TaskQuery(msgspec.Struct, frozen=True, kw_only=True):
     node: str = ""
     action: tuple[str, ...] = ()
     severity: tuple[str, ...] = ()
+    assignee: str = ""
     limit: int = 100
     offset: int = 0
 
 
 _TASK_COLUMNS: Final = (
     "id, fingerprint, node, component, fault, rule, state, action, severity, summary, runbook, "
-    "location, evidence, count, opened_at, updated_at, resolved_at"
+    "location, evidence, count, opened_at, updated_at, resolved_at, row_name, assignee, last_active_at, "
+    "verify_since, action_source, auto_resolve, scope, ladder, escalated_from, merged_into, resolution"
+)
+_T_COLUMNS: Final = ", ".join(f"t.{c.strip()}" for c in _TASK_COLUMNS.split(","))
+#: Columns ``Transaction.update_task`` may set.
+_TASK_UPDATABLE: Final = frozenset(
+    (
+        "state",
+        "action",
+        "severity",
+        "summary",
+        "runbook",
+        "evidence",
+        "count",
+        "updated_at",
+        "resolved_at",
+        "assignee",
+        "last_active_at",
+        "verify_since",
+        "action_source",
+        "auto_resolve",
+        "ladder",
+        "merged_into",
+        "resolution",
+    )
 )
 _NODE_COLUMNS: Final = (
     "node, site, rack, status, session, boot_id, agent_version, hostname, interval_s, last_seen, "
@@ -224,6 +309,17 @@ def _task(row: Sequence[Any]) -> TaskRecord:
         opened_at=row[14],
         updated_at=row[15],
         resolved_at=row[16],
+        row_name=row[17],
+        assignee=row[18],
+        last_active_at=row[19],
+        verify_since=row[20],
+        action_source=row[21],
+        auto_resolve=bool(row[22]),
+        scope=row[23],
+        ladder=row[24],
+        escalated_from=row[25],
+        merged_into=row[26],
+        resolution=row[27],
     )
 
 
@@ -246,6 +342,12 @@ def _node(row: Sequence[Any]) -> NodeRecord:
         inventory=json.loads(row[14]),
         first_seen=row[15],
         updated_at=row[16],
+    )
+
+
+def _fault(row: Sequence[Any]) -> FaultRecord:
+    return FaultRecord(
+        task_id=row[0], fingerprint=row[1], rule=row[2], first_at=row[3], last_at=row[4], count=row[5]
     )
 
 
@@ -321,6 +423,76 @@ class Transaction:
         ).fetchone()
         return _task(row) if row is not None else None
 
+    def task_holding(self, fingerprint: str) -> TaskRecord | None:
+        """The open task that holds ``fingerprint`` (opened by it or correlated into it)."""
+        row = self._conn.execute(
+            f"SELECT {_T_COLUMNS} FROM task_faults f JOIN tasks t ON t.id = f.task_id "
+            "WHERE f.fingerprint = ? AND t.state NOT IN ('resolved', 'dismissed') ORDER BY t.id DESC LIMIT 1",
+            (fingerprint,),
+        ).fetchone()
+        return _task(row) if row is not None else None
+
+    def latest_task_holding(self, fingerprint: str) -> TaskRecord | None:
+        """The newest task, in any state, that holds ``fingerprint``."""
+        row = self._conn.execute(
+            f"SELECT {_T_COLUMNS} FROM task_faults f JOIN tasks t ON t.id = f.task_id "
+            "WHERE f.fingerprint = ? ORDER BY t.id DESC LIMIT 1",
+            (fingerprint,),
+        ).fetchone()
+        return _task(row) if row is not None else None
+
+    def get_task(self, task_id: int) -> TaskRecord | None:
+        row = self._conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return _task(row) if row is not None else None
+
+    def open_tasks_about(self, node: str, component: str) -> list[TaskRecord]:
+        """Open tasks about one component of one node, newest first."""
+        rows = self._conn.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE node = ? AND component = ? "
+            "AND state NOT IN ('resolved', 'dismissed') ORDER BY id DESC",
+            (node, component),
+        ).fetchall()
+        return [_task(r) for r in rows]
+
+    def open_tasks(self, node: str | None = None) -> list[TaskRecord]:
+        """Every open task (of one node when given), oldest first."""
+        where, params = "state NOT IN ('resolved', 'dismissed')", tuple[str, ...]()
+        if node is not None:
+            where, params = where + " AND node = ?", (node,)
+        rows = self._conn.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY id", params
+        ).fetchall()
+        return [_task(r) for r in rows]
+
+    def open_facility_candidates(
+        self, site: str, row_name: str, action: str, since: float
+    ) -> list[TaskRecord]:
+        """Open tasks with ``action`` in one row of one site, active since ``since``."""
+        rows = self._conn.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE site = ? AND row_name = ? AND action = ? "
+            "AND state NOT IN ('resolved', 'dismissed') AND coalesce(last_active_at, updated_at) >= ? "
+            "ORDER BY id",
+            (site, row_name, action, since),
+        ).fetchall()
+        return [_task(r) for r in rows]
+
+    def resolved_tasks_about(self, node: str, component: str, since: float) -> list[TaskRecord]:
+        """Tasks about one component resolved (not dismissed) since ``since``, newest first."""
+        rows = self._conn.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE node = ? AND component = ? AND state = 'resolved' "
+            "AND resolved_at >= ? ORDER BY resolved_at DESC, id DESC",
+            (node, component, since),
+        ).fetchall()
+        return [_task(r) for r in rows]
+
+    def faults_of(self, task_id: int) -> list[FaultRecord]:
+        rows = self._conn.execute(
+            "SELECT task_id, fingerprint, rule, first_at, last_at, count FROM task_faults "
+            "WHERE task_id = ? ORDER BY first_at, fingerprint",
+            (task_id,),
+        ).fetchall()
+        return [_fault(r) for r in rows]
+
     def insert_task(
         self,
         *,
@@ -336,11 +508,18 @@ class Transaction:
         location: TaskLocation,
         evidence: list[dict[str, Any]],
         at: float,
+        count: int = 1,
+        action_source: str = "rule",
+        auto_resolve: bool = True,
+        scope: str = "component",
+        ladder: str = "",
+        escalated_from: int | None = None,
     ) -> int:
         cur = self._conn.execute(
             "INSERT INTO tasks (fingerprint, node, component, fault, rule, state, action, severity, "
-            "summary, runbook, site, rack, location, evidence, count, opened_at, updated_at) "
-            "VALUES (?,?,?,?,?,'open',?,?,?,?,?,?,?,?,1,?,?)",
+            "summary, runbook, site, rack, location, evidence, count, opened_at, updated_at, row_name, "
+            "last_active_at, action_source, auto_resolve, scope, ladder, escalated_from) "
+            "VALUES (?,?,?,?,?,'open',?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 fingerprint,
                 node,
@@ -355,13 +534,52 @@ class Transaction:
                 location.rack,
                 _dumps(location),
                 _dumps(evidence),
+                count,
                 at,
                 at,
+                location.row,
+                at,
+                action_source,
+                int(auto_resolve),
+                scope,
+                ladder,
+                escalated_from,
             ),
         )
         task_id = cur.lastrowid
         assert task_id is not None
+        self.attach_fault(task_id, fingerprint, rule=rule, at=at, count=count)
         return task_id
+
+    def attach_fault(self, task_id: int, fingerprint: str, *, rule: str, at: float, count: int = 1) -> None:
+        """Attach ``fingerprint`` to a task, or count more occurrences of one already attached."""
+        self._conn.execute(
+            "INSERT INTO task_faults (task_id, fingerprint, rule, first_at, last_at, count) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT (task_id, fingerprint) DO UPDATE SET "
+            "last_at = max(last_at, excluded.last_at), count = count + excluded.count",
+            (task_id, fingerprint, rule, at, at, count),
+        )
+
+    def move_faults(self, from_task: int, to_task: int) -> None:
+        """Attach every fingerprint of ``from_task`` to ``to_task`` too (a merge)."""
+        self._conn.execute(
+            "INSERT OR IGNORE INTO task_faults (task_id, fingerprint, rule, first_at, last_at, count) "
+            "SELECT ?, fingerprint, rule, first_at, last_at, count FROM task_faults WHERE task_id = ?",
+            (to_task, from_task),
+        )
+
+    def update_task(self, task_id: int, **fields: Any) -> None:
+        """Set columns of a task (names from a fixed list; ``evidence`` is encoded as JSON)."""
+        if not fields:
+            return
+        unknown = set(fields) - _TASK_UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        values = [
+            _dumps(v) if k == "evidence" else int(v) if isinstance(v, bool) else v for k, v in fields.items()
+        ]
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        self._conn.execute(f"UPDATE tasks SET {assignments} WHERE id = ?", (*values, task_id))
 
     def record_repeat(
         self, task_id: int, *, count: int, summary: str, evidence: list[dict[str, Any]], at: float
@@ -547,7 +765,12 @@ class Store:
             if values:
                 where.append(f"{column} IN ({','.join('?' * len(values))})")
                 params.extend(values)
-        for column, value in (("site", query.site), ("rack", query.rack), ("node", query.node)):
+        for column, value in (
+            ("site", query.site),
+            ("rack", query.rack),
+            ("node", query.node),
+            ("assignee", query.assignee),
+        ):
             if value:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -559,6 +782,15 @@ class Store:
                 [*params, query.limit, query.offset],
             ).fetchall()
         return [_task(r) for r in rows], total
+
+    def task_faults(self, task_id: int) -> list[FaultRecord]:
+        with self._read_lock:
+            rows = self._read(
+                "SELECT task_id, fingerprint, rule, first_at, last_at, count FROM task_faults "
+                "WHERE task_id = ? ORDER BY first_at, fingerprint",
+                (task_id,),
+            ).fetchall()
+        return [_fault(r) for r in rows]
 
     def task_history(self, task_id: int) -> list[HistoryRecord]:
         with self._read_lock:

@@ -307,7 +307,7 @@ async def test_restart_keeps_tasks_and_offline_state(
         assert (restored.status, restored.offline_session, len(restored.accelerators)) == ("offline", 3, 2)
         code, body = await _get(f"{second.api_url}/api/v1/tasks?node={node}")
         assert code == 200
-        assert body["items"][0]["action"] == "REPLACE_HARDWARE"
+        assert body["items"][0]["action"] == "RESET_GPU"  # a GPU's uncorrected ECC: reset to apply the remap
     finally:
         await second.stop()
 

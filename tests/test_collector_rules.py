@@ -44,7 +44,7 @@ EVENT_TABLE: list[tuple[str, dict[str, Any], Action | None]] = [
     ("xid", {"xid": 94}, None),
     ("xid", {"xid": 137}, None),
     ("gpu_lost", {}, Action.REBOOT_NODE),
-    ("ecc_uncorrected", {}, Action.REPLACE_HARDWARE),
+    ("ecc_uncorrected", {}, Action.RESET_GPU),  # a GPU: the reset applies the row remap
     ("remap_failure", {}, Action.REPLACE_HARDWARE),
     ("remap_pending", {}, Action.RESET_GPU),
     ("pcie_degraded", {}, Action.INSPECT_HARDWARE),
@@ -103,7 +103,7 @@ def test_hang_on_collectives_names_the_peers() -> None:
         ({"recovery_action": 0}, Action.OBSERVE),
         ({"recovery_action": "0x2"}, Action.REBOOT_NODE),
         ({"action_name": "Drain P2P"}, Action.DRAIN_NODE),
-        ({"action_name": "Drain and Reset"}, Action.RESET_GPU),
+        ({"action_name": "Drain and Reset"}, Action.DRAIN_NODE),  # drain, then reset
         ({"action_name": "gibberish"}, None),
         ({}, None),
     ],

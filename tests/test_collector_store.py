@@ -126,7 +126,8 @@ def test_tasks_survive_a_restart(tmp_path: Path) -> None:
 def test_task_filters_and_pagination(store: Store) -> None:
     for node in ("gpu-r01-n01", "gpu-r01-n02", "gpu-r01-n03"):
         store.write(lambda tx, node=node: apply_finding(tx, _finding(node), 10.0))
-    store.write(lambda tx: apply_finding(tx, _finding("gpu-r01-n01", xid=119), 10.0))
+    # later than the correlation window: its own task (within it, it would join the XID 79 task)
+    store.write(lambda tx: apply_finding(tx, _finding("gpu-r01-n01", xid=119), 500.0))
     assert store.list_tasks(TaskQuery(node="gpu-r01-n01"))[1] == 2
     assert store.list_tasks(TaskQuery(action=("RESET_GPU",)))[1] == 1
     assert store.list_tasks(TaskQuery(rack="r01", site=SITE))[1] == 4

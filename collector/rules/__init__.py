@@ -1,0 +1,41 @@
+"""Health rules: pure functions from an event or a node's state to ``Finding``s.
+
+One module per family: ``xid`` (NVIDIA's catalog), ``gpu``, ``trainium``, ``node``; the registry
+(``registry``) lists them. Facility correlation (many nodes of a rack or row at once) works on
+tasks, in ``collector.correlate``. docs/rules.md describes every rule and its settings.
+"""
+
+from __future__ import annotations
+
+from collector.rules.base import Finding, RuleContext, TaskLocation
+from collector.rules.registry import (
+    EVENT_RULES,
+    NODE_RULES,
+    READINGS_RULES,
+    EventRule,
+    NodeRule,
+    ReadingsRule,
+    evaluate_event,
+    evaluate_node,
+    evaluate_readings,
+)
+from collector.rules.xid import APP_CLASS_XIDS, BUCKET_ACTIONS, RECOVERY_ACTIONS, recovery_action_of
+
+__all__ = [
+    "APP_CLASS_XIDS",
+    "BUCKET_ACTIONS",
+    "EVENT_RULES",
+    "NODE_RULES",
+    "READINGS_RULES",
+    "RECOVERY_ACTIONS",
+    "EventRule",
+    "Finding",
+    "NodeRule",
+    "ReadingsRule",
+    "RuleContext",
+    "TaskLocation",
+    "evaluate_event",
+    "evaluate_node",
+    "evaluate_readings",
+    "recovery_action_of",
+]

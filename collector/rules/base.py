@@ -1,0 +1,275 @@
+"""What every rule shares: the ``Finding`` it returns, the ``RuleContext`` it reads, and helpers.
+
+A rule is a pure function: given an event or a node's state and a ``RuleContext`` (the time, the XID
+catalog, the settings), it returns findings. No I/O, no clock reads, no logging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+
+from agent.wire import Accelerator, AcceleratorReadings, DataValue, Event
+from agent.xid_catalog import XidCatalog
+from collector.actions import Action, Severity, default_severity
+from collector.config import RulesConfig
+from collector.state import NodeState, ReadingSample
+
+__all__ = [
+    "Finding",
+    "RuleContext",
+    "TaskLocation",
+    "accelerator_location",
+    "as_int",
+    "event_finding",
+    "iso",
+    "node_location",
+    "readings_evidence",
+    "span",
+    "window",
+]
+
+#: Fields of a readings sample kept as evidence (the rest is noise for a technician).
+_EVIDENCE_FIELDS: Final = (
+    "lost",
+    "temperature_celsius",
+    "slowdown_temperature_celsius",
+    "power_watts",
+    "power_limit_watts",
+    "power_percent_of_max",
+    "sm_clock_mhz",
+    "clock_event_reasons",
+    "utilization_percent",
+    "ecc_volatile_uncorrected_total",
+    "ecc_aggregate_uncorrected_total",
+    "sram_ecc_uncorrected_total",
+    "remapped_rows_uncorrected",
+    "remap_pending",
+    "remap_failure",
+    "retired_pages_single_bit",
+    "retired_pages_double_bit",
+    "retired_pages_pending",
+    "pcie_link_gen",
+    "pcie_link_gen_max",
+    "pcie_link_width",
+    "pcie_link_width_max",
+    "pcie_replay_total",
+    "nvlink_links_total",
+    "nvlink_links_up",
+    "nvlink_crc_errors_total",
+    "nvlink_replay_errors_total",
+    "nvlink_recovery_errors_total",
+    "recovery_action",
+)
+
+
+class TaskLocation(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a technician finds the faulty part."""
+
+    site: str
+    room: str = ""
+    row: str = ""
+    rack: str = ""
+    slot: str = ""
+    accelerator_index: int | None = None
+    accelerator_id: str = ""
+    pci_bus_id: str = ""
+    serial: str = ""
+
+
+class Finding(msgspec.Struct, frozen=True, kw_only=True):
+    """What a rule concluded. One open task exists per ``fingerprint``.
+
+    ``condition``: the finding describes a state that lasts (a reading), re-reported while it lasts;
+    repeats refresh the task instead of counting occurrences. ``verdict``: it is the driver's own
+    recovery verdict (XID 154, NVML field 230), which decides the action of the task it joins.
+    ``opens``: ``False`` for evidence only (it joins an open task about the same component, never
+    opens one). ``ladder``: the escalation steps for this fault (empty: the default ladder).
+    """
+
+    node: str
+    component: str  # "node", or the accelerator ("GPU-…" UUID, Neuron serial, "accel3")
+    fault: str  # "xid:79", "offline", "ecc_uncorrected", "throttle:hw_power_brake" ...
+    action: Action
+    severity: Severity
+    summary: str
+    location: TaskLocation
+    rule: str
+    evidence: dict[str, Any] = {}
+    condition: bool = False
+    verdict: bool = False
+    opens: bool = True
+    count: int = 1
+    ladder: tuple[Action, ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.node}|{self.component}|{self.fault}"
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What rules may know besides their subject: the time, the node, the XID catalog, settings."""
+
+    now: float
+    catalog: XidCatalog
+    node: NodeState | None = None
+    offline_grace_s: float = 120.0
+    config: RulesConfig = field(default_factory=RulesConfig)
+    #: every node, read-only (for rules that look beyond one node, e.g. a hang's peers)
+    fleet: Mapping[str, NodeState] | None = None
+
+    def enabled(self, rule: str) -> bool:
+        return rule not in self.config.disabled
+
+
+# ---- small helpers ----------------------------------------------------------------------------
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def as_int(value: DataValue) -> int | None:
+    """An integer from event data: ints, decimal or ``0x`` strings; booleans are not numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            return int(text, 16) if text.startswith("0x") else int(text)
+        except ValueError:
+            return None
+    return None
+
+
+def window(samples: Sequence[ReadingSample] | None, seconds: float) -> list[ReadingSample]:
+    """The samples of the last ``seconds`` (by agent time, up to the newest sample)."""
+    if not samples:
+        return []
+    horizon = samples[-1].ts - seconds
+    return [s for s in samples if s.ts >= horizon]
+
+
+def span(samples: Sequence[ReadingSample]) -> float:
+    """Seconds covered by ``samples`` (newest minus oldest)."""
+    return samples[-1].ts - samples[0].ts if len(samples) >= 2 else 0.0
+
+
+def node_location(node: NodeState | None, site: str = "") -> TaskLocation:
+    loc = node.location if node is not None else None
+    return TaskLocation(
+        site=loc.site if loc is not None else (node.site if node is not None else site),
+        room=loc.room if loc is not None else "",
+        row=loc.row if loc is not None else "",
+        rack=loc.rack if loc is not None else "",
+        slot=loc.slot if loc is not None else "",
+    )
+
+
+def _inventory(node: NodeState | None, index: int | None, accel_id: str) -> Accelerator | None:
+    if node is None:
+        return None
+    found = node.accelerator(index, accel_id)
+    if found is not None:
+        return found
+    for accel in node.expected_accelerators:
+        if (accel_id and accel.id == accel_id) or (index is not None and accel.index == index):
+            return accel
+    return None
+
+
+def accelerator_location(
+    node: NodeState | None, index: int | None, accel_id: str = "", pci_bus_id: str = "", site: str = ""
+) -> TaskLocation:
+    base = node_location(node, site)
+    accel = _inventory(node, index, accel_id)
+    return msgspec.structs.replace(
+        base,
+        accelerator_index=index if index is not None else (accel.index if accel is not None else None),
+        accelerator_id=accel_id or (accel.id if accel is not None else ""),
+        pci_bus_id=pci_bus_id or (accel.pci_bus_id if accel is not None else ""),
+        serial=accel.serial if accel is not None else "",
+    )
+
+
+def component_of(index: int | None, accel_id: str) -> str:
+    if accel_id:
+        return accel_id
+    if index is not None:
+        return f"accel{index}"
+    return "node"
+
+
+def where(index: int | None, pci_bus_id: str = "") -> str:
+    parts = []
+    if index is not None:
+        parts.append(f"accelerator {index}")
+    if pci_bus_id:
+        parts.append(f"PCI {pci_bus_id}")
+    return " (" + ", ".join(parts) + ")" if parts else ""
+
+
+def reading_view(readings: AcceleratorReadings) -> dict[str, Any]:
+    """The evidence-worthy fields of one reading (absent ones left out)."""
+    out: dict[str, Any] = {"index": readings.index, "id": readings.id}
+    for name in _EVIDENCE_FIELDS:
+        value = getattr(readings, name)
+        if value is not None and value is not False:
+            out[name] = value
+    return out
+
+
+def readings_evidence(samples: Iterable[ReadingSample], limit: int) -> list[dict[str, Any]]:
+    """The last ``limit`` samples as evidence rows: ``{"ts": ..., <readings>}``."""
+    rows = [{"ts": s.ts, **reading_view(s.readings)} for s in samples]
+    return rows[-limit:] if limit > 0 else []
+
+
+def event_finding(
+    event: Event,
+    ctx: RuleContext,
+    *,
+    fault: str,
+    action: Action,
+    summary: str,
+    rule: str,
+    severity: Severity | None = None,
+    verdict: bool = False,
+    opens: bool = True,
+    ladder: tuple[Action, ...] = (),
+    extra: dict[str, Any] | None = None,
+) -> Finding:
+    """A finding about the accelerator (or node) an event names, with the event and the readings
+    that led up to it as evidence."""
+    node = ctx.node
+    evidence: dict[str, Any] = {"event": msgspec.to_builtins(event)}
+    if node is not None and event.accelerator_index is not None:
+        samples = node.history.get(event.accelerator_index)
+        if samples:
+            evidence["readings"] = readings_evidence(samples, ctx.config.evidence_readings)
+    if extra:
+        evidence.update(extra)
+    return Finding(
+        node=event.node,
+        component=component_of(event.accelerator_index, event.accelerator_id),
+        fault=fault,
+        action=action,
+        severity=severity or default_severity(action),
+        summary=summary[:500],
+        location=accelerator_location(
+            node, event.accelerator_index, event.accelerator_id, event.pci_bus_id, node.site if node else ""
+        ),
+        rule=rule,
+        evidence=evidence,
+        verdict=verdict,
+        opens=opens,
+        count=event.count,
+        ladder=ladder,
+    )

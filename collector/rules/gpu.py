@@ -1,0 +1,617 @@
+"""NVIDIA GPU rules: events the agent sends, and readings over a bounded window.
+
+Event rules act on what happened (a GPU lost, ECC, row remapping, NVLink); the readings rules
+re-derive lasting conditions from the history, each with a for-duration and hysteresis, so that a
+restarted collector finds open conditions again and a condition that clears lets its task resolve.
+Events that only announce a readings condition (``throttle_begin``, ``pcie_degraded``) are evidence:
+they join a task the readings rule opened, and never open one alone (a boot-time PCIe blip or a
+GPU Boost excursion is not a fault).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Final
+
+from agent.wire import AcceleratorReadings, Event
+from collector.actions import Action, default_severity
+from collector.rules.base import (
+    Finding,
+    RuleContext,
+    accelerator_location,
+    event_finding,
+    iso,
+    readings_evidence,
+    where,
+    window,
+)
+from collector.rules.window import sustained, sustained_share
+from collector.state import NodeState, ReadingSample
+
+__all__ = ["GPU_EVENT_RULES", "GPU_READINGS_RULES", "LOST_LADDER"]
+
+HW_THERMAL_SLOWDOWN: Final = 0x40
+HW_POWER_BRAKE: Final = 0x80
+GPU_IDLE: Final = 0x1
+#: A lost GPU: reboot first; if it is lost again, inspect it; then replace it.
+LOST_LADDER: Final = (Action.REBOOT_NODE, Action.INSPECT_HARDWARE, Action.REPLACE_HARDWARE)
+
+
+def _vendor(node: NodeState | None, index: int | None, accel_id: str) -> str:
+    if node is None:
+        return ""
+    accel = node.accelerator(index, accel_id)
+    return accel.vendor if accel is not None else ""
+
+
+# ---- event rules ------------------------------------------------------------------------------
+
+
+def gpu_lost_event_rule(event: Event, ctx: RuleContext) -> Finding | None:
+    """NVML says GPU_IS_LOST (fell off the bus): reboot the node, then inspect the GPU."""
+    if event.kind != "gpu_lost":
+        return None
+    return event_finding(
+        event,
+        ctx,
+        fault="gpu_lost",
+        action=Action.REBOOT_NODE,
+        summary=f"GPU stopped answering (lost){where(event.accelerator_index, event.pci_bus_id)}: reboot the "
+        "node; if it is lost again, inspect it",
+        rule="gpu_lost",
+        ladder=LOST_LADDER,
+    )
+
+
+def ecc_event_rule(event: Event, ctx: RuleContext) -> Finding | None:
+    """Uncorrected ECC errors. GPU: a reset applies the row remap (the driver's verdict, when it
+    comes, decides). Trainium HBM/SRAM: a replacement criterion; repairable HBM: a reboot."""
+    if event.kind != "ecc_uncorrected":
+        return None
+    memory = str(event.data.get("memory") or "")
+    vendor = _vendor(ctx.node, event.accelerator_index, event.accelerator_id)
+    place = where(event.accelerator_index, event.pci_bus_id)
+    if vendor == "aws" or memory in ("hbm", "hbm_repairable"):
+        if memory == "hbm_repairable":
+            action, what = (
+                Action.REBOOT_NODE,
+                "repairable HBM errors: a reboot (or driver reload) repairs them",
+            )
+        else:
+            action, what = Action.REPLACE_HARDWARE, f"uncorrectable {memory.upper() or 'memory'} errors"
+        return event_finding(
+            event,
+            ctx,
+            fault="ecc_uncorrected",
+            action=action,
+            summary=f"Neuron device {what}{place}",
+            rule="trn_ecc",
+        )
+    delta = event.data.get("delta")
+    return event_finding(
+        event,
+        ctx,
+        fault="ecc_uncorrected",
+        action=Action.RESET_GPU,
+        summary=f"uncorrected ECC errors{place} (+{delta if delta is not None else '?'} "
+        f"{memory or 'memory'}): drain the GPU's jobs, then reset it to apply the row remap",
+        rule="gpu_ecc",
+    )
+
+
+_REMAP: Final[dict[str, tuple[Action, str]]] = {
+    "remap_pending": (Action.RESET_GPU, "row remap pending: drain the GPU's jobs, then reset it to apply it"),
+    "remap_failure": (Action.REPLACE_HARDWARE, "row remapping failed: a replacement criterion"),
+}
+
+
+def remap_event_rule(event: Event, ctx: RuleContext) -> Finding | None:
+    entry = _REMAP.get(event.kind)
+    if entry is None:
+        return None
+    action, what = entry
+    mechanism = event.data.get("mechanism")
+    if event.kind == "remap_pending" and mechanism == "page_retirement":
+        what = "page retirement pending: drain the GPU's jobs, then reset it (or reload the driver)"
+    return event_finding(
+        event,
+        ctx,
+        fault=event.kind,
+        action=action,
+        summary=f"{what}{where(event.accelerator_index, event.pci_bus_id)}",
+        rule=event.kind,
+    )
+
+
+def nvlink_event_rule(event: Event, ctx: RuleContext) -> Finding | None:
+    """An NVLink link went down (the agent reports it only on GPUs that have NVLink)."""
+    if event.kind != "nvlink_down":
+        return None
+    link = event.data.get("link")
+    detail = f", link {link}" if link is not None else ""
+    return event_finding(
+        event,
+        ctx,
+        fault="nvlink_down",
+        action=Action.INSPECT_HARDWARE,
+        summary=f"NVLink link down{where(event.accelerator_index, event.pci_bus_id)}{detail}: check the "
+        "NVLink connections",
+        rule="nvlink",
+    )
+
+
+_EVIDENCE_ONLY: Final[dict[tuple[str, str], tuple[str, Action, str]]] = {
+    ("throttle_begin", "hw_thermal_slowdown"): (
+        "thermal:hw_slowdown",
+        Action.CHECK_COOLING,
+        "HW thermal slowdown",
+    ),
+    ("throttle_begin", "hw_power_brake"): ("power:brake", Action.CHECK_POWER, "HW power brake"),
+    ("pcie_degraded", ""): ("pcie_degraded", Action.INSPECT_HARDWARE, "PCIe link below its maximum"),
+}
+
+
+def announcement_rule(event: Event, ctx: RuleContext) -> Finding | None:
+    """Edges that announce a readings condition: evidence for its task, never a task alone."""
+    reason = str(event.data.get("reason") or "") if event.kind == "throttle_begin" else ""
+    entry = _EVIDENCE_ONLY.get((event.kind, reason))
+    if entry is None:
+        return None
+    fault, action, what = entry
+    return event_finding(
+        event,
+        ctx,
+        fault=fault,
+        action=action,
+        summary=f"{what}{where(event.accelerator_index, event.pci_bus_id)}",
+        rule="announcement",
+        opens=False,
+    )
+
+
+GPU_EVENT_RULES: Final = (
+    gpu_lost_event_rule,
+    ecc_event_rule,
+    remap_event_rule,
+    nvlink_event_rule,
+    announcement_rule,
+)
+
+
+# ---- readings rules ---------------------------------------------------------------------------
+
+
+def _gpus(node: NodeState) -> list[tuple[int, list[ReadingSample]]]:
+    out = []
+    for index, samples in sorted(node.history.items()):
+        if samples and _vendor(node, index, samples[-1].readings.id) != "aws":
+            out.append((index, list(samples)))
+    return out
+
+
+def _finding(
+    node: NodeState,
+    ctx: RuleContext,
+    samples: list[ReadingSample],
+    *,
+    fault: str,
+    action: Action,
+    summary: str,
+    rule: str,
+    verdict: bool = False,
+    ladder: tuple[Action, ...] = (),
+    extra: dict[str, object] | None = None,
+) -> Finding:
+    latest = samples[-1].readings
+    evidence: dict[str, object] = {"readings": readings_evidence(samples, ctx.config.evidence_readings)}
+    if extra:
+        evidence.update(extra)
+    location = accelerator_location(node, latest.index, latest.id)
+    return Finding(
+        node=node.node,
+        component=latest.id or f"accel{latest.index}",
+        fault=fault,
+        action=action,
+        severity=default_severity(action),
+        summary=summary[:500],
+        location=location,
+        rule=rule,
+        evidence=evidence,
+        condition=True,
+        verdict=verdict,
+        ladder=ladder,
+    )
+
+
+def _gpu_label(r: AcceleratorReadings) -> str:
+    return f"GPU {r.index}"
+
+
+def gpu_state_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
+    """Lasting states read from the newest sample: lost, uncorrected ECC since the driver loaded,
+    row remap pending or failed, page retirement over NVIDIA's threshold, the driver's verdict."""
+    from collector.rules.xid import RECOVERY_ACTIONS
+
+    out: list[Finding] = []
+    for _index, samples in _gpus(node):
+        r = samples[-1].readings
+        label = _gpu_label(r)
+        recent = window(samples, ctx.config.evidence_readings * max(node.interval_s, 1.0))
+        if r.lost:
+            if ctx.enabled("gpu_lost"):
+                out.append(
+                    _finding(
+                        node,
+                        ctx,
+                        recent,
+                        fault="gpu_lost",
+                        action=Action.REBOOT_NODE,
+                        summary=f"{label} is lost (NVML GPU_IS_LOST): reboot the node; "
+                        "if it is lost again, inspect it",
+                        rule="gpu_lost",
+                        ladder=LOST_LADDER,
+                    )
+                )
+            continue
+        if ctx.enabled("gpu_ecc") and (r.ecc_volatile_uncorrected_total or 0) > 0:
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    recent,
+                    fault="ecc_uncorrected",
+                    action=Action.RESET_GPU,
+                    summary=f"{label} has {r.ecc_volatile_uncorrected_total} uncorrected ECC errors since "
+                    "the driver loaded: drain its jobs, then reset it",
+                    rule="gpu_ecc",
+                )
+            )
+        if ctx.enabled("remap_failure") and r.remap_failure:
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    recent,
+                    fault="remap_failure",
+                    action=Action.REPLACE_HARDWARE,
+                    summary=f"{label}: row remapping failed, a replacement criterion",
+                    rule="remap_failure",
+                )
+            )
+        if ctx.enabled("remap_pending") and (r.remap_pending or r.retired_pages_pending):
+            what = "row remap" if r.remap_pending else "page retirement"
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    recent,
+                    fault="remap_pending",
+                    action=Action.RESET_GPU,
+                    summary=f"{label}: {what} pending: drain its jobs, then reset it to apply it",
+                    rule="remap_pending",
+                )
+            )
+        retired = (r.retired_pages_single_bit or 0) + (r.retired_pages_double_bit or 0)
+        if ctx.enabled("retired_pages") and retired >= ctx.config.gpu_retired_pages_max:
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    recent,
+                    fault="retired_pages",
+                    action=Action.REPLACE_HARDWARE,
+                    summary=f"{label}: {retired} retired pages, at or over NVIDIA's replacement threshold "
+                    f"({ctx.config.gpu_retired_pages_max})",
+                    rule="retired_pages",
+                )
+            )
+        code = r.recovery_action
+        if ctx.enabled("recovery_action") and code:
+            action = RECOVERY_ACTIONS.get(code, Action.CONTACT_VENDOR)
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    recent,
+                    fault="recovery_action",
+                    action=action,
+                    summary=f"{label}: the driver's recovery verdict is {code} ({action.value})",
+                    rule="recovery_action",
+                    verdict=True,
+                )
+            )
+    return out
+
+
+def _near_slowdown(margin: float) -> object:
+    def test(r: AcceleratorReadings) -> bool | None:
+        if r.temperature_celsius is None or r.slowdown_temperature_celsius is None:
+            return None
+        return r.temperature_celsius >= r.slowdown_temperature_celsius - margin
+
+    return test
+
+
+def thermal_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
+    """Temperature within ``gpu_temperature_margin_c`` of the slowdown threshold for
+    ``gpu_temperature_for_s`` (clears ``gpu_temperature_hysteresis_c`` lower); HW thermal slowdown
+    active for ``gpu_throttle_share`` of ``gpu_throttle_window_s``. Both: CHECK_COOLING."""
+    cfg = ctx.config
+    out: list[Finding] = []
+    enter = _near_slowdown(cfg.gpu_temperature_margin_c)
+    stay = _near_slowdown(cfg.gpu_temperature_margin_c + cfg.gpu_temperature_hysteresis_c)
+    for _index, samples in _gpus(node):
+        r = samples[-1].readings
+        if r.lost:
+            continue
+        active, since = sustained(samples, enter, stay, cfg.gpu_temperature_for_s)  # type: ignore[arg-type]
+        if active and ctx.enabled("gpu_temperature"):
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    window(samples, cfg.gpu_temperature_for_s),
+                    fault="thermal:temperature",
+                    action=Action.CHECK_COOLING,
+                    summary=f"{_gpu_label(r)} at {r.temperature_celsius:g} °C, within "
+                    f"{cfg.gpu_temperature_margin_c:g} °C of its slowdown threshold "
+                    f"({r.slowdown_temperature_celsius:g} °C) for {cfg.gpu_temperature_for_s / 60:g} min "
+                    "or more",
+                    rule="gpu_temperature",
+                    extra={"since": since},
+                )
+            )
+        hot, share = sustained_share(
+            samples,
+            lambda x: x.clock_event_reasons is not None and bool(x.clock_event_reasons & HW_THERMAL_SLOWDOWN),
+            cfg.gpu_throttle_window_s,
+            cfg.gpu_throttle_share,
+            cfg.gpu_throttle_clear_share,
+        )
+        if hot and ctx.enabled("gpu_thermal_slowdown"):
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    window(samples, cfg.gpu_throttle_window_s),
+                    fault="thermal:hw_slowdown",
+                    action=Action.CHECK_COOLING,
+                    summary=f"{_gpu_label(r)}: HW thermal slowdown active {share:.0%} of the last "
+                    f"{cfg.gpu_throttle_window_s / 60:g} min",
+                    rule="gpu_thermal_slowdown",
+                    extra={"share": round(share, 3)},
+                )
+            )
+    return out
+
+
+def power_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
+    """HW power brake for ``gpu_throttle_share`` of the window; power above the enforced limit
+    (× ``gpu_power_over_ratio``) for ``gpu_power_over_share`` of ``gpu_power_window_s`` (a GPU Boost
+    excursion lasts a moment). Both: CHECK_POWER."""
+    cfg = ctx.config
+    out: list[Finding] = []
+
+    def over(x: AcceleratorReadings) -> bool | None:
+        if x.power_watts is None or not x.power_limit_watts:
+            return None
+        return x.power_watts > x.power_limit_watts * cfg.gpu_power_over_ratio
+
+    for _index, samples in _gpus(node):
+        r = samples[-1].readings
+        if r.lost:
+            continue
+        braked, share = sustained_share(
+            samples,
+            lambda x: x.clock_event_reasons is not None and bool(x.clock_event_reasons & HW_POWER_BRAKE),
+            cfg.gpu_throttle_window_s,
+            cfg.gpu_throttle_share,
+            cfg.gpu_throttle_clear_share,
+        )
+        if braked and ctx.enabled("gpu_power_brake"):
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    window(samples, cfg.gpu_throttle_window_s),
+                    fault="power:brake",
+                    action=Action.CHECK_POWER,
+                    summary=f"{_gpu_label(r)}: HW power brake active {share:.0%} of the last "
+                    f"{cfg.gpu_throttle_window_s / 60:g} min",
+                    rule="gpu_power_brake",
+                    extra={"share": round(share, 3)},
+                )
+            )
+        excess, over_share = sustained_share(
+            samples, over, cfg.gpu_power_window_s, cfg.gpu_power_over_share, cfg.gpu_power_over_share / 2
+        )
+        if excess and ctx.enabled("gpu_power_over_limit"):
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    window(samples, cfg.gpu_power_window_s),
+                    fault="power:over_limit",
+                    action=Action.CHECK_POWER,
+                    summary=f"{_gpu_label(r)}: drawing {r.power_watts:g} W over its enforced limit "
+                    f"({r.power_limit_watts:g} W) {over_share:.0%} of the last "
+                    f"{cfg.gpu_power_window_s / 60:g} min",
+                    rule="gpu_power_over_limit",
+                    extra={"share": round(over_share, 3)},
+                )
+            )
+    return out
+
+
+def _pcie_low(r: AcceleratorReadings) -> bool | None:
+    if r.pcie_link_width is None or r.pcie_link_width_max is None:
+        return None
+    if r.pcie_link_width < r.pcie_link_width_max:
+        return True
+    if r.pcie_link_gen is None or r.pcie_link_gen_max is None:
+        return False
+    idle = r.clock_event_reasons is not None and bool(r.clock_event_reasons & GPU_IDLE)
+    return None if idle else r.pcie_link_gen < r.pcie_link_gen_max
+
+
+def _counter_rate(samples: list[ReadingSample], value: object) -> float | None:
+    """Rise per minute of a counter over ``samples`` (``value(readings)`` → int or None); a
+    counter that fell (driver reload) counts from its new value."""
+    points = [(s.ts, v) for s in samples if (v := value(s.readings)) is not None]  # type: ignore[operator]
+    if len(points) < 2 or points[-1][0] - points[0][0] <= 0:
+        return None
+    rise = 0
+    for (_, a), (_, b) in itertools.pairwise(points):
+        rise += b - a if b >= a else b
+    return rise / ((points[-1][0] - points[0][0]) / 60.0)
+
+
+def pcie_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
+    """After ``gpu_pcie_boot_grace_s`` from boot: the link below its maximum width (or generation,
+    under load) for ``gpu_pcie_for_s``; replays rising faster than ``gpu_pcie_replay_per_min`` over
+    ``gpu_pcie_replay_window_s``. Both: INSPECT_HARDWARE (reseat, check the riser and slot)."""
+    cfg = ctx.config
+    boot = node.host_facts.boot_time_s if node.host_facts is not None else 0.0
+    after = boot + cfg.gpu_pcie_boot_grace_s
+    out: list[Finding] = []
+    for _index, all_samples in _gpus(node):
+        samples = [s for s in all_samples if s.ts >= after]
+        if not samples or samples[-1].readings.lost:
+            continue
+        r = samples[-1].readings
+        low, since = sustained(samples, _pcie_low, _pcie_low, cfg.gpu_pcie_for_s)
+        if low and ctx.enabled("gpu_pcie_link"):
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    window(samples, cfg.gpu_pcie_for_s),
+                    fault="pcie_degraded",
+                    action=Action.INSPECT_HARDWARE,
+                    summary=f"{_gpu_label(r)}: PCIe link at Gen{r.pcie_link_gen} x{r.pcie_link_width}, "
+                    f"maximum Gen{r.pcie_link_gen_max} x{r.pcie_link_width_max}, for "
+                    f"{cfg.gpu_pcie_for_s / 60:g} min or more: reseat the GPU, check the riser and slot",
+                    rule="gpu_pcie_link",
+                    extra={"since": since},
+                )
+            )
+        recent = window(samples, cfg.gpu_pcie_replay_window_s)
+        rate = _counter_rate(recent, lambda x: x.pcie_replay_total)
+        covered = len(recent) >= 2 and recent[-1].ts - recent[0].ts >= cfg.gpu_pcie_replay_window_s / 4
+        if (
+            rate is not None
+            and covered
+            and rate >= cfg.gpu_pcie_replay_per_min
+            and ctx.enabled("gpu_pcie_replays")
+        ):
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    recent,
+                    fault="pcie_replays",
+                    action=Action.INSPECT_HARDWARE,
+                    summary=f"{_gpu_label(r)}: PCIe replays rising {rate:.1f}/min "
+                    f"(threshold {cfg.gpu_pcie_replay_per_min:g}/min): check the link, riser and slot",
+                    rule="gpu_pcie_replays",
+                    extra={"rate_per_min": round(rate, 2)},
+                )
+            )
+    return out
+
+
+def nvlink_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
+    """Only GPUs that have NVLink (``nvlink_links_total`` > 0): links down, or NVLink errors rising
+    faster than ``gpu_nvlink_errors_per_min`` over ``gpu_nvlink_window_s``."""
+    cfg = ctx.config
+    out: list[Finding] = []
+
+    def errors(x: AcceleratorReadings) -> int | None:
+        parts = (x.nvlink_crc_errors_total, x.nvlink_replay_errors_total, x.nvlink_recovery_errors_total)
+        return sum(p for p in parts if p is not None) if any(p is not None for p in parts) else None
+
+    for _index, samples in _gpus(node):
+        r = samples[-1].readings
+        if r.lost or not r.nvlink_links_total:
+            continue
+        if (
+            r.nvlink_links_up is not None
+            and r.nvlink_links_up < r.nvlink_links_total
+            and ctx.enabled("nvlink")
+        ):
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    window(samples, ctx.config.evidence_readings * max(node.interval_s, 1.0)),
+                    fault="nvlink_down",
+                    action=Action.INSPECT_HARDWARE,
+                    summary=f"{_gpu_label(r)}: {r.nvlink_links_total - r.nvlink_links_up} of "
+                    f"{r.nvlink_links_total} NVLink links down: check the NVLink connections",
+                    rule="nvlink",
+                )
+            )
+        recent = window(samples, cfg.gpu_nvlink_window_s)
+        rate = _counter_rate(recent, errors)
+        covered = len(recent) >= 2 and recent[-1].ts - recent[0].ts >= cfg.gpu_nvlink_window_s / 4
+        if (
+            rate is not None
+            and covered
+            and rate >= cfg.gpu_nvlink_errors_per_min
+            and ctx.enabled("nvlink_errors")
+        ):
+            out.append(
+                _finding(
+                    node,
+                    ctx,
+                    recent,
+                    fault="nvlink_errors",
+                    action=Action.INSPECT_HARDWARE,
+                    summary=f"{_gpu_label(r)}: NVLink errors rising {rate:.0f}/min "
+                    f"(threshold {cfg.gpu_nvlink_errors_per_min:g}/min): check the NVLink connections",
+                    rule="nvlink_errors",
+                    extra={"rate_per_min": round(rate, 1)},
+                )
+            )
+    return out
+
+
+def accelerator_count_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
+    """Fewer accelerators than the reference (birth) inventory for ``accelerator_missing_grace_s``:
+    a count that flaps for a minute raises nothing. A GPU NVML calls lost is ``gpu_lost``'s."""
+    if not ctx.enabled("accelerator_count") or node.readings_ts is None:
+        return []
+    grace = ctx.config.accelerator_missing_grace_s
+    out: list[Finding] = []
+    expected = {a.index: a for a in node.expected_accelerators}
+    for index, since in sorted(node.missing_since.items()):
+        accel = expected.get(index)
+        if accel is None or node.readings_ts - since < grace:
+            continue
+        latest = node.readings.get(index)
+        if accel.vendor == "nvidia" and latest is not None and latest.lost and node.history.get(index):
+            continue
+        location = accelerator_location(node, index, accel.id)
+        missing = len([i for i, s in node.missing_since.items() if node.readings_ts - s >= grace])
+        out.append(
+            Finding(
+                node=node.node,
+                component=accel.id or f"accel{index}",
+                fault="accelerator_missing",
+                action=Action.REBOOT_NODE,
+                severity="critical",
+                summary=f"{accel.kind.upper() if accel.kind == 'gpu' else 'Trainium device'} {index} "
+                f"(serial {accel.serial or accel.id}) missing since {iso(since)} "
+                f"({node.readings_ts - since:.0f} s); {len(expected) - missing} of {len(expected)} present: "
+                "reboot the node; if it stays missing, inspect it",
+                location=location,
+                rule="accelerator_count",
+                evidence={"expected": len(expected), "missing_since": since},
+                condition=True,
+                ladder=LOST_LADDER,
+            )
+        )
+    return out
+
+
+GPU_READINGS_RULES: Final = (gpu_state_rule, thermal_rule, power_rule, pcie_rule, nvlink_rule)

@@ -1,0 +1,219 @@
+"""Node rules: offline (Will or silence, after a grace), clock skew, disk nearly full, memory
+pressure, a probe failing persistently. Each is a lasting condition with a for-duration."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from collector.actions import Action, default_severity
+from collector.rules.base import Finding, RuleContext, TaskLocation, iso, node_location
+from collector.state import HostSample, NodeState
+
+__all__ = ["NODE_READINGS_RULES", "NODE_TIME_RULES", "node_offline_rule"]
+
+
+def _node_finding(
+    node: NodeState,
+    *,
+    fault: str,
+    action: Action,
+    summary: str,
+    rule: str,
+    evidence: dict[str, object],
+    condition: bool = True,
+    location: TaskLocation | None = None,
+) -> Finding:
+    return Finding(
+        node=node.node,
+        component="node",
+        fault=fault,
+        action=action,
+        severity=default_severity(action),
+        summary=summary[:500],
+        location=location or node_location(node),
+        rule=rule,
+        evidence=evidence,
+        condition=condition,
+    )
+
+
+def node_offline_rule(node: NodeState, ctx: RuleContext) -> Finding | None:
+    """A node offline for longer than the grace period → reboot it (once per offline episode)."""
+    if not ctx.enabled("node_offline"):
+        return None
+    if node.status != "offline" or node.offline_since is None or node.offline_task_raised:
+        return None
+    if ctx.now - node.offline_since < ctx.offline_grace_s:
+        return None
+    how = "its offline status (Will) arrived" if node.offline_reason == "status" else "it went silent"
+    finding = _node_finding(
+        node,
+        fault="offline",
+        action=Action.REBOOT_NODE,
+        summary=f"node offline since {iso(node.offline_since)} ({how})",
+        rule="node_offline",
+        evidence={
+            "offline_since": node.offline_since,
+            "offline_reason": node.offline_reason,
+            "last_seen": node.last_seen,
+            "session": node.session,
+            "boot_id": node.boot_id,
+        },
+        condition=False,
+    )
+    return finding
+
+
+def _sustained_host(
+    samples: list[HostSample], test: object, for_s: float, *, by_received: bool = False
+) -> tuple[bool, float | None]:
+    """Whether ``test(sample)`` held for every sample of the last ``for_s`` seconds (and the samples
+    cover that long); returns the start of the run."""
+    if not samples:
+        return False, None
+    run_start: float | None = None
+    for sample in samples:
+        hit = test(sample)  # type: ignore[operator]
+        if hit:
+            stamp = sample.received if by_received else sample.ts
+            run_start = stamp if run_start is None else run_start
+        else:
+            run_start = None
+    if run_start is None:
+        return False, None
+    newest = samples[-1].received if by_received else samples[-1].ts
+    return newest - run_start >= for_s, run_start
+
+
+def clock_skew_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
+    """The agent's clock differs from the collector's by more than ``node_clock_skew_s`` for
+    ``node_clock_skew_for_s`` of collector time (frames replayed from a backlog arrive together and
+    do not count: the skew must hold while frames keep arriving)."""
+    if not ctx.enabled("clock_skew"):
+        return []
+    cfg = ctx.config
+    samples = list(node.host_history)
+    if len(samples) < 3:
+        return []
+    ok, since = _sustained_host(
+        samples,
+        lambda s: abs(s.ts - s.received) > cfg.node_clock_skew_s,
+        cfg.node_clock_skew_for_s,
+        by_received=True,
+    )
+    if not ok:
+        return []
+    skews = sorted((s.ts - s.received for s in samples[-5:]), key=abs)
+    skew = skews[0]
+    return [
+        _node_finding(
+            node,
+            fault="clock_skew",
+            action=Action.INVESTIGATE_SOFTWARE,
+            summary=f"node clock {'ahead of' if skew > 0 else 'behind'} the collector by {abs(skew):.0f} s: "
+            "check time synchronisation (chrony/NTP)",
+            rule="clock_skew",
+            evidence={"skew_s": round(skew, 3), "since": since},
+        )
+    ]
+
+
+def disk_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
+    """A file system at or over ``node_disk_used_ratio`` full for ``node_pressure_for_s``."""
+    if not ctx.enabled("disk_full"):
+        return []
+    cfg = ctx.config
+    samples = list(node.host_history)
+    if not samples:
+        return []
+    out: list[Finding] = []
+    for disk in samples[-1].readings.disks:
+        mount = disk.mount
+
+        def full(s: HostSample, mount: str = mount) -> bool:
+            for d in s.readings.disks:
+                if d.mount == mount and d.total_bytes > 0:
+                    return d.used_bytes / d.total_bytes >= cfg.node_disk_used_ratio
+            return False
+
+        ok, since = _sustained_host(samples, full, cfg.node_pressure_for_s)
+        if ok and disk.total_bytes:
+            out.append(
+                _node_finding(
+                    node,
+                    fault=f"disk:{mount}",
+                    action=Action.INVESTIGATE_SOFTWARE,
+                    summary=f"file system {mount} {disk.used_bytes / disk.total_bytes:.0%} full "
+                    f"({disk.total_bytes - disk.used_bytes} bytes free): free space before jobs fail",
+                    rule="disk_full",
+                    evidence={
+                        "mount": mount,
+                        "used_bytes": disk.used_bytes,
+                        "total_bytes": disk.total_bytes,
+                        "since": since,
+                    },
+                )
+            )
+    return out
+
+
+def memory_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
+    """Available memory under ``node_memory_available_ratio`` for ``node_pressure_for_s``."""
+    if not ctx.enabled("memory_pressure"):
+        return []
+    cfg = ctx.config
+    samples = list(node.host_history)
+
+    def low(s: HostSample) -> bool:
+        r = s.readings
+        return (
+            r.memory_total_bytes > 0
+            and r.memory_available_bytes / r.memory_total_bytes < cfg.node_memory_available_ratio
+        )
+
+    ok, since = _sustained_host(samples, low, cfg.node_pressure_for_s)
+    if not ok:
+        return []
+    r = samples[-1].readings
+    return [
+        _node_finding(
+            node,
+            fault="memory_pressure",
+            action=Action.INVESTIGATE_SOFTWARE,
+            summary=f"only {r.memory_available_bytes / r.memory_total_bytes:.1%} of memory available "
+            f"for {cfg.node_pressure_for_s / 60:g} min or more: find what is using it",
+            rule="memory_pressure",
+            evidence={
+                "available_bytes": r.memory_available_bytes,
+                "total_bytes": r.memory_total_bytes,
+                "since": since,
+            },
+        )
+    ]
+
+
+def probe_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
+    """A probe failing (or timing out) for ``node_probe_failing_for_s``: the node is partly blind."""
+    if not ctx.enabled("probe_failing") or node.readings_ts is None:
+        return []
+    out: list[Finding] = []
+    for probe, since in sorted(node.probe_failing_since.items()):
+        if node.readings_ts - since < ctx.config.node_probe_failing_for_s:
+            continue
+        detail = node.probe_failing_detail.get(probe, "")
+        out.append(
+            _node_finding(
+                node,
+                fault=f"probe:{probe}",
+                action=Action.INVESTIGATE_SOFTWARE,
+                summary=f"the agent's {probe} probe has been failing since {iso(since)}: this node is partly "
+                f"unobserved{': ' + detail if detail else ''}",
+                rule="probe_failing",
+                evidence={"probe": probe, "since": since, "detail": detail},
+            )
+        )
+    return out
+
+
+NODE_TIME_RULES: Final = (node_offline_rule,)
+NODE_READINGS_RULES: Final = (clock_skew_rule, disk_rule, memory_rule, probe_rule)

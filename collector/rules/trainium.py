@@ -1,0 +1,157 @@
+"""AWS Trainium rules: ``NEURON_HW_ERR=`` kernel-log errors and uncorrected ECC counts.
+
+AWS repairs SRAM, NeuronCore and HBM uncorrectable errors and DMA errors by replacing the instance
+(REPLACE_HARDWARE); an HBM error that is uncorrectable but repairable is cleared by a reboot or
+driver reload (REBOOT_NODE). ``HANG_ON_COLLECTIVES`` means a collective hung: the fault is usually on
+another worker of the job, so the task names the Trainium nodes that reported hardware errors in
+the same window and asks to look there first (INVESTIGATE_SOFTWARE on this node).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Final
+
+from agent.wire import Event
+from collector.actions import Action, default_severity
+from collector.rules.base import (
+    Finding,
+    RuleContext,
+    accelerator_location,
+    event_finding,
+    readings_evidence,
+    where,
+    window,
+)
+from collector.state import NodeState
+
+__all__ = ["TRAINIUM_EVENT_RULES", "TRAINIUM_READINGS_RULES", "hang_peers"]
+
+_REPLACE_ERRORS: Final = ("SRAM_UNCORRECTABLE", "NC_UNCORRECTABLE", "HBM_UNCORRECTABLE", "DMA_ERROR")
+
+
+def hang_peers(fleet: Mapping[str, NodeState] | None, node: str, ts: float, window_s: float) -> list[str]:
+    """Other nodes that reported a Neuron hardware error (not a hang) within ``window_s`` of ``ts``."""
+    if not fleet:
+        return []
+    peers = []
+    for name, state in sorted(fleet.items()):
+        if name == node:
+            continue
+        for event in state.recent_events:
+            error = str(event.data.get("error") or "")
+            if (
+                event.kind == "neuron_hw_error"
+                and "HANG_ON_COLLECTIVES" not in error.upper()
+                and abs(event.ts - ts) <= window_s
+            ):
+                peers.append(f"{name} ({error})")
+                break
+    return peers
+
+
+def neuron_hw_error_rule(event: Event, ctx: RuleContext) -> Finding | None:
+    if event.kind != "neuron_hw_error":
+        return None
+    error = str(event.data.get("error") or "UNKNOWN").upper()
+    driver_action = str(event.data.get("action") or "")
+    place = where(event.accelerator_index)
+    if "HANG_ON_COLLECTIVES" in error:
+        named = event.data.get("peers") or event.data.get("peer_nodes")
+        found = hang_peers(ctx.fleet, event.node, event.ts, ctx.config.facility_window_s)
+        if named:
+            who = f"peers {named}"
+        elif found:
+            who = "; ".join(found)
+        else:
+            who = "the other workers of the job"
+        return event_finding(
+            event,
+            ctx,
+            fault="neuron:HANG_ON_COLLECTIVES",
+            action=Action.INVESTIGATE_SOFTWARE,
+            summary=f"collective operation hung{place}: the fault is usually on another worker; "
+            f"look at {who}",
+            rule="neuron_hang",
+            extra={"peers": found},
+        )
+    repairable = event.data.get("repairable") is True or "REPAIRABLE" in error
+    if error.startswith("HBM_UNCORRECTABLE") and repairable:
+        return event_finding(
+            event,
+            ctx,
+            fault=f"neuron:{error}",
+            action=Action.REBOOT_NODE,
+            summary=f"HBM uncorrectable but repairable error{place}: reboot (or reload the driver)",
+            rule="neuron_hw_error",
+        )
+    known = any(error.startswith(prefix) for prefix in _REPLACE_ERRORS)
+    suffix = f", driver action {driver_action}" if driver_action else ""
+    return event_finding(
+        event,
+        ctx,
+        fault=f"neuron:{error}",
+        action=Action.REPLACE_HARDWARE if known else Action.CONTACT_VENDOR,
+        summary=f"Neuron hardware error {error}{place}{suffix}"
+        + ("" if known else ": not a known error kind, open a case with AWS"),
+        rule="neuron_hw_error",
+    )
+
+
+def missing_event_rule(event: Event, ctx: RuleContext) -> Finding | None:
+    """``accelerator_missing`` announces what the count rule raises after its grace: evidence."""
+    if event.kind != "accelerator_missing":
+        return None
+    return event_finding(
+        event,
+        ctx,
+        fault="accelerator_missing",
+        action=Action.REBOOT_NODE,
+        summary=f"devices {event.data.get('missing')} disappeared{where(event.accelerator_index)}",
+        rule="accelerator_count",
+        opens=False,
+    )
+
+
+TRAINIUM_EVENT_RULES: Final = (neuron_hw_error_rule, missing_event_rule)
+
+
+def trn_ecc_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
+    """Uncorrected HBM or SRAM ECC counts rising by ``trn_ecc_rise_count`` within
+    ``trn_ecc_window_s``: REPLACE_HARDWARE, while they keep rising within the window."""
+    if not ctx.enabled("trn_ecc"):
+        return []
+    cfg = ctx.config
+    out: list[Finding] = []
+    for index, all_samples in sorted(node.history.items()):
+        accel = node.accelerator(index, all_samples[-1].readings.id) if all_samples else None
+        if accel is None or accel.vendor != "aws":
+            continue
+        samples = window(list(all_samples), cfg.trn_ecc_window_s)
+        rise = 0
+        for name in ("ecc_aggregate_uncorrected_total", "sram_ecc_uncorrected_total"):
+            values = [v for s in samples if (v := getattr(s.readings, name)) is not None]
+            rise += sum(max(b - a, 0) for a, b in itertools.pairwise(values))
+        if rise < cfg.trn_ecc_rise_count:
+            continue
+        latest = samples[-1].readings
+        out.append(
+            Finding(
+                node=node.node,
+                component=latest.id,
+                fault="ecc_uncorrected",
+                action=Action.REPLACE_HARDWARE,
+                severity=default_severity(Action.REPLACE_HARDWARE),
+                summary=f"Trainium device {index}: uncorrected ECC errors rose by {rise} within "
+                f"{cfg.trn_ecc_window_s / 60:g} min: a replacement criterion",
+                location=accelerator_location(node, index, latest.id),
+                rule="trn_ecc",
+                evidence={"readings": readings_evidence(samples, cfg.evidence_readings), "rise": rise},
+                condition=True,
+            )
+        )
+    return out
+
+
+TRAINIUM_READINGS_RULES: Final = (trn_ecc_rule,)
