@@ -27,7 +27,14 @@ DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 TOPIC_LINE = re.compile(r"^Topic: `(fleetops/v1/[^`\s]+)`$")
 TABLE_INTRO = re.compile(r"^Fields of `(\w+)`:$")
 EVENT_KINDS_INTRO = "Event kinds in version 1:"
-MESSAGE_TYPES: tuple[type[msgspec.Struct], ...] = (wire.Birth, wire.Status, wire.Telemetry, wire.Event)
+MESSAGE_TYPES: tuple[type[msgspec.Struct], ...] = (
+    wire.Birth,
+    wire.Status,
+    wire.Telemetry,
+    wire.Event,
+    wire.Ack,
+    wire.Rebirth,
+)
 
 
 @dataclass(frozen=True)
@@ -255,8 +262,10 @@ def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def decoded(example: Example) -> tuple[wire.Topic, wire.Message]:
+def decoded(example: Example) -> tuple[wire.Topic, wire.Message | wire.Control]:
     topic = wire.parse_topic(example.topic)
+    if topic.channel in wire.CONTROL_CHANNELS:
+        return topic, wire.decode_control(topic, example.payload.encode("utf-8"))
     return topic, wire.decode(topic, example.payload.encode("utf-8"))
 
 
