@@ -1,11 +1,14 @@
 """The collector's HTTP API (aiohttp): nodes, tasks, liveness and readiness.
 
-Every error is JSON ``{"error": "<reason>"}``: 400 for bad parameters, 404 for unknown ids or
-paths, 405 for wrong methods. Hostile input never causes a 5xx.
+Every error is JSON ``{"error": "<reason>"}``: 400 for bad parameters, 401/403 for missing or
+insufficient credentials (``collector.auth``), 404 for unknown ids or paths, 405 for wrong methods,
+409 for a task change its state does not allow. Hostile input never causes a 5xx. The routes are
+described by the OpenAPI document served at ``/api/v1/openapi.json`` (``collector.openapi``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -16,11 +19,14 @@ from aiohttp import web
 
 from agent.wire import valid_name
 from collector.actions import SEVERITIES, Action
+from collector.api_tasks import AUTH_KEY, CLOCK_KEY, RULES_KEY, auth_middleware, register_task_routes
+from collector.config import AuthConfig, RulesConfig
 from collector.metrics.endpoint import serve_metrics
+from collector.openapi import serve_openapi
 from collector.state import FleetState, NodeState
-from collector.store import OPEN_STATES, TASK_STATES, HistoryRecord, Store, TaskQuery, TaskRecord
+from collector.store import OPEN_STATES, TASK_STATES, FaultRecord, HistoryRecord, Store, TaskQuery, TaskRecord
 
-__all__ = ["ReadyCheck", "create_app"]
+__all__ = ["ReadyCheck", "create_app", "task_detail"]
 
 log = structlog.get_logger("collector.api")
 
@@ -31,7 +37,9 @@ MAX_LIMIT: Final = 1000
 DEFAULT_LIMIT: Final = 100
 MAX_OFFSET: Final = 10**9
 MAX_LABEL: Final = 256
-_TASK_PARAMS: Final = frozenset(("state", "site", "rack", "node", "action", "severity", "limit", "offset"))
+_TASK_PARAMS: Final = frozenset(
+    ("state", "site", "rack", "node", "action", "severity", "assignee", "limit", "offset")
+)
 _NODE_PARAMS: Final = frozenset(("site", "status"))
 _STATE_KEY: Final = web.AppKey("fleet_state", FleetState)
 _STORE_KEY: Final = web.AppKey("store", Store)
@@ -158,9 +166,27 @@ def _task_view(task: TaskRecord) -> dict[str, Any]:
         "runbook": task.runbook,
         "location": msgspec.to_builtins(task.location),
         "count": task.count,
+        "scope": task.scope,
+        "assignee": task.assignee,
+        "action_source": task.action_source,
+        "verification": {"since": _iso(task.verify_since)} if task.verify_since is not None else None,
+        "resolution": task.resolution,
+        "escalated_from": task.escalated_from,
+        "merged_into": task.merged_into,
         "opened_at": _iso(task.opened_at),
         "updated_at": _iso(task.updated_at),
+        "last_active_at": _iso(task.last_active_at),
         "resolved_at": _iso(task.resolved_at),
+    }
+
+
+def _fault_view(fault: FaultRecord) -> dict[str, Any]:
+    return {
+        "fingerprint": fault.fingerprint,
+        "rule": fault.rule,
+        "first_at": _iso(fault.first_at),
+        "last_at": _iso(fault.last_at),
+        "count": fault.count,
     }
 
 
@@ -245,6 +271,7 @@ async def _tasks(request: web.Request) -> web.Response:
         node=_name_param(request, "node"),
         action=_choices(request, "action", tuple(a.value for a in Action)),
         severity=_choices(request, "severity", SEVERITIES),
+        assignee=_one(request, "assignee"),
         limit=_int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
         offset=_int_param(request, "offset", 0, 0, MAX_OFFSET),
     )
@@ -260,27 +287,46 @@ async def _tasks(request: web.Request) -> web.Response:
     )
 
 
-async def _task(request: web.Request) -> web.Response:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise BadRequest(f"task id must be a positive integer, got {raw[:64]!r}")
-    task_id = int(raw)
+async def task_detail(request: web.Request, task_id: int) -> web.Response:
+    """One task with its evidence, attached faults and history."""
     store = request.app[_STORE_KEY]
     task = await store.aread(lambda: store.get_task(task_id))
     if task is None:
         return _error(404, f"unknown task {task_id}")
     history = await store.aread(lambda: store.task_history(task_id))
+    faults = await store.aread(lambda: store.task_faults(task_id))
     body = _task_view(task)
     body["evidence"] = task.evidence
+    body["faults"] = [_fault_view(f) for f in faults]
     body["history"] = [_history_view(h) for h in history]
     return _json(body)
 
 
-def create_app(*, state: FleetState, store: Store, ready: ReadyCheck) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024)
+async def _task(request: web.Request) -> web.Response:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest(f"task id must be a positive integer, got {raw[:64]!r}")
+    return await task_detail(request, int(raw))
+
+
+def create_app(
+    *,
+    state: FleetState,
+    store: Store,
+    ready: ReadyCheck,
+    auth: AuthConfig | None = None,
+    rules: RulesConfig | None = None,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """The API. Without ``auth`` tokens, reads are served to loopback clients only and changes
+    are refused (see ``collector.auth``)."""
+    app = web.Application(middlewares=[_errors, auth_middleware], client_max_size=64 * 1024)
     app[_STATE_KEY] = state
     app[_STORE_KEY] = store
     app[_READY_KEY] = ready
+    app[AUTH_KEY] = auth or AuthConfig()
+    app[RULES_KEY] = rules or RulesConfig()
+    app[CLOCK_KEY] = clock
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", serve_metrics)
@@ -288,4 +334,6 @@ def create_app(*, state: FleetState, store: Store, ready: ReadyCheck) -> web.App
     app.router.add_get("/api/v1/nodes/{node}", _node)
     app.router.add_get("/api/v1/tasks", _tasks)
     app.router.add_get("/api/v1/tasks/{id}", _task)
+    register_task_routes(app, _STORE_KEY)
+    app.router.add_get("/api/v1/openapi.json", serve_openapi)
     return app

@@ -58,7 +58,10 @@ class Collector:
         self.config = config
         self.clock = clock
         self.store = Store(config.store.path)
-        self.state = FleetState(silent_after_intervals=config.liveness.silent_after_intervals)
+        self.state = FleetState(
+            silent_after_intervals=config.liveness.silent_after_intervals,
+            history_window_s=config.rules.history_window_s,
+        )
         self.ingest = MqttIngest(config.mqtt, queue_max=config.ingest.queue_max)
         self.pipeline = Pipeline(
             config=config,
@@ -89,7 +92,14 @@ class Collector:
         for record in await self.store.aread(self.store.list_nodes):
             self.state.restore(node_state(record))
         host, port = split_host_port(self.config.api.listen)
-        app = create_app(state=self.state, store=self.store, ready=self.ready)
+        app = create_app(
+            state=self.state,
+            store=self.store,
+            ready=self.ready,
+            auth=self.config.auth,
+            rules=self.config.rules,
+            clock=self.clock,
+        )
         await self.metrics.start(app)
         await asyncio.to_thread(self.board_reader.open)
         await self.notify.open()
