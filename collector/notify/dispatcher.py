@@ -211,7 +211,7 @@ class Dispatcher:
                         "page_given_up",
                         receiver=receiver,
                         dedup_key=delivery.page_key,
-                        event=delivery.event,
+                        page_event=delivery.event,
                         error=str(exc),
                     )
                     continue
@@ -222,7 +222,7 @@ class Dispatcher:
                     "page_retry",
                     receiver=receiver,
                     dedup_key=delivery.page_key,
-                    event=delivery.event,
+                    page_event=delivery.event,
                     attempt=delivery.attempts + 1,
                     retry_in_s=round(wait, 2),
                     error=str(exc),
@@ -235,7 +235,7 @@ class Dispatcher:
                     "page_refused",
                     receiver=receiver,
                     dedup_key=delivery.page_key,
-                    event=delivery.event,
+                    page_event=delivery.event,
                     error=str(exc),
                 )
                 continue
@@ -245,7 +245,7 @@ class Dispatcher:
                 "page_sent",
                 receiver=receiver,
                 dedup_key=delivery.page_key,
-                event=delivery.event,
+                page_event=delivery.event,
                 task_id=page.task.id,
                 tasks=page.tasks_total,
             )
