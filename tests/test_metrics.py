@@ -16,12 +16,12 @@ from agent.wire import AcceleratorReadings, Birth, Message, ProbeHealth, Telemet
 from collector.acks import LinkTracker
 from collector.config import MqttConfig
 from collector.ingest import MqttIngest, Rejections
-from collector.metrics import CollectorMetrics
+from collector.metrics import FAMILIES, CollectorMetrics
 from collector.metrics.exposition import Family, Histogram, escape_label
 from collector.state import FleetState
 
 SITE = "demo"
-DOC_EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
@@ -353,3 +353,9 @@ def test_exposition_passes_promtool_lint(tmp_path: Path) -> None:
     # every family is announced once, right before its samples
     types = re.findall(r"^# TYPE (\S+) ", text, re.M)
     assert len(types) == len(set(types))
+
+
+def test_every_family_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text(encoding="utf-8")
+    missing = [f.name for f in FAMILIES if f"`{f.name}`" not in doc]
+    assert missing == []
