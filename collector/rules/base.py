@@ -26,6 +26,7 @@ __all__ = [
     "accelerator_location",
     "as_int",
     "event_finding",
+    "events_evidence",
     "iso",
     "node_location",
     "readings_evidence",
@@ -230,6 +231,31 @@ def readings_evidence(samples: Iterable[ReadingSample], limit: int) -> list[dict
     """The last ``limit`` samples as evidence rows: ``{"ts": ..., <readings>}``."""
     rows = [{"ts": s.ts, **reading_view(s.readings)} for s in samples]
     return rows[-limit:] if limit > 0 else []
+
+
+def events_evidence(
+    node: NodeState, index: int | None, accel_id: str, since: float, limit: int = 10
+) -> list[dict[str, Any]]:
+    """The node's recent events about one accelerator since ``since`` (agent time), newest last."""
+    out = []
+    for event in node.recent_events:
+        if event.ts < since:
+            continue
+        if (accel_id and event.accelerator_id == accel_id) or (
+            index is not None and event.accelerator_index == index
+        ):
+            out.append(
+                {
+                    "id": event.id,
+                    "ts": event.ts,
+                    "kind": event.kind,
+                    "severity": event.severity,
+                    "message": event.message[:300],
+                    "count": event.count,
+                    "data": dict(event.data),
+                }
+            )
+    return out[-limit:]
 
 
 def event_finding(

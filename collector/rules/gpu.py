@@ -20,6 +20,7 @@ from collector.rules.base import (
     RuleContext,
     accelerator_location,
     event_finding,
+    events_evidence,
     iso,
     readings_evidence,
     where,
@@ -204,6 +205,9 @@ def _finding(
 ) -> Finding:
     latest = samples[-1].readings
     evidence: dict[str, object] = {"readings": readings_evidence(samples, ctx.config.evidence_readings)}
+    events = events_evidence(node, latest.index, latest.id, samples[0].ts - ctx.config.correlation_window_s)
+    if events:
+        evidence["events"] = events
     if extra:
         evidence.update(extra)
     location = accelerator_location(node, latest.index, latest.id)
@@ -593,6 +597,13 @@ def accelerator_count_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
             continue
         location = accelerator_location(node, index, accel.id)
         missing = len([i for i, s in node.missing_since.items() if node.readings_ts - s >= grace])
+        evidence: dict[str, object] = {"expected": len(expected), "missing_since": since}
+        samples = node.history.get(index)
+        if samples:
+            evidence["readings"] = readings_evidence(samples, ctx.config.evidence_readings)
+        events = events_evidence(node, index, accel.id, since - ctx.config.correlation_window_s)
+        if events:
+            evidence["events"] = events
         out.append(
             Finding(
                 node=node.node,
@@ -606,7 +617,7 @@ def accelerator_count_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                 "reboot the node; if it stays missing, inspect it",
                 location=location,
                 rule="accelerator_count",
-                evidence={"expected": len(expected), "missing_since": since},
+                evidence=evidence,
                 condition=True,
                 ladder=LOST_LADDER,
             )

@@ -20,6 +20,7 @@ from collector.rules.base import (
     RuleContext,
     accelerator_location,
     event_finding,
+    events_evidence,
     readings_evidence,
     where,
     window,
@@ -147,7 +148,11 @@ def trn_ecc_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                 f"{cfg.trn_ecc_window_s / 60:g} min: a replacement criterion",
                 location=accelerator_location(node, index, latest.id),
                 rule="trn_ecc",
-                evidence={"readings": readings_evidence(samples, cfg.evidence_readings), "rise": rise},
+                evidence={
+                    "readings": readings_evidence(samples, cfg.evidence_readings),
+                    "events": events_evidence(node, index, latest.id, samples[0].ts),
+                    "rise": rise,
+                },
                 condition=True,
             )
         )
