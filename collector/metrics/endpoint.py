@@ -29,5 +29,5 @@ async def serve_metrics(request: web.Request) -> web.Response:
     if endpoint is None:
         raise web.HTTPNotFound(reason="metrics are not enabled in this application")
     tasks = await endpoint.tasks.acounts()
-    body = endpoint.metrics.render(tasks).encode()
+    body = endpoint.metrics.render_bytes(tasks)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -29,8 +29,9 @@ __all__ = ["EVENT_ID_MEMORY", "CollectorMetrics", "Sample"]
 
 #: How many recent event ids are remembered to drop redelivered events before counting them.
 EVENT_ID_MEMORY: Final = 200_000
-#: While the exposition was rendered within this many seconds, a node's text is re-rendered as soon
-#: as a message changed it, so the cost is spread over ingest instead of landing on the scrape.
+#: While the exposition was rendered within this many seconds (and during the first such period after
+#: start), a node's text is re-rendered as soon as a message changed it, so the cost is spread over
+#: ingest instead of landing on the scrape; unscraped for longer, rendering waits for the next scrape.
 EAGER_WINDOW_S: Final = 600.0
 
 _NONE: Final[tuple[tuple[str, str], ...]] = ()
@@ -161,10 +162,12 @@ class CollectorMetrics:
         self.ack_latency_seconds = Histogram(by_name("fleetops_collector_ack_latency_seconds"))
         self.store_write_seconds = Histogram(by_name("fleetops_collector_store_write_seconds"))
         self.render_seconds = 0.0
-        self._rendered_at: float | None = None  # monotonic time of the last render
+        # monotonic time of the last render; starting "just rendered" keeps a fresh collector's first
+        # scrape cheap (node text is rendered as frames arrive from the start)
+        self._rendered_at: float | None = time.monotonic()
         self._labels = LabelCache()
         self._seen_events: OrderedDict[str, None] = OrderedDict()
-        self._cache: dict[str, tuple[tuple[object, ...], dict[str, str]]] = {}
+        self._cache: dict[str, tuple[tuple[object, ...], dict[str, bytes]]] = {}
 
     # ---- observing ----------------------------------------------------------------------------
 
@@ -230,7 +233,7 @@ class CollectorMetrics:
     def _link(self, node: str) -> NodeLink | None:
         return self.links.nodes.get(node) if self.links is not None else None
 
-    def _fragments(self, state: NodeState) -> dict[str, str]:
+    def _fragments(self, state: NodeState) -> dict[str, bytes]:
         counters = self.counters.get(state.node)
         link = self._link(state.node)
         key = _node_key(state, counters, link)
@@ -239,7 +242,7 @@ class CollectorMetrics:
             return cached[1]
         sink = _TextSink()
         emit_node(sink, state, counters, self._labels, link)
-        fragments = {family: "".join(lines) for family, lines in sink.lines.items()}
+        fragments = {family: "".join(lines).encode() for family, lines in sink.lines.items()}
         self._cache[state.node] = (key, fragments)
         return fragments
 
@@ -317,6 +320,10 @@ class CollectorMetrics:
 
     def render(self, tasks: OpenTaskCounts | None) -> str:
         """The whole exposition, in the Prometheus text format."""
+        return self.render_bytes(tasks).decode()
+
+    def render_bytes(self, tasks: OpenTaskCounts | None) -> bytes:
+        """The whole exposition as the UTF-8 body of a scrape (node text is kept encoded)."""
         started = time.perf_counter()
         nodes = [self.state.nodes[name] for name in sorted(self.state.nodes)]
         fragments = [self._fragments(node) for node in nodes]
@@ -325,26 +332,26 @@ class CollectorMetrics:
         shared = _TextSink()
         self._emit_shared(shared, tasks)
         histograms = {h.family.name: h for h in (self.ack_latency_seconds, self.store_write_seconds)}
-        out: list[str] = []
+        out: list[bytes] = []
         for family in FAMILIES:
             name = family.name
             histogram = histograms.get(name)
             if histogram is not None:
-                out.append(family.header)
-                out.append(histogram.render())
+                out.append(family.header.encode())
+                out.append(histogram.render().encode())
                 continue
             parts = [f[name] for f in fragments if name in f]
             lines = shared.lines.get(name)
             if not parts and not lines:
                 continue
-            out.append(family.header)
+            out.append(family.header.encode())
             out.extend(parts)
             if lines:
-                out.extend(lines)
-        text = "".join(out)
+                out.append("".join(lines).encode())
+        body = b"".join(out)
         self.render_seconds = time.perf_counter() - started
         self._rendered_at = time.monotonic()
-        return text
+        return body
 
     def collect(self, tasks: OpenTaskCounts | None) -> dict[str, list[Sample]]:
         """Every gauge and counter sample, by family name (histograms are excluded: OTLP records them
