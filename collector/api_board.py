@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 
 from agent.wire import valid_name
+from collector.api_tasks import PRINCIPAL_KEY
 from collector.board.evidence import (
     event_marker,
     evidence_events,
@@ -220,6 +221,14 @@ async def _node_series(request: web.Request) -> web.Response:
     return _json({"node": node.node, "accelerators": out})
 
 
+async def _whoami(request: web.Request) -> web.Response:
+    """Who the board's token belongs to, so it can offer only what the role may do."""
+    principal = request.get(PRINCIPAL_KEY)
+    if principal is None:
+        return _json({"error": "not signed in"}, 401)
+    return _json({"name": principal.name, "role": principal.role, "can_write": principal.role == "operator"})
+
+
 def register_board(
     app: web.Application,
     *,
@@ -236,6 +245,7 @@ def register_board(
     app.router.add_get("/board", _to_index)
     app.router.add_get("/board/", _index)
     app.router.add_static("/board/static/", BOARD_DIR, append_version=False)
+    app.router.add_get("/api/v1/whoami", _whoami)
     app.router.add_get("/api/v1/fleet", _fleet)
     app.router.add_get("/api/v1/tasks/{id}/evidence", _evidence)
     app.router.add_get("/api/v1/tasks/{id}/pages", _pages)
