@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from types import FrameType
@@ -29,8 +30,32 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.devbroker import BrokerNotFound, PrivateBroker, free_port
+from collector.notify.receiver import PageReceiver
 
 __all__ = ["main"]
+
+
+def _notify_config(workdir: Path, url: str, secret: str) -> Path:
+    """A collector config that pages the demo's webhook receiver (everything, within seconds)."""
+    path = workdir / "collector.toml"
+    path.write_text(
+        "[notify]\ngroup_wait_s = 2\npoll_s = 0.5\n"
+        f'[[notify.receivers]]\nname = "demo-pager"\nkind = "webhook"\nurl = "{url}"\nsecret = "{secret}"\n'
+        '[[notify.routes]]\nreceiver = "demo-pager"\n'
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _print_page(started: float) -> Callable[[dict[str, Any]], None]:
+    def show(page: dict[str, Any]) -> None:
+        print(
+            f"[{time.monotonic() - started:6.1f}s] page {page.get('event', '?'):<11} "
+            f"{page.get('dedup_key', '?')}: {page.get('title', '')}  {page.get('links', {}).get('task', '')}",
+            flush=True,
+        )
+
+    return show
 
 
 class Stop(Exception):
@@ -143,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     collector: subprocess.Popen[bytes] | None = None
     fleet: subprocess.Popen[bytes] | None = None
     tally: BrokerTally | None = None
+    pager: PageReceiver | None = None
     started = time.monotonic()
     api = ""
     summary: dict[str, Any] = {}
@@ -156,11 +182,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"collector  {api}", flush=True)
         print(f"workdir    {workdir}", flush=True)
         tally = BrokerTally(broker.port)
+        secret = os.urandom(16).hex()
+        pager = PageReceiver(secret, _print_page(started))
+        pager_url = pager.start()
+        print(f"board      {api}/board/", flush=True)
+        print(f"pager      {pager_url} (the collector's webhook notifier pages it)", flush=True)
         collector_log = (workdir / "collector.log").open("ab")
         collector = subprocess.Popen(
             [
                 str(bin_dir / "fleetops-collector"),
                 "run",
+                "--config",
+                str(_notify_config(workdir, pager_url, secret)),
                 "--broker",
                 broker.url,
                 "--db",
@@ -243,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         _stop(collector, "collector")
         if tally is not None:
             tally.close()
+        if pager is not None:
+            pager.stop()
         if broker is not None:
             broker.stop()
         by_action = collections.Counter(str(t["action"]) for t in tasks)
@@ -254,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             "births": tally.counts["birth"] if tally else 0,
             "tasks": len(tasks),
             "tasks_by_action": dict(sorted(by_action.items())),
+            "pages": pager.received if pager else 0,
             "exit": "error" if status else "ok",
         }
         if status == 0 and args.duration and not tasks:

@@ -108,20 +108,30 @@ async def test_a_facility_incident_of_200_gpus_is_one_page(tmp_path: Path, recei
         assert len(details["nodes"]) == 25
         assert "200 tasks" in pd[0]["payload"]["summary"]
 
+        # A task of the same incident arriving after the page went out updates it (same dedup key).
+        joiner = open_task(store, "gpu-r01-n26", at=clock.now, action="CHECK_POWER")
+        await d.run_once()
+        clock.now += 11
+        await d.run_once()
+        update = receiver.accepted("/pd/v2/enqueue")[-1]
+        assert (update["event_action"], update["dedup_key"]) == ("trigger", f"fleetops-task-{ids[0]}")
+        assert update["payload"]["custom_details"]["tasks_on_page"] == 201
+        ids.append(joiner)
+
         # Acknowledged only once nobody's task on the page is still unowned.
         for task_id in ids[:-1]:
             change_state(store, task_id, "open", "acknowledged", at=clock.now)
         await d.run_once()
-        assert len(receiver.accepted("/pd/v2/enqueue")) == 2
+        assert len(receiver.accepted("/pd/v2/enqueue")) == 3
         change_state(store, ids[-1], "open", "in_progress", at=clock.now)
         await d.run_once()
-        assert [b["event_action"] for b in receiver.accepted("/pd/v2/enqueue")][2:] == ["acknowledge"]
+        assert [b["event_action"] for b in receiver.accepted("/pd/v2/enqueue")][3:] == ["acknowledge"]
 
         # Resolved once every task on it is resolved or dismissed.
         for task_id in ids[:-1]:
             change_state(store, task_id, "acknowledged", "resolved", at=clock.now)
         await d.run_once()
-        assert len(receiver.accepted("/pd/v2/enqueue")) == 3
+        assert len(receiver.accepted("/pd/v2/enqueue")) == 4
         change_state(store, ids[-1], "in_progress", "dismissed", at=clock.now)
         await d.run_once()
         last = receiver.accepted("/pd/v2/enqueue")[-1]

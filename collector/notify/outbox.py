@@ -201,6 +201,16 @@ class OutboxDb:
                     (receiver, joined[0], task.id),
                 )
                 result.tasks_grouped += 1
+                # The page's receiver hears about the newcomer: one update (same dedup key) per
+                # group_wait however many tasks join, unless a trigger is still waiting to go.
+                waiting = conn.execute(
+                    "SELECT 1 FROM notify_deliveries WHERE receiver = ? AND page_key = ? "
+                    "AND state = 'pending' AND event = 'trigger'",
+                    (receiver, joined[0]),
+                ).fetchone()
+                if waiting is None:
+                    self._set_page(conn, receiver, joined[0], "triggered", now)
+                    enqueue(joined[0], "trigger", now + group_wait_s)
                 return
             page_key = dedup_key(task.id)
             conn.execute(
