@@ -104,15 +104,16 @@ async def collector(own_broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[
     await c.stop()
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@pytest.fixture(name="browser")
+async def browser_fixture() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless (import ``browser_fixture`` to use it elsewhere)."""
     async with async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield b
         await b.close()
 
 
-async def _page(browser: Browser, token: str = "", **context: Any) -> Page:
+async def open_page(browser: Browser, token: str = "", **context: Any) -> Page:
     ctx = await browser.new_context(**context)
     if token:
         await ctx.add_init_script(f"sessionStorage.setItem('fleetops.token', {token!r});")
@@ -136,7 +137,7 @@ async def _api(collector: Collector, path: str) -> Any:
 async def test_fleet_view_shows_sites_racks_nodes_and_health_in_words(
     collector: Collector, browser: Browser
 ) -> None:
-    page = await _page(browser, VIEWER, viewport={"width": 1280, "height": 900})
+    page = await open_page(browser, VIEWER, viewport={"width": 1280, "height": 900})
     await page.goto(f"{collector.api_url}/board/")
     site = page.locator("section.site[data-site='demo']")
     await expect(site).to_be_visible()
@@ -159,7 +160,7 @@ async def test_filter_tasks_then_acknowledge_as_operator_while_a_viewer_is_refus
     collector: Collector, browser: Browser
 ) -> None:
     (task,) = collector.store.list_tasks(TaskQuery(node=LOST))[0]
-    viewer = await _page(browser, VIEWER)
+    viewer = await open_page(browser, VIEWER)
     await viewer.goto(f"{collector.api_url}/board/#/tasks")
     await expect(viewer.locator("li.task")).to_have_count(1)
     await viewer.select_option("#f-severity", "warning")
@@ -177,7 +178,7 @@ async def test_filter_tasks_then_acknowledge_as_operator_while_a_viewer_is_refus
     await expect(viewer.locator("#task-state .badge")).to_have_attribute("data-state", "open")
     assert (await _api(collector, f"/api/v1/tasks/{task.id}"))["state"] == "open"
 
-    operator = await _page(browser, OPERATOR)
+    operator = await open_page(browser, OPERATOR)
     await operator.goto(f"{collector.api_url}/board/#/tasks/{task.id}")
     await expect(operator.locator("#signin")).to_have_text("alice · operator")
     await operator.fill("#act-note", "on it, draining the node")
@@ -193,7 +194,7 @@ async def test_task_page_on_a_phone_plots_the_readings_around_the_fault(
     collector: Collector, browser: Browser
 ) -> None:
     (task,) = collector.store.list_tasks(TaskQuery(node=LOST))[0]
-    page = await _page(
+    page = await open_page(
         browser,
         OPERATOR,
         viewport={"width": 390, "height": 844},
