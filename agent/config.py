@@ -8,6 +8,8 @@ Errors name the key (``agent.interval_s: must be between 1 and 300``); unknown k
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import socket
@@ -19,10 +21,11 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from agent.hooks import BUILTIN_PLACEHOLDERS, HookSpec, placeholders
 from agent.probes import PROBES, ProbeSpec
 from agent.runner import ProbeConfig
 from agent.secrets import secret_file_problem
-from agent.wire import NAME_PATTERN, valid_name
+from agent.wire import NAME_PATTERN, OPERATIONS, valid_name
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -32,6 +35,7 @@ __all__ = [
     "ConfigError",
     "MqttSection",
     "NodeSection",
+    "OperationsSection",
     "SpoolSection",
     "TlsSection",
     "load_config",
@@ -40,7 +44,7 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/fleetops/agent.toml")
 ENV_PREFIX: Final = "FLEETOPS_"
-_SECTIONS: Final = ("node", "mqtt", "agent", "spool", "probes")
+_SECTIONS: Final = ("node", "mqtt", "agent", "spool", "probes", "operations")
 
 
 class ConfigError(ValueError):
@@ -114,11 +118,29 @@ class SpoolSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     rebirth_min_interval_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
 
+class OperationsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Remote operations (``agent/commands.py``): off unless enabled, with the collector's public
+    keys, the operations this node allows and the hook that carries out each one."""
+
+    enabled: bool = False
+    #: key id → Ed25519 public key (32 bytes, base64), as ``fleetops-collector ops keygen`` prints it
+    keys: dict[str, str] = {}
+    allow: list[str] = []
+    max_skew_s: Annotated[float, msgspec.Meta(ge=0, le=300)] = 30.0
+    max_ttl_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 300.0
+    max_pending: Annotated[int, msgspec.Meta(ge=1, le=100)] = 4
+    hooks: dict[str, HookSpec] = {}
+
+    def public_keys(self) -> dict[str, bytes]:
+        return {key_id: base64.b64decode(text, validate=True) for key_id, text in self.keys.items()}
+
+
 class _RawConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     node: NodeSection = NodeSection()
     mqtt: MqttSection = MqttSection()
     agent: AgentSection = AgentSection()
     spool: SpoolSection = SpoolSection()
+    operations: OperationsSection = OperationsSection()
     probes: dict[str, dict[str, Any]] = {}
 
 
@@ -131,6 +153,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     probes: dict[str, ProbeConfig]
     source: str = ""
     spool: SpoolSection = SpoolSection()
+    operations: OperationsSection = OperationsSection()
 
     @property
     def client_id(self) -> str:
@@ -245,8 +268,15 @@ def parse_config(
         raise ConfigError("agent.state_dir: must not be empty")
     if parsed.spool.segment_bytes * 4 > parsed.spool.max_bytes:
         raise ConfigError("spool.segment_bytes: must be at most a quarter of spool.max_bytes")
+    _check_operations(parsed.operations)
     return AgentConfig(
-        node=node, mqtt=parsed.mqtt, agent=parsed.agent, probes=probes, source=source, spool=parsed.spool
+        node=node,
+        mqtt=parsed.mqtt,
+        agent=parsed.agent,
+        probes=probes,
+        source=source,
+        spool=parsed.spool,
+        operations=parsed.operations,
     )
 
 
@@ -256,6 +286,36 @@ def parse_config(
 def _check_name(key: str, value: str) -> None:
     if not valid_name(value):
         raise ConfigError(f"{key}: {value!r} is not a valid name (must match {NAME_PATTERN})")
+
+
+def _check_operations(ops: OperationsSection) -> None:
+    for key_id, text in ops.keys.items():
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", key_id):
+            raise ConfigError(f"operations.keys.{key_id}: a key id is 1-64 of A-Z a-z 0-9 . _ -")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(f"operations.keys.{key_id}: not a base64 Ed25519 public key (32 bytes)")
+    for name in [*ops.allow, *ops.hooks]:
+        if name not in OPERATIONS:
+            raise ConfigError(f"operations: unknown operation {name!r} (known: {', '.join(OPERATIONS)})")
+    for name, hook in ops.hooks.items():
+        known = BUILTIN_PLACEHOLDERS | set(OPERATIONS[name].args)
+        unknown = sorted(placeholders(hook.argv) - known)
+        if unknown:
+            raise ConfigError(f"operations.hooks.{name}.argv: unknown placeholder {{{unknown[0]}}}")
+        for arg, value in hook.defaults.items():
+            pattern = OPERATIONS[name].args.get(arg)
+            if pattern is None or not re.fullmatch(pattern, value):
+                raise ConfigError(f"operations.hooks.{name}.defaults.{arg}: not a valid value for {name}")
+    if ops.enabled:
+        if not ops.keys:
+            raise ConfigError("operations.keys: enabled operations need at least one collector public key")
+        missing = [op for op in ops.allow if op != "rebirth" and op not in ops.hooks]
+        if missing:
+            raise ConfigError(f"operations.hooks.{missing[0]}: an allowed operation needs a hook")
 
 
 def _check_mqtt(mqtt: MqttSection, *, check_files: bool) -> None:

@@ -25,6 +25,7 @@ import msgspec
 import structlog
 
 from agent import __version__, wire
+from agent.commands import CommandHandler
 from agent.config import AgentConfig
 from agent.probe import EventDraft, Probe
 from agent.probes.host import HostFactsReader
@@ -166,6 +167,19 @@ class Agent:
                 logger=self._log,
             )
             event_queue, frame_queue = self.spool.events, self.spool.frames
+        # Remote operations (off unless [operations] enabled): verified, then run by their hooks.
+        self.commands: CommandHandler | None = None
+        if config.operations.enabled:
+            self.commands = CommandHandler.from_config(
+                config.operations,
+                site=self.site,
+                node=self.node,
+                state_dir=config.state_dir,
+                publish=lambda result: self.publisher.send_result(result),
+                request_birth=lambda: self.publisher.request_birth(),
+                clock=self._clock.time,
+                logger=self._log,
+            )
         self.publisher = Publisher(
             config.mqtt,
             site=self.site,
@@ -179,6 +193,7 @@ class Agent:
             logger=self._log,
             ack_timeout_s=spool_cfg.ack_timeout_s,
             rebirth_min_interval_s=spool_cfg.rebirth_min_interval_s,
+            commands=self.commands,
         )
         self._sessions: SessionCounter | None = None
         self.session = 0
@@ -201,6 +216,8 @@ class Agent:
         self._loop = asyncio.get_running_loop()
         self._sessions = self._open_state()
         self._open_spool()
+        if self.commands is not None:
+            self.commands.open()
         self.session = self._pending_session = self._sessions.next()
         self._log.info(
             "agent_starting",

@@ -11,6 +11,8 @@ queue that also implements ``AckedQueue`` (the spool) keeps events after the bro
 collector acknowledges them on ``.../ack``; unacknowledged events are sent again after
 ``ack_timeout_s`` and on every reconnect. The agent subscribes to its own ``ack`` and ``rebirth``
 topics; a rebirth request re-publishes the birth, at most once per ``rebirth_min_interval_s``.
+With a ``CommandReceiver`` it also subscribes to its ``cmd`` topic, hands each payload to it, and
+publishes the answers (``send_result``, QoS 1) before anything else that is queued.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from agent.runner import Clock
 
 __all__ = [
     "AckedQueue",
+    "CommandReceiver",
     "ConnectionHooks",
     "MemoryQueue",
     "MessageQueue",
@@ -131,6 +134,15 @@ class ConnectionHooks(Protocol):
         """The node's birth now, for a re-announcement within the current session."""
 
 
+class CommandReceiver(Protocol):
+    """Takes the payloads that arrive on this node's ``cmd`` topic (``agent.commands``)."""
+
+    def receive(self, payload: bytes) -> None: ...
+
+
+_RESULTS_MAX: Final = 256
+
+
 class PublisherStats(msgspec.Struct, kw_only=True):
     connects: int = 0
     rebirths: int = 0
@@ -148,6 +160,8 @@ class PublisherStats(msgspec.Struct, kw_only=True):
     rebirth_requests_ignored: int = 0
     control_invalid: int = 0
     publish_refused: int = 0
+    results_sent: int = 0
+    results_dropped: int = 0
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -174,8 +188,11 @@ class Publisher:
         logger: Any = None,
         ack_timeout_s: float = 60.0,
         rebirth_min_interval_s: float = 10.0,
+        commands: CommandReceiver | None = None,
     ) -> None:
         self._config = config
+        self._commands = commands
+        self._results: deque[bytes] = deque()
         self._ack_timeout_s = ack_timeout_s
         self._rebirth_min_interval_s = rebirth_min_interval_s
         self._last_rebirth_request: float | None = None
@@ -239,6 +256,14 @@ class Publisher:
             if not self._frames_dropping:
                 self._frames_dropping = True
                 self._log.warning("frame_queue_full", dropped_total=self.stats.frames_dropped)
+        self._wakeup.set()
+
+    def send_result(self, result: wire.CommandResult) -> None:
+        """Queue the answer to a command (kept in memory, the oldest dropped beyond 256)."""
+        if len(self._results) >= _RESULTS_MAX:
+            self._results.popleft()
+            self.stats.results_dropped += 1
+        self._results.append(wire.encode(result))
         self._wakeup.set()
 
     def request_birth(self) -> None:
@@ -359,6 +384,8 @@ class Publisher:
         # Subscribe first, so acknowledgements of what is replayed below cannot be missed.
         await client.subscribe(self._topic("ack"), qos=1)
         await client.subscribe(self._topic("rebirth"), qos=1)
+        if self._commands is not None:
+            await client.subscribe(self._topic("cmd"), qos=1)
         acked = self.acked_queue()
         if acked is not None:
             self.stats.events_resent += acked.rewind()  # sent last connection, never acknowledged
@@ -404,6 +431,9 @@ class Publisher:
             parsed = wire.parse_topic(topic)
             if parsed.node != self._node or parsed.site != self._site:
                 raise wire.DecodeError("node_mismatch", topic[:200])
+            if parsed.channel == "cmd" and self._commands is not None:
+                self._commands.receive(payload)
+                return
             message = wire.decode_control(parsed, payload)
         except (wire.TopicError, wire.DecodeError) as exc:
             self.stats.control_invalid += 1
@@ -436,7 +466,12 @@ class Publisher:
                 self._wakeup.clear()
                 if self._stopping.is_set():
                     break
-                if len(self._events) == 0 and len(self._frames) == 0 and not self._birth_requested:
+                if (
+                    len(self._events) == 0
+                    and len(self._frames) == 0
+                    and not self._birth_requested
+                    and not self._results
+                ):
                     expiry = acked.next_expiry(self._ack_timeout_s) if acked is not None else None
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), timeout=expiry)
@@ -449,6 +484,11 @@ class Publisher:
             if payload is not None:
                 await client.publish(self._topic("birth"), payload, qos=1, retain=True)
                 self.stats.rebirths += 1
+            return True
+        if self._results:
+            await client.publish(self._topic("cmd/result"), self._results[0], qos=1, retain=False)
+            self._results.popleft()
+            self.stats.results_sent += 1
             return True
         item = self._events.peek()
         if item is not None:

@@ -22,17 +22,23 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 __all__ = [
+    "COMMAND_CHANNELS",
+    "COMMAND_MAX_BYTES",
     "CONTROL_CHANNELS",
     "EVENT_KINDS",
     "MAX_PAYLOAD_BYTES",
     "NAME_PATTERN",
+    "OPERATIONS",
     "PROTOCOL_VERSION",
+    "SIGNATURE_CONTEXT",
     "TOPIC_ROOT",
     "Accelerator",
     "AcceleratorReadings",
     "Ack",
     "Birth",
     "Channel",
+    "Command",
+    "CommandResult",
     "Control",
     "DecodeError",
     "DiskReading",
@@ -41,16 +47,20 @@ __all__ = [
     "HostReadings",
     "Location",
     "Message",
+    "OperationSpec",
     "ProbeHealth",
     "Rebirth",
     "Status",
     "Telemetry",
     "Topic",
     "TopicError",
+    "check_arguments",
     "decode",
+    "decode_command",
     "decode_control",
     "encode",
     "parse_topic",
+    "signing_payload",
     "topic_for",
     "valid_name",
 ]
@@ -67,6 +77,12 @@ CHANNELS: Final[frozenset[str]] = frozenset(
 )
 #: Channels a consumer (the collector) publishes on and the node's agent subscribes to.
 CONTROL_CHANNELS: Final[frozenset[str]] = frozenset(("ack", "rebirth"))
+#: Remote operations: ``cmd`` (collector → agent, signed) and ``cmd/result`` (agent → collector).
+COMMAND_CHANNELS: Final[frozenset[str]] = frozenset(("cmd", "cmd/result"))
+#: The largest command an agent accepts (checked before parsing).
+COMMAND_MAX_BYTES: Final = 8 * 1024
+#: Prepended to the canonical JSON that a command's Ed25519 signature covers.
+SIGNATURE_CONTEXT: Final = b"fleetops/v1 cmd\n"
 
 # Bounded scalar types: JSON numbers outside these ranges are rejected at decode time.
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
@@ -354,8 +370,117 @@ class Rebirth(Struct, tag="rebirth", tag_field="type", frozen=True):
     reason: Short = ""
 
 
+CommandId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{8,128}$")]
+KeyId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+UnixTime = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+ArgName = Annotated[str, msgspec.Meta(max_length=32)]
+
+
+class Command(Struct, tag="cmd", tag_field="type", frozen=True, kw_only=True):
+    """QoS 1, not retained, on ``.../cmd``, published by the collector: run one operation.
+
+    ``sig`` is the Ed25519 signature (base64url, no padding) of ``signing_payload(command)``: the
+    fixed ``SIGNATURE_CONTEXT`` followed by the canonical JSON (keys sorted, no whitespace, UTF-8) of
+    ``{v, cmd_id, node, op, args, iat, exp, key_id}``. The agent answers every command, accepted or
+    not, on ``.../cmd/result``."""
+
+    v: Version
+    node: NodeName
+    cmd_id: CommandId
+    op: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    args: Annotated[dict[ArgName, Short], msgspec.Meta(max_length=8)] = {}
+    iat: UnixTime
+    exp: UnixTime
+    key_id: KeyId
+    sig: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{86}$")]
+
+
+class CommandResult(Struct, tag="cmd/result", tag_field="type", frozen=True, kw_only=True):
+    """QoS 1, not retained, on ``.../cmd/result``, published by the agent: what became of a command.
+
+    ``accepted`` (verified, the hook starts now), then one of ``succeeded`` / ``failed`` /
+    ``timed_out``; or ``rejected`` alone, with the reason (``oversized``, ``malformed``,
+    ``unknown_key``, ``bad_signature``, ``wrong_node``, ``clock_skew``, ``expired``,
+    ``ttl_too_long``, ``unknown_operation``, ``bad_argument``, ``replayed``, ``busy``)."""
+
+    v: Version
+    node: NodeName
+    ts: Seconds
+    cmd_id: Annotated[str, msgspec.Meta(max_length=128)]
+    op: Short = ""
+    outcome: Literal["accepted", "rejected", "succeeded", "failed", "timed_out"]
+    reason: Short = ""
+    exit_code: Annotated[int, msgspec.Meta(ge=-255, le=255)] | None = None
+    duration_s: Seconds | None = None
+    output: Text = ""
+    output_truncated: bool = False
+
+
+class OperationSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """An operation's arguments (name → regular expression a value must match in full), which of
+    them are required, and whether it disrupts the node's work (needs an approval by default)."""
+
+    args: dict[str, str]
+    required: frozenset[str] = frozenset()
+    destructive: bool
+
+
+_REASON: Final = r"[A-Za-z0-9][A-Za-z0-9 ._:#/=()-]{0,127}"
+
+#: The operations of version 1. An agent runs only those its configuration allows and has a hook for.
+OPERATIONS: Final[dict[str, OperationSpec]] = {
+    "drain": OperationSpec(args={"reason": _REASON}, destructive=True),
+    "undrain": OperationSpec(args={"reason": _REASON}, destructive=False),
+    "reset_gpu": OperationSpec(args={"gpu": r"[0-9]{1,4}"}, required=frozenset(("gpu",)), destructive=True),
+    "reboot": OperationSpec(args={"reason": _REASON}, destructive=True),
+    "run_diagnostics": OperationSpec(
+        args={"level": r"[1-4]"}, required=frozenset(("level",)), destructive=False
+    ),
+    "collect_bug_report": OperationSpec(args={}, destructive=False),
+    "rebirth": OperationSpec(args={}, destructive=False),
+}
+_ARG_RES: Final[dict[str, dict[str, re.Pattern[str]]]] = {
+    op: {name: re.compile(pattern) for name, pattern in spec.args.items()} for op, spec in OPERATIONS.items()
+}
+
+
+def check_arguments(op: str, args: dict[str, str]) -> str | None:
+    """Why ``args`` are not valid for ``op`` (a known operation), or ``None`` when they are."""
+    spec = OPERATIONS[op]
+    patterns = _ARG_RES[op]
+    for name, value in args.items():
+        pattern = patterns.get(name)
+        if pattern is None:
+            return f"{op} takes no argument {name[:32]!r}"
+        if pattern.fullmatch(value) is None:
+            return f"{op}: argument {name} does not match {spec.args[name]}"
+    missing = sorted(spec.required - set(args))
+    if missing:
+        return f"{op}: missing argument {', '.join(missing)}"
+    return None
+
+
+_CANONICAL: Final = msgspec.json.Encoder(order="sorted")
+
+
+def signing_payload(command: Command) -> bytes:
+    """The bytes a command's signature covers (see ``Command``)."""
+    body = {
+        "v": command.v,
+        "cmd_id": command.cmd_id,
+        "node": command.node,
+        "op": command.op,
+        "args": dict(command.args),
+        "iat": command.iat,
+        "exp": command.exp,
+        "key_id": command.key_id,
+    }
+    return SIGNATURE_CONTEXT + _CANONICAL.encode(body)
+
+
 Message = Birth | Status | Telemetry | Event
 Control = Ack | Rebirth
+Operation = Command | CommandResult
 
 _DECODERS: Final[dict[str, msgspec.json.Decoder[Message]]] = {
     "birth": msgspec.json.Decoder(Birth, strict=True),
@@ -366,6 +491,10 @@ _DECODERS: Final[dict[str, msgspec.json.Decoder[Message]]] = {
 _CONTROL_DECODERS: Final[dict[str, msgspec.json.Decoder[Control]]] = {
     "ack": msgspec.json.Decoder(Ack, strict=True),
     "rebirth": msgspec.json.Decoder(Rebirth, strict=True),
+}
+_COMMAND_DECODERS: Final[dict[str, msgspec.json.Decoder[Operation]]] = {
+    "cmd": msgspec.json.Decoder(Command, strict=True),
+    "cmd/result": msgspec.json.Decoder(CommandResult, strict=True),
 }
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -416,7 +545,7 @@ def parse_topic(topic: str) -> Topic:
     return Topic(site, node, channel)
 
 
-def encode(message: Message | Control) -> bytes:
+def encode(message: Message | Control | Operation) -> bytes:
     """Encode a message as compact JSON."""
     return _ENCODER.encode(message)
 
@@ -456,6 +585,27 @@ def decode_control(topic: Topic, payload: bytes, *, max_bytes: int = MAX_PAYLOAD
         raise DecodeError("unknown_channel", topic.channel)
     try:
         message: Control = decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise DecodeError("malformed", str(exc)[:300]) from None
+    except (msgspec.DecodeError, RecursionError, OverflowError, ValueError) as exc:
+        raise DecodeError("malformed", str(exc)[:300]) from None
+    if message.v != PROTOCOL_VERSION:
+        raise DecodeError("unknown_version", str(message.v))
+    if message.node != topic.node:
+        raise DecodeError("node_mismatch", f"topic node {topic.node!r}, payload {message.node!r}")
+    return message
+
+
+def decode_command(topic: Topic, payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Operation:
+    """Decode a message on ``cmd`` or ``cmd/result`` (no signature check: see ``agent.commands``);
+    same reasons as ``decode``."""
+    if len(payload) > max_bytes:
+        raise DecodeError("oversized", f"{len(payload)} bytes > {max_bytes}")
+    decoder = _COMMAND_DECODERS.get(topic.channel)
+    if decoder is None:
+        raise DecodeError("unknown_channel", topic.channel)
+    try:
+        message: Operation = decoder.decode(payload)
     except msgspec.ValidationError as exc:
         raise DecodeError("malformed", str(exc)[:300]) from None
     except (msgspec.DecodeError, RecursionError, OverflowError, ValueError) as exc:
