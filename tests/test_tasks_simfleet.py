@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ from agent.wire import (
     Message,
     Status,
     Telemetry,
+    encode,
+    topic_for,
 )
 from collector.config import parse_config
 from collector.devbroker import PrivateBroker
@@ -51,6 +53,7 @@ from collector.service import Collector
 from collector.store import TaskQuery, TaskRecord
 
 SITE = "demo"
+_CHANNEL: Any = {Birth: "birth", Status: "status", Telemetry: "telemetry", Event: "event"}
 START = 1_750_000_000.0
 GIB = 1024**3
 
@@ -97,6 +100,8 @@ class SimNode:
         self.drafts: list[EventDraft] = []
         self.host = host_readings()
         self.hidden: set[int] = set()  # accelerators left out of the frames (an NVML count that drops)
+        #: reshapes readings the simulator does not model (recorded behaviours: GPU Boost, link training)
+        self.tamper: Callable[[AcceleratorReadings], AcceleratorReadings] | None = None
 
     def location(self) -> Location:
         return Location(site=SITE, room="hall1", row="row1", rack=self.rack, slot=self.slot)
@@ -128,7 +133,9 @@ class SimNode:
             seq=self.frame_seq,
             interval_s=10.0,
             host=self.host,
-            accelerators=[r for r in readings if r.index not in self.hidden],
+            accelerators=[
+                self.tamper(r) if self.tamper else r for r in readings if r.index not in self.hidden
+            ],
         )
         self.frame_seq += 1
         return frame
@@ -307,9 +314,17 @@ class Feed:
 
     async def send(self, messages: Sequence[Message]) -> None:
         target = self.collector.pipeline.stats["acks"] + len(messages)
-        for message in messages:
-            await asyncio.to_thread(self.publisher.send, message, site=SITE, qos=1)
-            self.sent += 1
+
+        def publish() -> None:
+            infos = [
+                self.publisher.client.publish(topic_for(SITE, m.node, _CHANNEL[type(m)]), encode(m), qos=1)
+                for m in messages
+            ]
+            for info in infos:
+                info.wait_for_publish(timeout=10)
+
+        await asyncio.to_thread(publish)
+        self.sent += len(messages)
         await eventually(lambda: self.collector.pipeline.stats["acks"] >= target, timeout_s=30)
 
     async def run(self, nodes: Sequence[SimNode], seconds: float, *, step_s: float = 10.0) -> None:
@@ -319,8 +334,10 @@ class Feed:
         while elapsed < seconds:
             self.clock.now += step_s
             elapsed += step_s
+            batch: list[Message] = []
             for node in nodes:
-                await self.send(await node.step())  # type: ignore[attr-defined]
+                batch.extend(await node.step())  # type: ignore[attr-defined]
+            await self.send(batch)
             await self.collector.pipeline.tick()
 
     def tasks(self, node: str) -> list[TaskRecord]:
