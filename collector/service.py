@@ -21,11 +21,13 @@ from aiohttp import web
 from agent.xid_catalog import XidCatalog, load_catalog
 from collector.api import create_app
 from collector.api_board import register_board
+from collector.api_ops import register_operations
 from collector.board.queries import BoardReader
 from collector.config import ApiConfig, CollectorConfig, split_host_port
 from collector.ingest import MqttIngest
 from collector.metrics import MetricsService
 from collector.notify.dispatcher import Dispatcher
+from collector.operations.service import OperationsService
 from collector.pipeline import Pipeline, StoreUnavailable, node_state
 from collector.state import FleetState
 from collector.store import Store
@@ -74,6 +76,7 @@ class Collector:
         self.metrics = MetricsService(config, self.state, self.pipeline, self.ingest, self.store, clock=clock)
         self.notify = Dispatcher(config.notify, config.store.path, clock=clock)
         self.board_reader = BoardReader(config.store.path)
+        self.operations = OperationsService(config, self.store, self.state, clock=clock)
         self.api_url = ""
         self._runner: web.AppRunner | None = None
         self._pipeline_task: asyncio.Task[None] | None = None
@@ -106,6 +109,7 @@ class Collector:
         register_board(
             app, state=self.state, store=self.store, reader=self.board_reader, pages=self.notify.db.deliveries
         )
+        register_operations(app, self.operations)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=api_tls_context(self.config.api))
@@ -116,6 +120,7 @@ class Collector:
         self.api_url = f"{scheme}://{bound_host}:{bound[1]}"
         await self.notify.start(board_url=f"{self.api_url}/board/")
         await self.ingest.start()
+        await self.operations.start()
         self._pipeline_task = asyncio.create_task(self._run_pipeline(), name="collector-pipeline")
         log.info(
             "api_listening",
@@ -144,6 +149,7 @@ class Collector:
         if self._pipeline_task is not None:
             await self._pipeline_task
             self._pipeline_task = None
+        await self.operations.stop()
         await self.ingest.stop()
         await self.metrics.stop()
         if self._runner is not None:

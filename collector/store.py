@@ -20,6 +20,7 @@ import msgspec
 
 from agent.wire import Event
 from collector.notify.schema import NOTIFY_SCHEMA
+from collector.operations.schema import OPERATIONS_SCHEMA
 from collector.rules.base import TaskLocation
 
 __all__ = [
@@ -155,6 +156,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
             "CREATE INDEX tasks_facility ON tasks (site, row_name, action, state)",
         ),
     ),
+    (4, "remote operations: commands, approvals, audit log, circuit breaker", OPERATIONS_SCHEMA),
 )
 
 
