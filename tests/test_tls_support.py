@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 PKI_SCRIPT = REPO / "packaging" / "pki" / "fleetops-pki"
 TLS_CONF = REPO / "packaging" / "mosquitto-tls" / "fleetops-tls.conf"
 TLS_ACL = REPO / "packaging" / "mosquitto-tls" / "fleetops-acl"
+RELIABILITY_CONF = REPO / "packaging" / "mosquitto" / "fleetops-reliability.conf"
 SITE = "demo"
 
 
@@ -76,7 +77,8 @@ def production_config(pki: Pki, workdir: Path, port: int) -> str:
     shutil.copyfile(TLS_ACL, acl)
     data = workdir / "data"
     data.mkdir(exist_ok=True)
-    text = TLS_CONF.read_text()
+    # As installed: both files in conf.d, TLS and ACLs in one, persistence and queues in the other.
+    text = TLS_CONF.read_text() + "\n" + RELIABILITY_CONF.read_text()
     replacements = {
         r"^listener 8883$": f"listener {port} 127.0.0.1",
         r"/etc/mosquitto/certs/fleetops-ca\.pem": str(pki.ca),
@@ -87,7 +89,7 @@ def production_config(pki: Pki, workdir: Path, port: int) -> str:
     }
     for pattern, value in replacements.items():
         text, count = re.subn(pattern, value, text, flags=re.M)
-        assert count == 1, f"{pattern} not found once in {TLS_CONF}"
+        assert count == 1, f"{pattern} not found once in {TLS_CONF} + {RELIABILITY_CONF}"
     extra = ["log_dest stderr", "log_type error", "log_type warning", "log_type notice"]
     if os.geteuid() == 0:
         extra.append("user root")  # else mosquitto drops to 'mosquitto', which cannot read tmp_path
