@@ -237,7 +237,7 @@ async def test_unsigned_and_replayed_commands_never_run(fleet: Fleet, broker: Pr
     results: list[wire.CommandResult] = []
 
     def on_message(_c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
-        decoded = wire.decode_command(wire.parse_topic(message.topic), message.payload)
+        decoded = wire.decode_command(wire.parse_topic(message.topic), bytes(message.payload))
         assert isinstance(decoded, wire.CommandResult)
         results.append(decoded)
 
