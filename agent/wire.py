@@ -47,6 +47,7 @@ __all__ = [
     "HostReadings",
     "Location",
     "Message",
+    "Operation",
     "OperationSpec",
     "ProbeHealth",
     "Rebirth",

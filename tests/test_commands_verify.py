@@ -295,3 +295,26 @@ async def test_a_hook_that_cannot_start_is_answered_as_failed(tmp_path: Path, si
     await handler.drain()
     assert [r.outcome for r in results] == ["accepted", "failed"]
     assert "cannot start" in results[1].reason
+
+
+def test_the_documented_command_example_verifies_with_the_documented_key(tmp_path: Path) -> None:
+    import re as _re
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
+    public = _re.search(r"public key is\s+`([A-Za-z0-9+/=]{44})`", doc)
+    example = _re.search(r"Topic: `fleetops/v1/demo/gpu-r01-n05/cmd`\s+```json\n(.*?)\n```", doc, _re.S)
+    assert public is not None
+    assert example is not None
+    command = msgspec.json.decode(example.group(1).encode(), type=wire.Command)
+    replay = ReplaySet(tmp_path / "seen", keep_after_exp_s=30)
+    replay.load(command.iat)
+    verifier = CommandVerifier(
+        site="demo",
+        node="gpu-r01-n05",
+        keys={command.key_id: base64.b64decode(public.group(1))},
+        allow=frozenset(("reset_gpu",)),
+        replay=replay,
+        clock=lambda: float(command.iat + 5),
+    )
+    assert verifier.verify(example.group(1).encode()) == command
+    assert wire.signing_payload(command).decode() in doc

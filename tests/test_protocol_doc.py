@@ -34,6 +34,8 @@ MESSAGE_TYPES: tuple[type[msgspec.Struct], ...] = (
     wire.Event,
     wire.Ack,
     wire.Rebirth,
+    wire.Command,
+    wire.CommandResult,
 )
 
 
@@ -262,10 +264,12 @@ def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def decoded(example: Example) -> tuple[wire.Topic, wire.Message | wire.Control]:
+def decoded(example: Example) -> tuple[wire.Topic, wire.Message | wire.Control | wire.Operation]:
     topic = wire.parse_topic(example.topic)
     if topic.channel in wire.CONTROL_CHANNELS:
         return topic, wire.decode_control(topic, example.payload.encode("utf-8"))
+    if topic.channel in wire.COMMAND_CHANNELS:
+        return topic, wire.decode_command(topic, example.payload.encode("utf-8"))
     return topic, wire.decode(topic, example.payload.encode("utf-8"))
 
 
