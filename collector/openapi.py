@@ -8,6 +8,7 @@ app registers appears here, and property-based tests (schemathesis) drive the AP
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Final
 
 import msgspec
@@ -404,6 +405,91 @@ def _paths() -> dict[str, Any]:
             )
         },
     }
+    cmd_id = {
+        "name": "cmd_id",
+        "in": "path",
+        "required": True,
+        "description": "Operation id.",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{8,128}$"},
+    }
+    comment_body = {"required": False, "content": _json_content(_ref("NoteBody"))}
+    conflict = {"409": _E409}
+    paths.update(
+        {
+            "/api/v1/operations": {
+                "get": _loose(
+                    "Remote operations, newest first.",
+                    [
+                        _query("state", "Operation state.", {"type": "string", "maxLength": 64}),
+                        _query("node", "Node name.", {"type": "string", "maxLength": 256}),
+                        _query("task", "Task id.", {"type": "integer", "minimum": 1}),
+                        _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    ],
+                    not_found=False,
+                )
+            },
+            "/api/v1/operations/audit": {
+                "get": _loose(
+                    "The audit log of remote operations.",
+                    [
+                        _query("cmd_id", "Operation id.", {"type": "string", "maxLength": 128}),
+                        _query("task", "Task id.", {"type": "integer", "minimum": 1}),
+                        _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    ],
+                    not_found=False,
+                )
+            },
+            "/api/v1/operations/breaker": {
+                "get": _loose("The operations circuit breaker.", [], not_found=False)
+            },
+            "/api/v1/operations/breaker/rearm": {
+                "post": {
+                    **_loose("Re-arm the circuit breaker (operator).", [], not_found=False),
+                    "requestBody": comment_body,
+                }
+            },
+            "/api/v1/operations/{cmd_id}": {"get": _loose("One remote operation.", [cmd_id])},
+            "/api/v1/operations/{cmd_id}/approve": {
+                "post": {**_loose("Approve an operation (operator).", [cmd_id]), "requestBody": comment_body}
+            },
+            "/api/v1/operations/{cmd_id}/deny": {
+                "post": {**_loose("Deny an operation (operator).", [cmd_id]), "requestBody": comment_body}
+            },
+            "/api/v1/tasks/{id}/operations": {
+                "get": _loose("A task's remote operations.", [_TASK_ID]),
+                "post": {
+                    **_loose("Ask for a remote operation on the task's node (operator).", [_TASK_ID]),
+                    "requestBody": {
+                        "required": True,
+                        "content": _json_content(
+                            {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["op"],
+                                "properties": {
+                                    "op": {"type": "string", "maxLength": 64},
+                                    "args": {
+                                        "type": "object",
+                                        "maxProperties": 8,
+                                        "additionalProperties": {"type": "string", "maxLength": 256},
+                                    },
+                                    "approve": {"type": "boolean"},
+                                    "comment": {"type": "string", "maxLength": 2000},
+                                },
+                            }
+                        ),
+                    },
+                },
+            },
+        }
+    )
+    for path in (
+        "/api/v1/operations/breaker/rearm",
+        "/api/v1/operations/{cmd_id}/approve",
+        "/api/v1/operations/{cmd_id}/deny",
+    ):
+        paths[path]["post"]["responses"].update(conflict)
+    paths["/api/v1/tasks/{id}/operations"]["post"]["responses"].update(conflict)
     for name, body, required, summary in _TASK_CHANGES:
         paths[f"/api/v1/tasks/{{id}}/{name}"] = {
             "post": {
@@ -427,9 +513,40 @@ def _paths() -> dict[str, Any]:
     return paths
 
 
+def _generic(path: str, method: str) -> dict[str, Any]:
+    """A route registered without a hand-written description: its parameters and the error
+    contract every route keeps."""
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 256}}
+        for name in re.findall(r"{([^}:]+)", path)
+    ]
+    operation = _loose(f"{method.upper()} {path}", params)
+    operation["responses"]["409"] = _E409
+    operation["x-fleetops-generic"] = True
+    return operation
+
+
+def document(app: web.Application | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.0 document; with ``app``, routes it registers that have no description here
+    get a generic one, so the document always covers every route."""
+    doc = _document()
+    if app is None:
+        return doc
+    paths = {path: dict(ops) for path, ops in doc["paths"].items()}
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter")
+        method = route.method.lower()
+        if not path or method in ("head", "*") or path.startswith("/board"):
+            continue
+        path = re.sub(r"{([^}:]+):[^}]*}", r"{\1}", path)
+        if method not in paths.get(path, {}):
+            paths.setdefault(path, {})[method] = _generic(path, method)
+    return {**doc, "paths": paths}
+
+
 @functools.cache
-def document() -> dict[str, Any]:
-    """The OpenAPI 3.0 document (built once)."""
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {
@@ -453,10 +570,5 @@ def document() -> dict[str, Any]:
     }
 
 
-@functools.cache
-def _encoded() -> bytes:
-    return msgspec.json.encode(document())
-
-
-async def serve_openapi(_request: web.Request) -> web.Response:
-    return web.Response(body=_encoded(), content_type="application/json")
+async def serve_openapi(request: web.Request) -> web.Response:
+    return web.Response(body=msgspec.json.encode(document(request.app)), content_type="application/json")
