@@ -9,7 +9,8 @@ operation; 409: the state does not allow it (or remote operations are disabled).
 - ``POST /api/v1/operations/{cmd_id}/approve`` and ``/deny`` ``{"comment": ""}``
 - ``GET  /api/v1/tasks/{id}/operations``; ``POST /api/v1/tasks/{id}/operations``
   ``{"op": "reset_gpu", "args": {}, "approve": false, "comment": ""}`` (``approve: true`` is the
-  board's "Approve and run": one request, one approval)
+  board's "Approve and run": one request, one approval; without ``op``, the operation that carries
+  out the task's action, approving its dry run)
 - ``GET  /api/v1/operations/audit[?cmd_id=&task=&limit=]``
 - ``GET  /api/v1/operations/breaker``; ``POST /api/v1/operations/breaker/rearm`` ``{"comment": ""}``
 """
@@ -41,7 +42,8 @@ class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 class RequestBody(_Body, frozen=True):
-    op: Annotated[str, msgspec.Meta(max_length=64)]
+    #: empty: the operation that carries out the task's action
+    op: Annotated[str, msgspec.Meta(max_length=64)] = ""
     args: Annotated[
         dict[Annotated[str, msgspec.Meta(max_length=32)], Annotated[str, msgspec.Meta(max_length=256)]],
         msgspec.Meta(max_length=8),

@@ -283,3 +283,25 @@ async def test_unsigned_and_replayed_commands_never_run(fleet: Fleet, broker: Pr
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+async def test_approve_and_run_without_naming_the_operation_approves_the_dry_run(fleet: Fleet) -> None:
+    """What the board's "Approve and run" sends: the task's own operation, approved in one call."""
+    assert fleet.probe.emit is not None
+    fleet.probe.emit(EventDraft(kind="remap_pending", severity="critical", accelerator_index=0))
+    task = (await eventually(lambda: [t for t in fleet.tasks() if t["action"] == "RESET_GPU"]))[0]
+    dry = await eventually(
+        lambda: (
+            fleet.collector.operations._reader
+            and fleet.collector.operations._reader.execute(
+                "SELECT cmd_id FROM ops_commands WHERE task_id = ? AND state = 'dry_run'", (task["id"],)
+            ).fetchone()
+        )
+    )
+    code, body = await fleet.api(
+        "POST", f"/api/v1/tasks/{task['id']}/operations", {"approve": True, "comment": "board"}
+    )
+    assert code == 201, body
+    assert (body["cmd_id"], body["op"], body["approved_by"]) == (dry[0], "reset_gpu", "alice (operator)")
+    await eventually(lambda: fleet.record.exists())
+    assert [json.loads(x) for x in fleet.record.read_text().splitlines()] == [["-r", "-i", "0"]]

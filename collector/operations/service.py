@@ -562,9 +562,10 @@ class OperationsService:
         approve: bool = False,
         note: str = "",
     ) -> db.CommandRecord:
-        """An operator asks for ``op`` on a task's node (``approve``: and approves it at once)."""
+        """An operator asks for ``op`` on a task's node (``approve``: and approves it at once). An empty
+        ``op`` means the operation that carries out the task's action (the board's "Approve and run")."""
         self._require_enabled()
-        if op not in wire.OPERATIONS:
+        if op and op not in wire.OPERATIONS:
             raise OperationsError(400, f"unknown operation {op[:64]!r}; known: {', '.join(wire.OPERATIONS)}")
         now = self.clock()
 
@@ -575,6 +576,14 @@ class OperationsService:
                 raise OperationsError(404, f"unknown task {task_id}")
             if not task.is_open:
                 raise OperationsError(409, f"task {task_id} is {task.state}")
+            nonlocal op
+            if not op:
+                plan = plan_for(task.id, task.action, task.location.accelerator_index, self.cfg)
+                if plan is None:
+                    raise OperationsError(
+                        409, f"no remote operation carries out {task.action} for task {task_id}"
+                    )
+                op = plan.op
             given = {**default_args(op, task.id, task.location.accelerator_index), **(args or {})}
             problem = wire.check_arguments(op, given)
             if problem is not None:
@@ -585,6 +594,10 @@ class OperationsService:
                     self._approve(tx, live[0], actor, now, note)
                     return live[0].cmd_id
                 raise OperationsError(409, f"operation {live[0].cmd_id} ({op}) is already {live[0].state}")
+            proposed = [r for r in db.commands(conn, states=("dry_run",), task_id=task_id) if r.op == op]
+            if approve and proposed and proposed[0].args == given:
+                self._approve(tx, proposed[0], actor, now, note)  # the dry run becomes the real thing
+                return proposed[0].cmd_id
             decision = admission(op, approve, self.cfg)
             node = self.state.nodes.get(task.node)
             cmd_id = _new_id()
