@@ -303,7 +303,7 @@ class CommandHandler:
                 else:
                     try:
                         outcome = await self._run_hook(cmd)
-                    except Exception as exc:  # a bad hook must still be answered, never crash the agent
+                    except Exception as exc:  # a broken hook is answered, never crashes the agent
                         outcome = HookOutcome(
                             exit_code=None, duration_s=0.0, output=b"", truncated=False, error=repr(exc)[:200]
                         )

@@ -302,7 +302,7 @@ def test_the_documented_command_example_verifies_with_the_documented_key(tmp_pat
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
     public = _re.search(r"public key is\s+`([A-Za-z0-9+/=]{44})`", doc)
-    example = _re.search(r"Topic: `fleetops/v1/demo/gpu-r01-n05/cmd`\s+```json\n(.*?)\n```", doc, _re.S)
+    example = _re.search(r"Topic: `fleetops/v1/demo/gpu-r01-n05/cmd`\s+```json\n(.*?)\n```", doc, _re.DOTALL)
     assert public is not None
     assert example is not None
     command = msgspec.json.decode(example.group(1).encode(), type=wire.Command)

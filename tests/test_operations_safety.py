@@ -8,7 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import paho.mqtt.client as mqtt
@@ -50,7 +50,7 @@ class Pager:
         self.url = ""
         self._runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> Pager:
+    async def __aenter__(self) -> Self:
         app = web.Application()
 
         async def take(request: web.Request) -> web.Response:
