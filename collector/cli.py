@@ -1,4 +1,5 @@
-"""``fleetops-collector ops ...``: remote operations from a terminal, through the collector's API.
+"""``fleetops ops ...`` (also ``fleetops-collector ops ...``): remote operations from a terminal,
+through the collector's API.
 
     fleetops-collector ops keygen --out FILE [--key-id ID]
     fleetops-collector ops list [--state S[,S]] [--task ID] [--node NODE]
@@ -10,8 +11,8 @@
     fleetops-collector ops breaker
     fleetops-collector ops rearm [--comment TEXT]
 
-The API address is ``--api`` (default ``$FLEETOPS_API`` or http://127.0.0.1:8080) and the bearer
-token ``$FLEETOPS_API_TOKEN`` (an operator token for changes). Exit status: 0 done, 1 the API
+The API address is ``--api`` (default ``$FLEETOPS_URL`` or http://127.0.0.1:8080) and the bearer
+token ``$FLEETOPS_TOKEN`` (an operator token for changes). Exit status: 0 done, 1 the API
 refused (its reason is printed), 2 usage or connection errors.
 """
 
@@ -24,6 +25,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -39,10 +41,10 @@ class _ApiError(Exception):
 
 
 def _call(api: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    token = _ENV.get("FLEETOPS_TOKEN") or _ENV.get("FLEETOPS_API_TOKEN", "")
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{api.rstrip('/')}{path}", data=data, method=method)
     request.add_header("Content-Type", "application/json")
-    token = os.environ.get("FLEETOPS_API_TOKEN", "")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -58,7 +60,9 @@ def _call(api: str, method: str, path: str, body: dict[str, Any] | None = None) 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleetops-collector ops", description="remote operations")
-    parser.add_argument("--api", default=os.environ.get("FLEETOPS_API", "http://127.0.0.1:8080"))
+    parser.add_argument(
+        "--api", default=None, help="API address (FLEETOPS_URL, default http://127.0.0.1:8080)"
+    )
     parser.add_argument("--json", action="store_true", help="print the API's JSON")
     sub = parser.add_subparsers(dest="action", required=True)
     keygen = sub.add_parser("keygen", help="write a new Ed25519 signing key, print its public key")
@@ -98,7 +102,7 @@ def _line(item: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> Any:
-    api = args.api
+    api = args.api or _ENV.get("FLEETOPS_URL") or _ENV.get("FLEETOPS_API") or "http://127.0.0.1:8080"
     if args.action == "keygen":
         public = generate_key(args.out)
         print(f"wrote {args.out} (mode 0600); put this in every agent's [operations] keys:", file=out)
@@ -154,8 +158,13 @@ def _show(action: str, result: Any, out: TextIO) -> None:
         print(f"circuit breaker {result['state']}{when}: {result.get('reason', '')}".rstrip(": "), file=out)
 
 
-def ops_main(argv: list[str], out: TextIO | None = None) -> int:
+_ENV: dict[str, str] = {}
+
+
+def ops_main(argv: list[str], out: TextIO | None = None, env: Mapping[str, str] | None = None) -> int:
     out = out or sys.stdout
+    _ENV.clear()
+    _ENV.update(os.environ if env is None else env)
     args = _parser().parse_args(argv)
     try:
         result = _run(args, out)

@@ -11,6 +11,7 @@
     fleetops nodes list [--site S] [--status online,offline]
     fleetops nodes show NODE
     fleetops token new            (a fresh token and the sha256 to put in [auth] tokens)
+    fleetops ops ...              (remote operations: list, approve, request, rearm ...; collector.cli)
 
 The API address comes from ``--url`` or ``FLEETOPS_URL`` (default http://127.0.0.1:8080); the
 bearer token from ``--token`` or ``FLEETOPS_TOKEN``. Output is a readable table, or the API's JSON
@@ -318,6 +319,10 @@ def main(
 ) -> int:
     stdout = out or sys.stdout
     environ = os.environ if env is None else env
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["ops"]:  # remote operations: collector.cli
+        from collector.cli import ops_main
+
+        return ops_main(list(sys.argv[2:] if argv is None else argv[1:]), stdout, environ)
     args = _parser().parse_args(argv)
     if args.group == "token":
         token, digest = new_token()

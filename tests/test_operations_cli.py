@@ -22,6 +22,7 @@ from agent import wire
 from collector.auth import hash_token
 from collector.config import parse_config
 from collector.devbroker import PrivateBroker
+from collector.fleetops_cli import main as fleetops_main
 from collector.main import main
 from collector.service import Collector
 
@@ -71,7 +72,7 @@ async def collector(
     )
     await c.start()
     await eventually(lambda: c.ingest.connected and c.operations.connected)
-    monkeypatch.setenv("FLEETOPS_API_TOKEN", TOKEN)
+    monkeypatch.setenv("FLEETOPS_TOKEN", TOKEN)
     yield c, c.api_url
     await c.stop()
 
@@ -136,6 +137,15 @@ async def test_list_and_approve_from_the_terminal(
         assert code == 1
         code, text = await ops("--api", api, "breaker")
         assert text.startswith("circuit breaker armed")
+        out = io.StringIO()
+        code = await asyncio.to_thread(
+            fleetops_main,
+            ["ops", "list", "--state", "sent"],
+            out=out,
+            env={"FLEETOPS_URL": api, "FLEETOPS_TOKEN": TOKEN},
+        )
+        assert code == 0
+        assert cmd_id in out.getvalue()
     finally:
         pub.close()
         tap.disconnect()
