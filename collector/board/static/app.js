@@ -22,6 +22,10 @@ const VERBS = {
   resolve: { label: "Resolve", when: ["open", "acknowledged", "in_progress"], body: (f) => withNote({}, f) },
   dismiss: { label: "Dismiss", when: ["open", "acknowledged", "in_progress"], needs: "note",
     body: (f) => ({ reason: f.note }) },
+  // remote operations: the task's own operation (GPU reset, reboot, drain ...), approved in one click
+  operations: { label: "Approve and run", when: ["open", "acknowledged", "in_progress"],
+    actions: ["RESET_GPU", "REBOOT_NODE", "DRAIN_NODE", "INSPECT_HARDWARE", "REPLACE_HARDWARE", "CONTACT_VENDOR"],
+    body: (f) => withNote({ approve: true }, f) },
 };
 function withNote(body, f) { if (f.note) body.comment = f.note; return body; }
 
@@ -243,7 +247,7 @@ function actionsPanel(task) {
     h("div", { class: "row" }, h("div", {}, h("label", { for: "act-assignee" }, "Assignee"), assignee)));
   const buttons = h("div", { class: "actions" });
   for (const [verb, spec] of Object.entries(VERBS)) {
-    if (!spec.when.includes(task.state)) continue;
+    if (!spec.when.includes(task.state) || (spec.actions && !spec.actions.includes(task.action))) continue;
     buttons.append(h("button", {
       type: "button", "data-verb": verb, class: verb === "acknowledge" ? "primary" : "", "aria-disabled": readOnly ? "true" : null,
       onclick: async (e) => {
