@@ -1,0 +1,47 @@
+"""Runs the collector (``collector.service.Collector``, as ``fleetops-collector run`` does) in its own
+process for the benchmarks: ``python bench/_collector_proc.py CONFIG.json OUT.json``. Prints its API
+URL on stdout once started; on SIGTERM it stops cleanly and writes the pipeline's counters (and the
+sum of per-node frame counters) to OUT.json."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from collector.config import parse_config
+from collector.logging import configure_logging
+from collector.service import Collector
+
+
+async def serve(config_path: Path, out_path: Path) -> None:
+    config = parse_config(json.loads(await asyncio.to_thread(config_path.read_text)))
+    configure_logging("console", config.log.level)
+    collector = Collector(config)
+    await collector.start()
+    print(collector.api_url, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: write(collector, out_path))
+    await stop.wait()
+    await collector.stop()
+    write(collector, out_path)
+
+
+def write(collector: Collector, out_path: Path) -> None:
+    stats = dict(collector.pipeline.stats)
+    stats["rejected"] = collector.pipeline.rejections.total
+    nodes = collector.state.nodes.values()
+    stats["frames_total"] = sum(n.frames_total for n in nodes)
+    stats["gaps_total"] = sum(n.gaps_total for n in nodes)
+    stats["nodes"] = len(collector.state.nodes)
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stats))
+    tmp.replace(out_path)
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(Path(sys.argv[1]), Path(sys.argv[2])))

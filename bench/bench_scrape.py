@@ -1,0 +1,122 @@
+"""Scrape: ``GET /metrics`` of a collector that holds N GPU nodes x 8 GPUs, fed through Mosquitto
+(births, statuses, one frame per node). Scrapes are timed from a separate client thread:
+``steady`` once the background rendering has caught up (the usual case: frames arrive spread
+over the interval), ``all_changed`` right after every node sent a new frame (worst case: the
+scrape renders whatever the background pass has not reached). Output size reported.
+
+Target: <= 1 s per scrape with 2,000 nodes x 8 GPUs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from _common import CollectorProcess, FrameFactory, base_parser, emit, machine, quiet_logs
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from collector.devbroker import PrivateBroker
+
+
+def scrape(url: str) -> tuple[float, int]:
+    started = time.perf_counter()
+    with urllib.request.urlopen(f"{url}/metrics", timeout=120) as resp:
+        body = resp.read()
+    return time.perf_counter() - started, len(body)
+
+
+def publish_round(client: mqtt.Client, templates: list[Any], seq: int) -> None:
+    infos = [client.publish(t.topic, t.encode(seq, time.time()), qos=1) for t in templates]
+    for info in infos:
+        info.wait_for_publish(120)
+
+
+def wait_frames(collector: CollectorProcess, expected: int, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if collector.stats().get("messages_telemetry", 0) >= expected:
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the collector did not take every frame")
+
+
+def main() -> None:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--nodes", type=int, default=2_000)
+    parser.add_argument("--scrapes", type=int, default=5)
+    args = parser.parse_args()
+    if args.tiny:
+        args.nodes, args.scrapes = 50, 2
+    quiet_logs()
+    info = machine()
+    with (
+        tempfile.TemporaryDirectory(prefix="fleetops-bench-scrape-") as tmp,
+        PrivateBroker(workdir=Path(tmp) / "broker") as broker,
+    ):
+        collector = CollectorProcess(
+            {
+                "mqtt": {"url": broker.url, "client_id": "bench-collector"},
+                "store": {"path": str(Path(tmp) / "fleetops.db")},
+                "api": {"listen": "127.0.0.1:0"},
+                "log": {"level": "warning"},
+            },
+            Path(tmp),
+        )
+        try:
+            time.sleep(1.0)
+            factory = FrameFactory()
+            names = [factory.node_name(i) for i in range(args.nodes)]
+            client = mqtt.Client(
+                callback_api_version=CallbackAPIVersion.VERSION2,
+                client_id="bench-scrape-load",
+                protocol=MQTTProtocolVersion.MQTTv5,
+            )
+            client.max_inflight_messages_set(1000)
+            client.connect("127.0.0.1", broker.port)
+            client.loop_start()
+            infos = []
+            for name in names:
+                infos.append(client.publish(*factory.birth(name), qos=1, retain=True))
+                infos.append(client.publish(*factory.online(name), qos=1, retain=True))
+            for i in infos:
+                i.wait_for_publish(120)
+            templates = [factory.frame_template(n) for n in names]
+            publish_round(client, templates, 0)
+            wait_frames(collector, args.nodes)
+            time.sleep(3.0)  # the background rendering catches up
+            steady = [scrape(collector.api_url) for _ in range(args.scrapes)]
+            publish_round(client, templates, 1)
+            wait_frames(collector, 2 * args.nodes)
+            all_changed = scrape(collector.api_url)
+            client.disconnect()
+            client.loop_stop()
+        finally:
+            collector.stop()
+    times = [t for t, _ in steady]
+    size = steady[-1][1]
+    emit(
+        {
+            "benchmark": "scrape",
+            "machine": info,
+            "nodes": args.nodes,
+            "gpus_per_node": 8,
+            "scrapes": args.scrapes,
+            "scrape_s": [round(t, 3) for t in times],
+            "scrape_s_median": round(statistics.median(times), 3),
+            "scrape_s_max": round(max(times), 3),
+            "scrape_all_changed_s": round(all_changed[0], 3),
+            "output_bytes": size,
+            "targets": {"scrape_s_max": 1.0},
+            "scrape_met": max(times) <= 1.0,
+            "scrape_all_changed_met": all_changed[0] <= 1.0,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
