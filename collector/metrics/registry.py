@@ -168,6 +168,8 @@ class CollectorMetrics:
         self._labels = LabelCache()
         self._seen_events: OrderedDict[str, None] = OrderedDict()
         self._cache: dict[str, tuple[tuple[object, ...], dict[str, bytes]]] = {}
+        #: nodes whose messages arrived since their last rendering (insertion-ordered)
+        self._dirty: dict[str, None] = {}
 
     # ---- observing ----------------------------------------------------------------------------
 
@@ -176,9 +178,20 @@ class CollectorMetrics:
         self._observe(message, now)
         rendered_at = self._rendered_at
         if rendered_at is not None and time.monotonic() - rendered_at < EAGER_WINDOW_S:
-            node = self.state.nodes.get(message.node)
+            self._dirty[message.node] = None  # rendered by ``render_pending`` (many frames, one render)
+
+    def render_pending(self, max_nodes: int = 200) -> int:
+        """Render up to ``max_nodes`` nodes changed since they were last rendered (oldest first);
+        returns how many remain. A background pass calls this, so a burst of frames from one node
+        costs one rendering, and a scrape mostly joins ready text."""
+        dirty = self._dirty
+        for _ in range(min(max_nodes, len(dirty))):
+            name = next(iter(dirty))
+            del dirty[name]
+            node = self.state.nodes.get(name)
             if node is not None:
                 self._fragments(node)
+        return len(dirty)
 
     def _observe(self, message: Message, now: float) -> None:
         self.last_message_at = now
@@ -327,6 +340,7 @@ class CollectorMetrics:
         started = time.perf_counter()
         nodes = [self.state.nodes[name] for name in sorted(self.state.nodes)]
         fragments = [self._fragments(node) for node in nodes]
+        self._dirty.clear()
         for gone in self._cache.keys() - self.state.nodes.keys():
             del self._cache[gone]
         shared = _TextSink()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
     from collector.otlp import OtlpPusher
 
 __all__ = ["MetricsService"]
+
+#: how often changed nodes are rendered in the background, and how many per slice of the event loop
+RENDER_PENDING_S: Final = 1.0
+RENDER_SLICE_NODES: Final = 50
 
 
 class MetricsService:
@@ -54,10 +59,12 @@ class MetricsService:
         self.tasks = TaskCounter(store.path)
         self.otlp: OtlpPusher | None = None
         self._otlp_task: asyncio.Task[None] | None = None
+        self._render_task: asyncio.Task[None] | None = None
 
     async def start(self, app: web.Application) -> None:
         """Call before the application is set up (it is frozen afterwards)."""
         app[METRICS_KEY] = MetricsEndpoint(self.metrics, self.tasks)
+        self._render_task = asyncio.create_task(self._render_pending(), name="collector-metrics-render")
         if self.config.export.otlp.enabled:
             from collector.otlp import OtlpPusher  # the OpenTelemetry SDK loads only when used
 
@@ -66,7 +73,22 @@ class MetricsService:
             )
             self._otlp_task = asyncio.create_task(self.otlp.run(), name="collector-otlp-export")
 
+    async def _render_pending(self) -> None:
+        """Render the nodes that changed, in slices that leave the event loop to ingest; a node
+        that sent many frames since its last rendering is rendered once."""
+        while True:
+            await asyncio.sleep(RENDER_PENDING_S)
+            remaining = self.metrics.render_pending(RENDER_SLICE_NODES)
+            while remaining:
+                await asyncio.sleep(0)  # let ingest run between slices
+                remaining = self.metrics.render_pending(RENDER_SLICE_NODES)
+
     async def stop(self) -> None:
+        if self._render_task is not None:
+            self._render_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._render_task
+            self._render_task = None
         if self.otlp is not None:
             await self.otlp.stop()
         if self._otlp_task is not None:
