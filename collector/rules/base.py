@@ -6,6 +6,8 @@ catalog, the settings), it returns findings. No I/O, no clock reads, no logging.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ from collector.config import RulesConfig
 from collector.state import NodeState, ReadingSample
 
 __all__ = [
+    "VERDICT_PREFIX",
     "Finding",
     "RuleContext",
     "TaskLocation",
@@ -66,6 +69,10 @@ _EVIDENCE_FIELDS: Final = (
     "nvlink_recovery_errors_total",
     "recovery_action",
 )
+
+
+#: How a finding that carries the driver's own recovery verdict begins its summary.
+VERDICT_PREFIX: Final = "Driver verdict:"
 
 
 class TaskLocation(msgspec.Struct, frozen=True, kw_only=True):
@@ -155,7 +162,8 @@ def window(samples: Sequence[ReadingSample] | None, seconds: float) -> list[Read
     if not samples:
         return []
     horizon = samples[-1].ts - seconds
-    return [s for s in samples if s.ts >= horizon]
+    first = bisect.bisect_left(samples, horizon, key=lambda s: s.ts)  # samples are in time order
+    return list(itertools.islice(samples, first, None))
 
 
 def span(samples: Sequence[ReadingSample]) -> float:

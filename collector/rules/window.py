@@ -5,6 +5,7 @@ Every helper works on a node's bounded history (``collector.state.ReadingSample`
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Callable, Sequence
 
@@ -49,21 +50,36 @@ def sustained(
 
 def seconds_where(samples: Sequence[ReadingSample], predicate: Predicate, start: float, end: float) -> float:
     """Seconds within ``[start, end]`` for which ``predicate`` held; each sample stands for the time
-    until the next one (the newest for one typical step)."""
-    if not samples:
+    until the next one (the newest for one typical step: the median step of the history).
+
+    Samples are in time order, so only those overlapping ``[start, end]`` are visited."""
+    n = len(samples)
+    if not n:
         return 0.0
-    steps = [b.ts - a.ts for a, b in itertools.pairwise(samples)]
-    typical = sorted(steps)[len(steps) // 2] if steps else 0.0
+    # the first sample whose span can reach into the range: the one before the first ts > start
+    first = max(0, bisect.bisect_right(samples, start, key=_ts) - 1)
     total = 0.0
-    for i, sample in enumerate(samples):
+    for i in range(first, n):
+        sample = samples[i]
         begin = sample.ts
-        finish = samples[i + 1].ts if i + 1 < len(samples) else sample.ts + typical
+        if begin >= end:
+            break
+        finish = samples[i + 1].ts if i + 1 < n else sample.ts + _typical_step(samples)
         lo, hi = max(begin, start), min(finish, end)
         if hi <= lo:
             continue
         if predicate(sample.readings):
             total += hi - lo
     return total
+
+
+def _ts(sample: ReadingSample) -> float:
+    return sample.ts
+
+
+def _typical_step(samples: Sequence[ReadingSample]) -> float:
+    steps = [b.ts - a.ts for a, b in itertools.pairwise(samples)]
+    return sorted(steps)[len(steps) // 2] if steps else 0.0
 
 
 def sustained_share(
