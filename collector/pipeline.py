@@ -142,6 +142,8 @@ class Pipeline:
         #: counters: messages_<channel>, batches, events_new, events_duplicate, tasks_<change>, acks,
         #: event_acks_published, rebirths_requested
         self.stats: Counter[str] = Counter()
+        #: called with the task changes of every committed batch or tick (the pager is woken this way)
+        self.task_listeners: list[Callable[[list[TaskChange]], None]] = []
         self._stopping = False
         self._next_tick = time.monotonic()
         self._next_review = 0.0  # collector clock: when the open tasks are next reviewed
@@ -328,6 +330,9 @@ class Pipeline:
                 delay = min(delay * 2, 10.0)
 
     def _log_tasks(self, changes: list[TaskChange]) -> None:
+        if changes:
+            for listener in self.task_listeners:
+                listener(changes)
         for change in changes:
             self.stats[f"tasks_{change.change}"] += 1
             if change.change == "repeated":

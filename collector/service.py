@@ -75,6 +75,8 @@ class Collector:
         )
         self.metrics = MetricsService(config, self.state, self.pipeline, self.ingest, self.store, clock=clock)
         self.notify = Dispatcher(config.notify, config.store.path, clock=clock)
+        # a committed task change is paged now, not at the dispatcher's next poll
+        self.pipeline.task_listeners.append(lambda _changes: self.notify.wake())
         self.board_reader = BoardReader(config.store.path)
         self.operations = OperationsService(config, self.store, self.state, clock=clock)
         self.api_url = ""
