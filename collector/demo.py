@@ -42,6 +42,8 @@ def _notify_config(workdir: Path, url: str, secret: str) -> Path:
         "[notify]\ngroup_wait_s = 2\npoll_s = 0.5\n"
         f'[[notify.receivers]]\nname = "demo-pager"\nkind = "webhook"\nurl = "{url}"\nsecret = "{secret}"\n'
         '[[notify.routes]]\nreceiver = "demo-pager"\n'
+        # the health rules' windows, compressed to the demo's minute
+        + resources.files("collector").joinpath("data/demo-rules.toml").read_text()
     )
     path.chmod(0o600)
     return path

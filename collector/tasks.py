@@ -38,7 +38,7 @@ import msgspec
 
 from collector.actions import DEFAULT_LADDER, Action, default_severity, escalate, rank, runbook, stronger
 from collector.config import RulesConfig
-from collector.rules.base import Finding
+from collector.rules.base import VERDICT_PREFIX, Finding
 from collector.state import NodeState
 from collector.store import TaskRecord, Transaction
 
@@ -231,6 +231,16 @@ def _join(
             summary=finding.summary,
         )
         history.append(("action_changed", f"{task.action} → {action.value}: {why} ({finding.fault})"))
+    if (
+        "summary" not in updates
+        and not finding.verdict
+        and finding.opens
+        and task.summary.startswith(VERDICT_PREFIX)
+    ):
+        # a task the driver's verdict opened: say what the fault is, and what the driver asks
+        updates["summary"] = f"{finding.summary} — {task.summary[0].lower()}{task.summary[1:]}"[:500]
+    elif "summary" in updates and finding.verdict and not task.summary.startswith(VERDICT_PREFIX):
+        updates["summary"] = f"{task.summary} — {finding.summary[0].lower()}{finding.summary[1:]}"[:500]
     if finding.ladder and not task.ladder:
         updates["ladder"] = ",".join(a.value for a in finding.ladder)
     recovered = finding.verdict and finding.action is Action.OBSERVE

@@ -62,11 +62,11 @@ def _evidence_kinds(task_evidence: list[dict[str, Any]]) -> set[str]:
 
 
 async def _run(feed: Feed, node: SimNode, seconds: float) -> None:
-    await feed.send(await node.start())  # type: ignore[attr-defined]
+    await feed.send(await node.start())
     try:
         await feed.run([node], seconds)
     finally:
-        await node.stop()  # type: ignore[attr-defined]
+        await node.stop()
 
 
 @pytest.mark.parametrize(

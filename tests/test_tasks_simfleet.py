@@ -11,6 +11,7 @@ fake clock, so minutes of hardware time pass in a second.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -84,8 +85,20 @@ def host_readings(*, disk_used: float = 0.4, memory_available: float = 0.6) -> H
     )
 
 
-class SimNode:
+class SimNode(abc.ABC):
     """What every simulated node shares: identity, sequence numbers, message building."""
+
+    @abc.abstractmethod
+    async def start(self) -> list[Message]:
+        """Open the simulated hardware; the birth and online status to publish."""
+
+    @abc.abstractmethod
+    async def step(self) -> list[Message]:
+        """One agent cycle at the clock's time: the frame and the events since the last one."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Release the simulated hardware."""
 
     def __init__(self, name: str, clock: FakeClock, *, rack: str, slot: str, boot_age_s: float) -> None:
         self.name = name
@@ -336,7 +349,7 @@ class Feed:
             elapsed += step_s
             batch: list[Message] = []
             for node in nodes:
-                batch.extend(await node.step())  # type: ignore[attr-defined]
+                batch.extend(await node.step())
             await self.send(batch)
             await self.collector.pipeline.tick()
 

@@ -16,6 +16,7 @@ from typing import Final
 from agent.wire import AcceleratorReadings, Event
 from collector.actions import Action, default_severity
 from collector.rules.base import (
+    VERDICT_PREFIX,
     Finding,
     RuleContext,
     accelerator_location,
@@ -319,7 +320,7 @@ def gpu_state_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                     recent,
                     fault="recovery_action",
                     action=action,
-                    summary=f"{label}: the driver's recovery verdict is {code} ({action.value})",
+                    summary=f"{VERDICT_PREFIX} {action.value} (recovery action {code}) for {label}",
                     rule="recovery_action",
                     verdict=True,
                 )

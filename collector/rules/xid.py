@@ -23,7 +23,7 @@ from typing import Final
 from agent.wire import DataValue, Event
 from agent.xid_catalog import NvlinkDecodeRow, XidCatalog
 from collector.actions import Action
-from collector.rules.base import Finding, RuleContext, as_int, event_finding, where
+from collector.rules.base import VERDICT_PREFIX, Finding, RuleContext, as_int, event_finding, where
 
 __all__ = [
     "APP_CLASS_XIDS",
@@ -359,12 +359,15 @@ def xid_rule(event: Event, ctx: RuleContext) -> Finding | None:
         action = BUCKET_ACTIONS.get(bucket, Action.OBSERVE)
         detail = f"NVIDIA bucket {bucket}"
     ladder = (Action.REBOOT_NODE, Action.INSPECT_HARDWARE, Action.REPLACE_HARDWARE) if code == 79 else ()
+    summary = f"XID {code} {name}{place}; {detail}"
+    if verdict:
+        summary = f"{VERDICT_PREFIX} {event.data.get('action_name') or action.value} (XID 154){place}"
     return event_finding(
         event,
         ctx,
         fault=f"xid:{code}",
         action=action,
-        summary=f"XID {code} {name}{place}; {detail}",
+        summary=summary,
         rule="xid",
         verdict=verdict,
         opens=opens,
@@ -388,7 +391,7 @@ def recovery_action_rule(event: Event, ctx: RuleContext) -> Finding | None:
         ctx,
         fault="recovery_action",
         action=action,
-        summary=f"driver requests recovery: {name}{where(event.accelerator_index, event.pci_bus_id)}",
+        summary=f"{VERDICT_PREFIX} {name}{where(event.accelerator_index, event.pci_bus_id)}",
         rule="recovery_action",
         verdict=True,
     )
