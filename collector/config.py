@@ -190,7 +190,7 @@ class RulesConfig(_Section, frozen=True):
     gpu_retired_pages_max: Annotated[int, msgspec.Meta(ge=1)] = 60
     accelerator_missing_grace_s: Seconds = 120.0
     # --- Trainium
-    trn_ecc_rise_count: Annotated[int, msgspec.Meta(ge=1)] = 2
+    trn_ecc_rise_count: Annotated[int, msgspec.Meta(ge=1)] = 1
     trn_ecc_window_s: Annotated[float, msgspec.Meta(ge=1, le=30 * 86400)] = 3600.0
     # --- node
     node_clock_skew_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
