@@ -154,6 +154,40 @@ class LogConfig(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+#: Names ``[rules] disabled`` accepts (one per rule of ``collector.rules``; docs/rules.md).
+RULE_NAMES: Final[frozenset[str]] = frozenset(
+    (
+        "xid",
+        "xid_app_repeat",
+        "recovery_action",
+        "gpu_lost",
+        "gpu_ecc",
+        "trn_ecc",
+        "remap_pending",
+        "remap_failure",
+        "retired_pages",
+        "nvlink",
+        "nvlink_errors",
+        "gpu_temperature",
+        "gpu_thermal_slowdown",
+        "gpu_power_brake",
+        "gpu_power_over_limit",
+        "gpu_pcie_link",
+        "gpu_pcie_replays",
+        "accelerator_count",
+        "announcement",
+        "neuron_hw_error",
+        "neuron_hang",
+        "node_offline",
+        "clock_skew",
+        "disk_full",
+        "memory_pressure",
+        "probe_failing",
+        "facility",
+    )
+)
+
+
 class RulesConfig(_Section, frozen=True):
     """Health rules, noise control and the task lifecycle (docs/rules.md describes each key)."""
 
@@ -205,6 +239,9 @@ class RulesConfig(_Section, frozen=True):
     facility_row_min_racks: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 2
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.disabled) - RULE_NAMES)
+        if unknown:
+            raise ValueError(f"disabled: unknown rule {unknown[0]!r}; rules: {', '.join(sorted(RULE_NAMES))}")
         for key in self.xid_overrides:
             if not key.isdigit() or not 1 <= int(key) <= 100_000:
                 raise ValueError(f"xid_overrides: key {key!r} is not an XID number")

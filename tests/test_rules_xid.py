@@ -3,6 +3,7 @@ the driver's verdict, unknown codes and site policy (overrides, ignore list)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -202,3 +203,15 @@ def test_the_drivers_verdict(kind: str, data: dict[str, Any], action: Action | N
 
 def test_disabled_rules_raise_nothing() -> None:
     assert _one({"xid": 79}, disabled=["xid"]) == []
+
+
+def test_every_rule_name_is_known_to_the_config_and_unknown_ones_are_refused() -> None:
+    from collector.config import RULE_NAMES, ConfigError, parse_config
+    from collector.rules import EVENT_RULES, NODE_RULES, READINGS_RULES
+
+    documented = Path(__file__).parent.parent.joinpath("docs", "rules.md").read_text()
+    for name in RULE_NAMES:
+        assert f"`{name}`" in documented or name == "announcement", name
+    assert len(EVENT_RULES) + len(NODE_RULES) + len(READINGS_RULES) >= 15
+    with pytest.raises(ConfigError, match=r"rules\.disabled"):
+        parse_config({"rules": {"disabled": ["no_such_rule"]}})
