@@ -83,14 +83,19 @@ def decode_inbound(msg: InboundMessage, max_bytes: int) -> tuple[Topic, Message]
     """Parse the topic and decode the payload; a ``DecodeError`` (returned, not raised) says why not.
 
     Reasons: ``topic`` (not a fleetops v1 node topic), ``not_consumed`` (a command or control
-    channel the collector does not read), and those of ``agent.wire.decode``: ``oversized``, ``malformed``,
-    ``unknown_version``, ``node_mismatch``, ``unknown_channel``.
+    message that only the collector itself should write), ``elsewhere`` (command results, read by
+    the operations service: not a rejection), and those of ``agent.wire.decode``: ``oversized``,
+    ``malformed``, ``unknown_version``, ``node_mismatch``, ``unknown_channel``.
     """
     try:
         topic = parse_topic(msg.topic)
     except TopicError as exc:
         return DecodeError("topic", str(exc))
-    if topic.channel in ("cmd", "cmd/result") or topic.channel in CONTROL_CHANNELS:
+    if topic.channel == "cmd/result":
+        # Read by the operations service on a connection of its own; nothing to do here.
+        return DecodeError("elsewhere", topic.channel)
+    if topic.channel == "cmd" or topic.channel in CONTROL_CHANNELS:
+        # Only the collector writes these, and it never hears its own messages (No Local).
         return DecodeError("not_consumed", topic.channel)
     try:
         return topic, decode(topic, msg.payload, max_bytes=max_bytes)

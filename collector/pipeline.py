@@ -188,7 +188,10 @@ class Pipeline:
         for msg in batch:
             decoded = decode_inbound(msg, max_bytes)
             if isinstance(decoded, DecodeError):
-                self.rejections.note(decoded.reason, decoded.detail, msg.topic)
+                if decoded.reason == "elsewhere":
+                    self.stats[f"messages_{decoded.detail}"] += 1
+                else:
+                    self.rejections.note(decoded.reason, decoded.detail, msg.topic)
                 continue
             topic, message = decoded
             try:
