@@ -270,7 +270,14 @@ class CollectorProcess:
         raise RuntimeError("collector did not write its counters")
 
     def stop(self) -> dict[str, int]:
+        import subprocess
+
         self.proc.terminate()
-        self.proc.wait(timeout=120)
+        try:
+            self.proc.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
         self.log.close()
         return dict(json.loads(self.out_path.read_text()))

@@ -105,31 +105,38 @@ def run(nodes: int, duration_s: float, interval_s: float, connections: int, tmp:
             },
             tmp,
         )
-        factory = FrameFactory()
-        names = [factory.node_name(i) for i in range(nodes)]
-        load = LoadGenerator(broker.port, factory, names, connections, interval_s)
-        started = time.monotonic()
-        load.start()
-        births_s = time.monotonic() - started
-        samples = []
-        broker_pid = broker._proc.pid if broker._proc is not None else 0
-        c0, b0 = proc_sample(collector.pid), proc_sample(broker_pid)
-        t_end = time.monotonic() + duration_s
-        while time.monotonic() < t_end:
-            time.sleep(min(5.0, max(0.1, t_end - time.monotonic())))
-            samples.append(proc_sample(collector.pid))
-        load.stop()
-        c1, b1 = proc_sample(collector.pid), proc_sample(broker_pid)
-        # let the collector drain what is still queued, then read its counters
-        counted = collector.stats()
-        for _ in range(600):
-            time.sleep(0.5)
-            now = collector.stats()
-            if now.get("messages_telemetry", 0) >= load.sent or now == counted:
-                counted = now
-                break
-            counted = now
-        final = collector.stop()
+        try:
+            factory = FrameFactory()
+            names = [factory.node_name(i) for i in range(nodes)]
+            load = LoadGenerator(broker.port, factory, names, connections, interval_s)
+            started = time.monotonic()
+            load.start()
+            births_s = time.monotonic() - started
+            samples = []
+            broker_pid = broker._proc.pid if broker._proc is not None else 0
+            c0, b0 = proc_sample(collector.pid), proc_sample(broker_pid)
+            t_end = time.monotonic() + duration_s
+            while time.monotonic() < t_end:
+                time.sleep(min(5.0, max(0.1, t_end - time.monotonic())))
+                samples.append(proc_sample(collector.pid))
+            load.stop()
+            c1, b1 = proc_sample(collector.pid), proc_sample(broker_pid)
+            # the collector drains what is still queued: wait while it makes progress (bounded)
+            drain_started = time.monotonic()
+            received, last_progress = -1, time.monotonic()
+            while time.monotonic() - drain_started < max(60.0, duration_s):
+                now = collector.stats(timeout_s=300).get("messages_telemetry", 0)
+                samples.append(proc_sample(collector.pid))
+                if now >= load.sent:
+                    break
+                if now > received:
+                    received, last_progress = now, time.monotonic()
+                elif time.monotonic() - last_progress > 10.0:
+                    break
+                time.sleep(2.0)
+            drain_s = time.monotonic() - drain_started
+        finally:
+            final = collector.stop()
     elapsed = c1.at - c0.at
     received = final.get("messages_telemetry", 0)
     rss = [s.rss_bytes for s in samples] or [c1.rss_bytes]
@@ -144,6 +151,7 @@ def run(nodes: int, duration_s: float, interval_s: float, connections: int, tmp:
         "frames_lost": load.sent - received,
         "publish_errors": load.publish_errors,
         "frames_per_s": round(load.sent / elapsed, 1),
+        "drain_after_load_s": round(drain_s, 1),
         "collector_cpu_percent_of_core": round(100 * (c1.cpu_s - c0.cpu_s) / elapsed, 1),
         "collector_rss_bytes_max": max(rss),
         "collector_rss_bytes_end": rss[-1],
