@@ -229,14 +229,18 @@ async def _until(cond: Callable[[], bool]) -> None:
 
 
 async def test_nvml_events_and_kernel_log_xid_are_one_event() -> None:
+    """The kernel log's copy carries the text (registers, process); an NVML-event sighting waits
+    briefly for it, and whichever arrives, the XID is one event."""
     fake = FakeNvml.from_recording(H100)
     now = [1000.0]
     probe = NvmlProbe(NvmlConfig(edge_poll_s=0.05), facade_factory=lambda: fake, clock=lambda: now[0])
     events: list[EventDraft] = []
     await probe.start(events.append)
     fake.push_event(1, pynvml.nvmlEventTypeXidCriticalError, 48)
-    await _until(lambda: any(e.kind == "xid" for e in events))
-    handler = XidKmsgHandler(probe.reporter, clock=lambda: now[0] + 2)
+    await _until(lambda: probe.reporter.occurrences_total == 1)
+    await asyncio.sleep(0.2)  # edge polls run; the clock has not moved past the hold
+    assert not [e for e in events if e.kind == "xid"]
+    handler = XidKmsgHandler(probe.reporter, clock=lambda: now[0] + 0.2)
     handler(
         KmsgRecord(seq=None, ts_us=None, message="NVRM: Xid (PCI:0000:2a:00): 48, An uncorrectable DBE ...")
     )
@@ -246,9 +250,31 @@ async def test_nvml_events_and_kernel_log_xid_are_one_event() -> None:
     xids = [e for e in events if e.kind == "xid"]
     assert len(xids) == 1
     assert xids[0].count == 1
-    assert xids[0].source == "nvml_events"
+    assert xids[0].source == "kmsg"
     assert xids[0].accelerator_index == 1
     assert xids[0].data["immediate"] == "WORKFLOW_XID_48"
+    assert xids[0].data["text"] == "An uncorrectable DBE ..."
+
+
+async def test_an_nvml_event_xid_alone_is_published_after_the_hold() -> None:
+    fake = FakeNvml.from_recording(H100)
+    now = [1000.0]
+    probe = NvmlProbe(NvmlConfig(edge_poll_s=0.05), facade_factory=lambda: fake, clock=lambda: now[0])
+    events: list[EventDraft] = []
+    await probe.start(events.append)
+    fake.push_event(1, pynvml.nvmlEventTypeXidCriticalError, 79)
+    await _until(lambda: probe.reporter.occurrences_total == 1)
+    now[0] += probe.reporter.nvml_hold_s
+    await _until(lambda: any(e.kind == "xid" for e in events))
+    # a kernel-log copy arriving later is the same XID: still one event
+    XidKmsgHandler(probe.reporter, clock=lambda: now[0] + 1)(
+        KmsgRecord(
+            seq=None, ts_us=None, message="NVRM: Xid (PCI:0000:2a:00): 79, GPU has fallen off the bus."
+        )
+    )
+    await probe.stop()
+    xids = [e for e in events if e.kind == "xid"]
+    assert [(e.source, e.data["xid"], e.accelerator_index) for e in xids] == [("nvml_events", 79, 1)]
 
 
 async def test_simulated_node_runs_the_real_probe_and_parser(tmp_path: Path) -> None:

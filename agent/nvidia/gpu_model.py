@@ -234,6 +234,10 @@ class SimulatedGpu:
         t = float(self.step_s)
         noise = random.Random(f"{self.uuid}:{self.step_s}")
         util = self._phase_at(t).utilization
+        if self.thermal_runaway_s is not None and util == 0:
+            # The scenario's cooling failure strikes a busy GPU: an idle one barely warms up
+            # whatever the cooling does, so the fault keeps (or starts) a job on it.
+            util = 92.0
         util = 0.0 if util == 0 else min(100.0, max(0.0, util + noise.uniform(-3, 3)))
         target = spec.idle_w + (spec.load_w - spec.idle_w) * util / 100.0
         reasons = 0 if util > 0 else pynvml.nvmlClocksEventReasonGpuIdle
@@ -248,20 +252,28 @@ class SimulatedGpu:
             self.slowdown_engaged = True
         elif self.temperature < spec.slowdown_c - 3:
             self.slowdown_engaged = False
+        resistance = (spec.load_temperature_c - spec.ambient_c) / spec.load_w
         if self.slowdown_engaged:
-            target *= 0.55
+            if self.thermal_runaway_s is not None:
+                # With failed cooling, HW slowdown throttles as hard as it takes to stay under the
+                # shutdown threshold: the power whose equilibrium is just below it.
+                target = min(target, (spec.shutdown_c - 1.5 - spec.ambient_c) / (3.0 * resistance))
+            else:
+                target *= 0.55
             reasons |= pynvml.nvmlClocksEventReasonHwSlowdown | pynvml.nvmlClocksEventReasonHwThermalSlowdown
             clock_factor = min(clock_factor, 0.5)
         if target >= spec.power_limit_w * 0.98:
             target = spec.power_limit_w * 0.98
             reasons |= pynvml.nvmlClocksEventReasonSwPowerCap
         self.power_w = max(spec.idle_w * 0.8, target * (1 + noise.uniform(-0.02, 0.02)))
-        resistance = (spec.load_temperature_c - spec.ambient_c) / spec.load_w
         equilibrium = spec.ambient_c + resistance * self.power_w
-        if self.thermal_runaway_s is not None:  # cooling failure: heat stops leaving the board
-            ramp = min(1.0, self.thermal_runaway_s / 90.0)
-            failed = max(equilibrium, spec.slowdown_c + 1.5 + 0.004 * (self.power_w - spec.idle_w))
-            equilibrium += ramp * (failed - equilibrium)
+        if self.thermal_runaway_s is not None:
+            # Cooling failure (a stopped pump or fan wall): the board sheds heat at a third of its
+            # usual rate, so the equilibrium for the same power lies far above the slowdown point.
+            # The GPU climbs until HW thermal slowdown cuts its power, then hovers around it.
+            ramp = min(1.0, self.thermal_runaway_s / 20.0)
+            failed = spec.ambient_c + 3.0 * resistance * self.power_w
+            equilibrium += ramp * max(0.0, failed - equilibrium)
         self.temperature += (equilibrium - self.temperature) * (1 - math.exp(-1.0 / spec.thermal_tau_s))
         self.energy_mj += int(self.power_w * 1000)
         self.utilization = util

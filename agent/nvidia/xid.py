@@ -295,11 +295,16 @@ class XidReporter:
         catalog: XidCatalog | None = None,
         fold_window_s: float = 30.0,
         dedup_window_s: float = 10.0,
+        nvml_hold_s: float = 0.5,
     ) -> None:
         self.directory = directory if directory is not None else GpuDirectory()
         self.catalog = catalog if catalog is not None else load_catalog()
         self.fold_window_s = fold_window_s
         self.dedup_window_s = dedup_window_s
+        #: An NVML-event sighting waits this long for the kernel log's copy of the same XID, which
+        #: carries the text, the process and the registers (XID 74, 144-150, 154).
+        self.nvml_hold_s = nvml_hold_s
+        self._held: dict[tuple[str, int], list[XidOccurrence]] = {}
         self._lock = threading.Lock()
         self._emit: EventSink | None = None
         self._early: deque[EventDraft] = deque(maxlen=1000)
@@ -326,19 +331,31 @@ class XidReporter:
             self.occurrences_total += 1
             out.extend(self._flush_locked(occ.ts))
             key = (self._gpu_key(occ), occ.xid)
-            if self._is_duplicate(key, occ):
-                self.duplicates_total += 1
+            if occ.source != "kmsg" and self.nvml_hold_s > 0:
+                self._held.setdefault(key, []).append(occ)  # released by flush() after the hold
             else:
-                burst = self._bursts.get(key)
-                if burst is not None and occ.ts < burst.window_end:
-                    burst.folded += 1
-                    burst.first_ts = occ.ts if burst.first_ts is None else burst.first_ts
-                    burst.last_ts = occ.ts
-                else:
-                    draft = self._draft(occ)
-                    self._bursts[key] = _Burst(draft, occ.ts + self.fold_window_s)
-                    out.append(draft)
+                if self._held.get(key):
+                    self._held[key].pop(0)  # the kernel log's copy replaces the held NVML one
+                    self.duplicates_total += 1
+                    if not self._held[key]:
+                        del self._held[key]
+                out.extend(self._accept_locked(key, occ))
         self._send(out)
+
+    def _accept_locked(self, key: tuple[str, int], occ: XidOccurrence) -> list[EventDraft]:
+        """Dedup across sources, then fold into the running burst or start one (event out at once)."""
+        if self._is_duplicate(key, occ):
+            self.duplicates_total += 1
+            return []
+        burst = self._bursts.get(key)
+        if burst is not None and occ.ts < burst.window_end:
+            burst.folded += 1
+            burst.first_ts = occ.ts if burst.first_ts is None else burst.first_ts
+            burst.last_ts = occ.ts
+            return []
+        draft = self._draft(occ)
+        self._bursts[key] = _Burst(draft, occ.ts + self.fold_window_s)
+        return [draft]
 
     def flush(self, now: float) -> None:
         """Publish folded follow-ups whose window has closed (call periodically)."""
@@ -354,6 +371,13 @@ class XidReporter:
 
     def _flush_locked(self, now: float) -> list[EventDraft]:
         out: list[EventDraft] = []
+        for key in [k for k, held in self._held.items() if held and now >= held[0].ts + self.nvml_hold_s]:
+            waiting = self._held.pop(key)
+            ready = [o for o in waiting if now >= o.ts + self.nvml_hold_s]
+            if len(ready) < len(waiting):
+                self._held[key] = waiting[len(ready) :]
+            for occ in ready:
+                out.extend(self._accept_locked(key, occ))
         for key in [k for k, b in self._bursts.items() if now >= b.window_end]:
             burst = self._bursts[key]
             if burst.folded == 0:
