@@ -495,20 +495,34 @@ def parse_config(
 def _has_secrets(raw: Mapping[str, Any]) -> bool:
     auth = raw.get("auth")
     mqtt = raw.get("mqtt")
+    notify = raw.get("notify")
     tokens = auth.get("tokens") if isinstance(auth, Mapping) else None
     password = mqtt.get("password") if isinstance(mqtt, Mapping) else None
-    return bool(tokens) or bool(password)
+    receivers = notify.get("receivers") if isinstance(notify, Mapping) else None
+    paging = any(
+        isinstance(r, Mapping)
+        and (r.get("routing_key") or r.get("secret") or r.get("api_key") or r.get("kind") == "slack")
+        for r in (receivers if isinstance(receivers, list) else [])
+    )  # a Slack incoming-webhook URL is itself the credential
+    return bool(tokens) or bool(password) or paging
 
 
 def _check_secret_file(file: Path, raw: Mapping[str, Any]) -> None:
-    """A file holding token hashes or passwords must not be readable by group or others."""
+    """A file holding token hashes, passwords or paging keys must not be readable by group or
+    others, and broker URLs (which are logged) must not carry credentials."""
+    mqtt = raw.get("mqtt")
+    url = mqtt.get("url") if isinstance(mqtt, Mapping) else None
+    if isinstance(url, str) and "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+        raise ConfigError(
+            "mqtt.url: must not contain credentials; set mqtt.username and mqtt.password instead"
+        )
     if not _has_secrets(raw):
         return
     mode = file.stat().st_mode
     if mode & 0o077:
         raise ConfigError(
-            f"{file}: holds secrets ([auth] tokens or mqtt.password) but its mode is {mode & 0o777:04o}; "
-            "make it readable by the collector only (chmod 600)"
+            f"{file}: holds secrets ([auth] tokens, mqtt.password or [notify] keys) but its mode is "
+            f"{mode & 0o777:04o}; make it readable by the collector only (chmod 600)"
         )
 
 

@@ -215,6 +215,33 @@ def test_config_files_holding_secrets_must_be_private(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "receiver",
+    [
+        'kind = "webhook"\nurl = "http://127.0.0.1:9/hook"\nsecret = "0123456789abcdef0123"',
+        'kind = "pagerduty"\nurl = "http://127.0.0.1:9/v2/enqueue"\nrouting_key = "' + "k" * 32 + '"',
+        'kind = "slack"\nurl = "http://127.0.0.1:9/services/T000/B000/XXXX"',
+    ],
+)
+def test_paging_keys_make_a_config_file_private(tmp_path: Path, receiver: str) -> None:
+    path = tmp_path / "collector.toml"
+    path.write_text(f'[[notify.receivers]]\nname = "pager"\n{receiver}\n')
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_config(path)
+    os.chmod(path, 0o600)
+    assert load_config(path).notify.receivers[0].name == "pager"
+
+
+def test_broker_url_must_not_carry_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "collector.toml"
+    path.write_text('[mqtt]\nurl = "mqtt://fleet:hunter2@broker.example:1883"\n')
+    os.chmod(path, 0o600)
+    with pytest.raises(ConfigError, match=r"mqtt\.url: must not contain credentials") as info:
+        load_config(path)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("tokens", "key"),
     [
         ([{"name": "a", "role": "operator", "sha256": "secret"}], "auth.tokens"),
