@@ -26,6 +26,7 @@ from agent.wire import (
     Event,
     HostFacts,
     Location,
+    Message,
     Telemetry,
     encode,
     topic_for,
@@ -144,6 +145,10 @@ class Pipeline:
         self.stats: Counter[str] = Counter()
         #: called with the task changes of every committed batch or tick (the pager is woken this way)
         self.task_listeners: list[Callable[[list[TaskChange]], None]] = []
+        #: called with (site, message, now) for every accepted message, after fleet state applied it
+        self.message_observers: list[Callable[[str, Message, float], None]] = []
+        #: called with the seconds from taking a batch to acknowledging it after its commit
+        self.ack_observers: list[Callable[[float], None]] = []
         self._stopping = False
         self._next_tick = time.monotonic()
         self._next_review = 0.0  # collector clock: when the open tasks are next reviewed
@@ -177,6 +182,7 @@ class Pipeline:
         )
 
     async def process(self, batch: list[InboundMessage]) -> list[TaskChange]:
+        taken = time.monotonic()
         now = self.clock()
         max_bytes = self.config.ingest.max_payload_bytes
         touched: set[str] = set()
@@ -201,6 +207,8 @@ class Pipeline:
                 if isinstance(message, Birth):
                     births.append(birth_before(self.state.nodes.get(message.node), message.node))
                 changes.extend(self.state.apply(topic.site, message, now, retained=msg.retained))
+                for observe in self.message_observers:
+                    observe(topic.site, message, now)
                 findings: list[Finding] = []
                 if isinstance(message, Event):
                     findings = evaluate_event(message, self._context(self.state.nodes.get(message.node), now))
@@ -258,6 +266,8 @@ class Pipeline:
         self._publish_acks([(site, event) for event, site, _ in events], now)
         self._publish_rebirths(rebirths, now)
         self.ingest.ack(batch)
+        for observe_ack in self.ack_observers:
+            observe_ack(time.monotonic() - taken)
         self.stats["batches"] += 1
         self.stats["events_new"] += new
         self.stats["events_duplicate"] += duplicate

@@ -11,6 +11,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -628,6 +629,8 @@ class Store:
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_lock = threading.Lock()
+        #: called with the duration in seconds of every write transaction (on the writer thread)
+        self.write_observers: list[Callable[[float], None]] = []
         self._read_lock = threading.Lock()
         self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
         self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-read")
@@ -695,6 +698,15 @@ class Store:
 
     def write(self, fn: Callable[[Transaction], T]) -> T:
         """Run ``fn`` in one transaction: committed when it returns, rolled back when it raises."""
+        started = time.perf_counter()
+        try:
+            return self._write(fn)
+        finally:
+            elapsed = time.perf_counter() - started
+            for observe in self.write_observers:
+                observe(elapsed)
+
+    def _write(self, fn: Callable[[Transaction], T]) -> T:
         conn = self._writer
         if conn is None:
             raise StoreError("store is not open")

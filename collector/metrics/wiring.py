@@ -55,7 +55,7 @@ class MetricsService:
             version=__version__,
             clock=clock,
         )
-        attach(self.metrics, state=state, ingest=ingest, store=store)
+        attach(self.metrics, pipeline=pipeline, store=store)
         self.tasks = TaskCounter(store.path)
         self.otlp: OtlpPusher | None = None
         self._otlp_task: asyncio.Task[None] | None = None
