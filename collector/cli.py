@@ -58,10 +58,14 @@ def _call(api: str, method: str, path: str, body: dict[str, Any] | None = None) 
         raise _ApiError(exc.code, str(reason)) from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleetops-collector ops", description="remote operations")
+def _parser(prog: str = "fleetops ops") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="remote operations")
     parser.add_argument(
-        "--api", default=None, help="API address (FLEETOPS_URL, default http://127.0.0.1:8080)"
+        "--url",
+        "--api",
+        dest="api",
+        default=None,
+        help="API address (FLEETOPS_URL, default http://127.0.0.1:8080)",
     )
     parser.add_argument("--json", action="store_true", help="print the API's JSON")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -161,18 +165,24 @@ def _show(action: str, result: Any, out: TextIO) -> None:
 _ENV: dict[str, str] = {}
 
 
-def ops_main(argv: list[str], out: TextIO | None = None, env: Mapping[str, str] | None = None) -> int:
+def ops_main(
+    argv: list[str],
+    out: TextIO | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    prog: str = "fleetops ops",
+) -> int:
     out = out or sys.stdout
     _ENV.clear()
     _ENV.update(os.environ if env is None else env)
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     try:
         result = _run(args, out)
     except _ApiError as exc:
-        print(f"fleetops-collector ops: {exc.status}: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc.status}: {exc}", file=sys.stderr)
         return 1
     except (urllib.error.URLError, OSError) as exc:
-        print(f"fleetops-collector ops: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     if result is not None:
         if args.json:

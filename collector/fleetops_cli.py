@@ -309,6 +309,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--status", default=None)
     nodes.add_parser("show", help="one node").add_argument("node")
 
+    # `fleetops ops ...` is handed to collector.cli before parsing; listed here for --help.
+    groups.add_parser(
+        "ops", help="remote operations: list, request, approve, deny, audit, rearm", add_help=False
+    )
     token = groups.add_parser("token", help="API tokens").add_subparsers(dest="command", required=True)
     token.add_parser("new", help="print a new token and the sha256 to configure")
     return parser

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["ops"]:
         from collector.cli import ops_main
 
-        return ops_main(argv[1:])
+        return ops_main(argv[1:], prog="fleetops-collector ops")
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
