@@ -17,7 +17,8 @@ Rules of the contract:
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final, Literal
+from collections.abc import Mapping
+from typing import Annotated, Final, Literal, TypeVar
 
 import msgspec
 
@@ -557,57 +558,37 @@ def decode(topic: Topic, payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) 
     Raises ``DecodeError`` with ``reason`` one of: ``oversized``, ``unknown_channel``,
     ``malformed`` (not JSON or wrong shape), ``unknown_version``, ``node_mismatch``.
     """
-    if len(payload) > max_bytes:
-        raise DecodeError("oversized", f"{len(payload)} bytes > {max_bytes}")
-    decoder = _DECODERS.get(topic.channel)
-    if decoder is None:
-        raise DecodeError("unknown_channel", topic.channel)
-    try:
-        message: Message = decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        if _version_of(payload) not in (None, PROTOCOL_VERSION):
-            raise DecodeError("unknown_version", str(_version_of(payload))) from None
-        raise DecodeError("malformed", str(exc)[:300]) from None
-    except (msgspec.DecodeError, RecursionError, OverflowError, ValueError) as exc:
-        raise DecodeError("malformed", str(exc)[:300]) from None
-    if message.v != PROTOCOL_VERSION:
-        raise DecodeError("unknown_version", str(message.v))
-    if message.node != topic.node:
-        raise DecodeError("node_mismatch", f"topic node {topic.node!r}, payload {message.node!r}")
-    return message
+    return _decode(_DECODERS, topic, payload, max_bytes)
 
 
 def decode_control(topic: Topic, payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Control:
     """Decode a message on a control channel (``ack``, ``rebirth``); same reasons as ``decode``."""
-    if len(payload) > max_bytes:
-        raise DecodeError("oversized", f"{len(payload)} bytes > {max_bytes}")
-    decoder = _CONTROL_DECODERS.get(topic.channel)
-    if decoder is None:
-        raise DecodeError("unknown_channel", topic.channel)
-    try:
-        message: Control = decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        raise DecodeError("malformed", str(exc)[:300]) from None
-    except (msgspec.DecodeError, RecursionError, OverflowError, ValueError) as exc:
-        raise DecodeError("malformed", str(exc)[:300]) from None
-    if message.v != PROTOCOL_VERSION:
-        raise DecodeError("unknown_version", str(message.v))
-    if message.node != topic.node:
-        raise DecodeError("node_mismatch", f"topic node {topic.node!r}, payload {message.node!r}")
-    return message
+    return _decode(_CONTROL_DECODERS, topic, payload, max_bytes)
 
 
 def decode_command(topic: Topic, payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Operation:
     """Decode a message on ``cmd`` or ``cmd/result`` (no signature check: see ``agent.commands``);
     same reasons as ``decode``."""
+    return _decode(_COMMAND_DECODERS, topic, payload, max_bytes)
+
+
+_M = TypeVar("_M", Message, Control, Operation)
+
+
+def _decode(
+    decoders: Mapping[str, msgspec.json.Decoder[_M]], topic: Topic, payload: bytes, max_bytes: int
+) -> _M:
     if len(payload) > max_bytes:
         raise DecodeError("oversized", f"{len(payload)} bytes > {max_bytes}")
-    decoder = _COMMAND_DECODERS.get(topic.channel)
+    decoder = decoders.get(topic.channel)
     if decoder is None:
         raise DecodeError("unknown_channel", topic.channel)
     try:
-        message: Operation = decoder.decode(payload)
+        message = decoder.decode(payload)
     except msgspec.ValidationError as exc:
+        version = _version_of(payload)
+        if version not in (None, PROTOCOL_VERSION):
+            raise DecodeError("unknown_version", str(version)) from None
         raise DecodeError("malformed", str(exc)[:300]) from None
     except (msgspec.DecodeError, RecursionError, OverflowError, ValueError) as exc:
         raise DecodeError("malformed", str(exc)[:300]) from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -21,6 +20,9 @@ from agent.wire import valid_name
 from collector.actions import SEVERITIES, Action
 from collector.api_tasks import AUTH_KEY, CLOCK_KEY, RULES_KEY, auth_middleware, register_task_routes
 from collector.config import AuthConfig, RulesConfig
+from collector.http import error_response as _error
+from collector.http import iso as _iso
+from collector.http import json_response as _json
 from collector.metrics.endpoint import serve_metrics
 from collector.openapi import serve_openapi
 from collector.state import FleetState, NodeState
@@ -48,20 +50,6 @@ _READY_KEY: Final[web.AppKey[ReadyCheck]] = web.AppKey("ready")
 
 class BadRequest(ValueError):
     """A query parameter is invalid; the message names it."""
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=msgspec.json.encode(data), status=status, content_type="application/json")
-
-
-def _error(status: int, reason: str) -> web.Response:
-    return _json({"error": reason}, status=status)
 
 
 @web.middleware

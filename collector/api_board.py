@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -26,6 +25,8 @@ from collector.board.evidence import (
     series_from_rows,
 )
 from collector.board.queries import BoardReader
+from collector.http import iso as _iso
+from collector.http import json_response as _json
 from collector.state import FleetState, NodeState
 from collector.store import OPEN_STATES, Store, TaskQuery, TaskRecord
 
@@ -44,16 +45,6 @@ _STATE: Final = web.AppKey("board_state", FleetState)
 _STORE: Final = web.AppKey("board_store", Store)
 _READER: Final = web.AppKey("board_reader", BoardReader)
 _PAGES: Final[web.AppKey[PagesLookup]] = web.AppKey("board_pages")
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=msgspec.json.encode(data), status=status, content_type="application/json")
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _task_id(request: web.Request) -> int | None:

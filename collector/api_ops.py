@@ -18,13 +18,15 @@ operation; 409: the state does not allow it (or remote operations are disabled).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
 import msgspec
 from aiohttp import web
 
 from collector.api_tasks import PRINCIPAL_KEY
+from collector.http import error_response as _error
+from collector.http import iso as _iso
+from collector.http import json_response as _json
 from collector.operations.db import AuditRecord, BreakerRecord, CommandRecord
 from collector.operations.schema import COMMAND_STATES
 from collector.operations.service import OperationsError, OperationsService
@@ -49,20 +51,6 @@ class RequestBody(_Body, frozen=True):
         msgspec.Meta(max_length=8),
     ] = {}
     approve: bool = False
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=msgspec.json.encode(data), status=status, content_type="application/json")
-
-
-def _error(status: int, reason: str) -> web.Response:
-    return _json({"error": reason}, status=status)
 
 
 def command_view(rec: CommandRecord) -> dict[str, Any]:
