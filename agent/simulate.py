@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from agent.fleet_sim import NodeSpec, SimulatedFleet, demo_fleet
 from agent.kmsg import KmsgConfig, KmsgFollower
@@ -50,34 +51,26 @@ def fleet_layout(site: str, gpu_nodes: int, gpus: int, trn_nodes: int, devices: 
     """The demo layout resized: GPU nodes 8 to a rack from r01, Trainium nodes in the next racks."""
     template = demo_fleet(site)
     room, row = template[0].room, template[0].row
-    nodes = [
-        NodeSpec(
-            name=f"gpu-r{i // 8 + 1:02d}-n{i % 8 + 1:02d}",
-            site=site,
-            room=room,
-            row=row,
-            rack=f"r{i // 8 + 1:02d}",
-            slot=f"{i % 8 + 1:02d}",
-            kind="gpu",
-            accelerators=gpus,
-        )
-        for i in range(gpu_nodes)
-    ]
-    first_trn_rack = (gpu_nodes + 7) // 8 + 1
-    nodes += [
-        NodeSpec(
-            name=f"trn-r{first_trn_rack + i // 8:02d}-n{i % 8 + 1:02d}",
-            site=site,
-            room=room,
-            row=row,
-            rack=f"r{first_trn_rack + i // 8:02d}",
-            slot=f"{i % 8 + 1:02d}",
-            kind="trainium",
-            accelerators=devices,
-        )
-        for i in range(trn_nodes)
-    ]
-    return nodes
+
+    def racked(
+        prefix: str, count: int, first_rack: int, kind: Literal["gpu", "trainium"], per: int
+    ) -> list[NodeSpec]:
+        return [
+            NodeSpec(
+                name=f"{prefix}-r{first_rack + i // 8:02d}-n{i % 8 + 1:02d}",
+                site=site,
+                room=room,
+                row=row,
+                rack=f"r{first_rack + i // 8:02d}",
+                slot=f"{i % 8 + 1:02d}",
+                kind=kind,
+                accelerators=per,
+            )
+            for i in range(count)
+        ]
+
+    gpu = racked("gpu", gpu_nodes, 1, "gpu", gpus)
+    return gpu + racked("trn", trn_nodes, (gpu_nodes + 7) // 8 + 1, "trainium", devices)
 
 
 def make_probe_factory(
