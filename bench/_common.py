@@ -256,20 +256,21 @@ class CollectorProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def stats(self, timeout_s: float = 30.0) -> dict[str, int]:
-        """The counters now (SIGUSR1), without stopping."""
-        import signal
-
-        before = self.out_path.stat().st_mtime_ns if self.out_path.exists() else 0
-        self.proc.send_signal(signal.SIGUSR1)
+    def stats(self, timeout_s: float = 30.0) -> dict[str, float]:
+        """The counters written after this call (the collector writes them every second)."""
+        asked = time.time()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.out_path.exists() and self.out_path.stat().st_mtime_ns != before:
-                return dict(json.loads(self.out_path.read_text()))
-            time.sleep(0.05)
-        raise RuntimeError("collector did not write its counters")
+            try:
+                doc = dict(json.loads(self.out_path.read_text()))
+            except (OSError, ValueError):
+                doc = {}
+            if doc.get("written_at", 0.0) >= asked:
+                return doc
+            time.sleep(0.1)
+        raise RuntimeError(f"the collector wrote no counters for {timeout_s:g} s")
 
-    def stop(self) -> dict[str, int]:
+    def stop(self) -> dict[str, float]:
         import subprocess
 
         self.proc.terminate()

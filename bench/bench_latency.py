@@ -234,6 +234,7 @@ def main() -> None:
             "background_nodes": args.background,
             "background_frames_sent": load.sent,
             "collector_frames_received": final.get("messages_telemetry", 0),
+            "collector_loop_stall_max_s": final.get("loop_stall_max_s"),
             "xid": XID,
             "kmsg_poll_s": args.kmsg_poll,
             "tasks_raised": sum(1 for r in injected if "task_id" in r),
