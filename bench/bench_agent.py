@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
 import tempfile
@@ -130,6 +131,49 @@ def probe_overhead(samples: int, tmp: Path) -> dict[str, Any]:
     }
 
 
+IMPORT_STEPS = (
+    "asyncio",
+    "structlog",
+    "msgspec",
+    "paho.mqtt.client",
+    "aiomqtt",
+    "psutil",
+    "pynvml",
+    "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "agent.main",
+)
+
+_IMPORT_PROBE = """
+import importlib, json, sys
+if sys.argv[1] == "without-dev":
+    sys.modules["rich"] = None  # not installed by the Debian package (a dev-only dependency here)
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+out = {"interpreter": rss()}
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+    out[name] = rss()
+print(json.dumps(out))
+"""
+
+
+def import_rss() -> dict[str, Any]:
+    """RSS after each import step (cumulative), as this venv has it and without its dev-only ``rich``
+    (which ``structlog`` loads when present)."""
+    out: dict[str, Any] = {}
+    for variant in ("venv", "without-dev"):
+        run = subprocess.run(
+            [sys.executable, "-c", _IMPORT_PROBE, variant, *IMPORT_STEPS],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out[variant] = json.loads(run.stdout)
+    return out
+
+
 def main() -> None:
     parser = base_parser(__doc__ or "")
     parser.add_argument(
@@ -153,6 +197,7 @@ def main() -> None:
             "gpus": 8,
             "process": process,
             "probe": overhead,
+            "import_rss_bytes": import_rss(),
             "targets": {"cpu_percent_of_core_max": 0.5, "rss_bytes_max": 40_000_000},
             "cpu_met": process["cpu_percent_of_core"] <= 0.5,
             "rss_met": process["rss_bytes_max"] <= 40_000_000,
