@@ -8,6 +8,7 @@ Target: 0 crashes.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import time
@@ -26,27 +27,31 @@ HOSTILE_VALUES: list[Any] = [
 ]  # fmt: skip
 
 
+def _hostile(rng: random.Random) -> Any:
+    return copy.deepcopy(rng.choice(HOSTILE_VALUES))  # a fresh object: mutations never touch the table
+
+
 def _mutate_json(rng: random.Random, doc: Any) -> Any:
     """Replace, delete or add one field somewhere in a decoded JSON document."""
     if isinstance(doc, dict) and doc:
         key = rng.choice(list(doc))
         roll = rng.random()
         if roll < 0.3:
-            doc[key] = rng.choice(HOSTILE_VALUES)
+            doc[key] = _hostile(rng)
         elif roll < 0.45:
             del doc[key]
         elif roll < 0.55:
-            doc["x" + str(rng.randint(0, 99))] = rng.choice(HOSTILE_VALUES)
+            doc["x" + str(rng.randint(0, 99))] = _hostile(rng)
         else:
             doc[key] = _mutate_json(rng, doc[key])
     elif isinstance(doc, list) and doc:
         i = rng.randrange(len(doc))
-        if rng.random() < 0.2:
-            doc *= rng.randint(2, 40)
+        if rng.random() < 0.2 and len(doc) < 64:
+            doc *= rng.randint(2, 8)  # longer lists (a frame with many accelerators), bounded
         else:
             doc[i] = _mutate_json(rng, doc[i])
     else:
-        return rng.choice(HOSTILE_VALUES)
+        return _hostile(rng)
     return doc
 
 
