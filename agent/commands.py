@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import structlog
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import wire
 from agent.config import OperationsSection
@@ -123,6 +121,9 @@ class CommandVerifier:
         max_skew_s: float = 30.0,
         max_ttl_s: float = 300.0,
     ) -> None:
+        # cryptography costs the agent about 7 MB: it loads only where operations are enabled
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         self.site = site
         self.node = node
         self._keys = {key_id: Ed25519PublicKey.from_public_bytes(raw) for key_id, raw in keys.items()}
@@ -133,6 +134,8 @@ class CommandVerifier:
         self.max_ttl_s = max_ttl_s
 
     def verify(self, payload: bytes) -> wire.Command:
+        from cryptography.exceptions import InvalidSignature
+
         if len(payload) > wire.COMMAND_MAX_BYTES:
             raise CommandRejected("oversized", f"{len(payload)} bytes > {wire.COMMAND_MAX_BYTES}")
         try:

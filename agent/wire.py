@@ -129,8 +129,11 @@ EVENT_KINDS: Final[frozenset[str]] = frozenset(
 )
 
 
-class Struct(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """Base for every wire type: immutable, keyword-only, absent optional fields are omitted."""
+class Struct(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """Base for every wire type: immutable, keyword-only, absent optional fields are omitted.
+
+    Wire values are trees (no reference cycles), so they stay out of the garbage collector's
+    tracking: a collector holding many nodes' latest readings does not pay for them in GC passes."""
 
 
 class Location(Struct, frozen=True):
