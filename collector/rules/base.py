@@ -307,3 +307,12 @@ def event_finding(
         count=event.count,
         ladder=ladder,
     )
+
+
+def duration_text(seconds: float) -> str:
+    """A window or duration as a person reads it: ``45 s``, ``5 min``, ``1.5 h``."""
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{round(seconds / 60, 1):g} min"
+    return f"{round(seconds / 3600, 1):g} h"

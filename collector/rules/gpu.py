@@ -20,6 +20,7 @@ from collector.rules.base import (
     Finding,
     RuleContext,
     accelerator_location,
+    duration_text,
     event_finding,
     events_evidence,
     iso,
@@ -360,7 +361,7 @@ def thermal_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                     action=Action.CHECK_COOLING,
                     summary=f"{_gpu_label(r)} at {r.temperature_celsius:g} °C, within "
                     f"{cfg.gpu_temperature_margin_c:g} °C of its slowdown threshold "
-                    f"({r.slowdown_temperature_celsius:g} °C) for {cfg.gpu_temperature_for_s / 60:g} min "
+                    f"({r.slowdown_temperature_celsius:g} °C) for {duration_text(cfg.gpu_temperature_for_s)} "
                     "or more",
                     rule="gpu_temperature",
                     extra={"since": since},
@@ -382,7 +383,7 @@ def thermal_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                     fault="thermal:hw_slowdown",
                     action=Action.CHECK_COOLING,
                     summary=f"{_gpu_label(r)}: HW thermal slowdown active {share:.0%} of the last "
-                    f"{cfg.gpu_throttle_window_s / 60:g} min",
+                    f"{duration_text(cfg.gpu_throttle_window_s)}",
                     rule="gpu_thermal_slowdown",
                     extra={"share": round(share, 3)},
                 )
@@ -422,7 +423,7 @@ def power_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                     fault="power:brake",
                     action=Action.CHECK_POWER,
                     summary=f"{_gpu_label(r)}: HW power brake active {share:.0%} of the last "
-                    f"{cfg.gpu_throttle_window_s / 60:g} min",
+                    f"{duration_text(cfg.gpu_throttle_window_s)}",
                     rule="gpu_power_brake",
                     extra={"share": round(share, 3)},
                 )
@@ -440,7 +441,7 @@ def power_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                     action=Action.CHECK_POWER,
                     summary=f"{_gpu_label(r)}: drawing {r.power_watts:g} W over its enforced limit "
                     f"({r.power_limit_watts:g} W) {over_share:.0%} of the last "
-                    f"{cfg.gpu_power_window_s / 60:g} min",
+                    f"{duration_text(cfg.gpu_power_window_s)}",
                     rule="gpu_power_over_limit",
                     extra={"share": round(over_share, 3)},
                 )
@@ -495,7 +496,7 @@ def pcie_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                     action=Action.INSPECT_HARDWARE,
                     summary=f"{_gpu_label(r)}: PCIe link at Gen{r.pcie_link_gen} x{r.pcie_link_width}, "
                     f"maximum Gen{r.pcie_link_gen_max} x{r.pcie_link_width_max}, for "
-                    f"{cfg.gpu_pcie_for_s / 60:g} min or more: reseat the GPU, check the riser and slot",
+                    f"{duration_text(cfg.gpu_pcie_for_s)} or more: reseat the GPU, check the riser and slot",
                     rule="gpu_pcie_link",
                     extra={"since": since},
                 )

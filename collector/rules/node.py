@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Final
 
 from collector.actions import Action, default_severity
-from collector.rules.base import Finding, RuleContext, TaskLocation, iso, node_location
+from collector.rules.base import Finding, RuleContext, TaskLocation, duration_text, iso, node_location
 from collector.state import HostSample, NodeState
 
 __all__ = ["NODE_READINGS_RULES", "NODE_TIME_RULES", "node_offline_rule"]
@@ -181,7 +181,7 @@ def memory_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
             fault="memory_pressure",
             action=Action.INVESTIGATE_SOFTWARE,
             summary=f"only {r.memory_available_bytes / r.memory_total_bytes:.1%} of memory available "
-            f"for {cfg.node_pressure_for_s / 60:g} min or more: find what is using it",
+            f"for {duration_text(cfg.node_pressure_for_s)} or more: find what is using it",
             rule="memory_pressure",
             evidence={
                 "available_bytes": r.memory_available_bytes,

@@ -19,6 +19,7 @@ from collector.rules.base import (
     Finding,
     RuleContext,
     accelerator_location,
+    duration_text,
     event_finding,
     events_evidence,
     readings_evidence,
@@ -145,7 +146,7 @@ def trn_ecc_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                 action=Action.REPLACE_HARDWARE,
                 severity=default_severity(Action.REPLACE_HARDWARE),
                 summary=f"Trainium device {index}: uncorrected ECC errors rose by {rise} within "
-                f"{cfg.trn_ecc_window_s / 60:g} min: a replacement criterion",
+                f"{duration_text(cfg.trn_ecc_window_s)}: a replacement criterion",
                 location=accelerator_location(node, index, latest.id),
                 rule="trn_ecc",
                 evidence={

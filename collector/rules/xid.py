@@ -23,7 +23,15 @@ from typing import Final
 from agent.wire import DataValue, Event
 from agent.xid_catalog import NvlinkDecodeRow, XidCatalog
 from collector.actions import Action
-from collector.rules.base import VERDICT_PREFIX, Finding, RuleContext, as_int, event_finding, where
+from collector.rules.base import (
+    VERDICT_PREFIX,
+    Finding,
+    RuleContext,
+    as_int,
+    duration_text,
+    event_finding,
+    where,
+)
 
 __all__ = [
     "APP_CLASS_XIDS",
@@ -245,14 +253,14 @@ def _app_class(event: Event, ctx: RuleContext, code: int) -> Finding | None:
                 f"graphics exceptions repeating on GPC {mine[0]} TPC {mine[1]} point at the GPU "
                 "(NVIDIA WORKFLOW_XID_13): run diagnostics"
             )
-    minutes = cfg.xid_app_repeat_window_s / 60
     return event_finding(
         event,
         ctx,
         fault=f"xid:{code}:repeated",
         action=action,
         summary=(
-            f"XID {code} {occurrences} times within {minutes:g} min{where(event.accelerator_index)}: {why}"
+            f"XID {code} {occurrences} times within {duration_text(cfg.xid_app_repeat_window_s)}"
+            f"{where(event.accelerator_index)}: {why}"
         ),
         rule="xid_app_repeat",
         extra={"occurrences": occurrences, "earlier_event_ids": [e.id for e in earlier][-20:]},
