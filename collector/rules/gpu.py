@@ -338,6 +338,42 @@ def _near_slowdown(margin: float) -> object:
     return test
 
 
+def _clock_reason_finding(
+    node: NodeState,
+    ctx: RuleContext,
+    samples: list[ReadingSample],
+    bit: int,
+    *,
+    rule: str,
+    fault: str,
+    action: Action,
+    what: str,
+) -> Finding | None:
+    """A clock-event reason (``bit``) active for ``gpu_throttle_share`` of ``gpu_throttle_window_s``,
+    clearing under ``gpu_throttle_clear_share``."""
+    cfg = ctx.config
+    active, share = sustained_share(
+        samples,
+        lambda x: x.clock_event_reasons is not None and bool(x.clock_event_reasons & bit),
+        cfg.gpu_throttle_window_s,
+        cfg.gpu_throttle_share,
+        cfg.gpu_throttle_clear_share,
+    )
+    if not active or not ctx.enabled(rule):
+        return None
+    return _finding(
+        node,
+        ctx,
+        window(samples, cfg.gpu_throttle_window_s),
+        fault=fault,
+        action=action,
+        summary=f"{_gpu_label(samples[-1].readings)}: {what} active {share:.0%} of the last "
+        f"{duration_text(cfg.gpu_throttle_window_s)}",
+        rule=rule,
+        extra={"share": round(share, 3)},
+    )
+
+
 def thermal_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
     """Temperature within ``gpu_temperature_margin_c`` of the slowdown threshold for
     ``gpu_temperature_for_s`` (clears ``gpu_temperature_hysteresis_c`` lower); HW thermal slowdown
@@ -367,27 +403,18 @@ def thermal_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                     extra={"since": since},
                 )
             )
-        hot, share = sustained_share(
+        slowdown = _clock_reason_finding(
+            node,
+            ctx,
             samples,
-            lambda x: x.clock_event_reasons is not None and bool(x.clock_event_reasons & HW_THERMAL_SLOWDOWN),
-            cfg.gpu_throttle_window_s,
-            cfg.gpu_throttle_share,
-            cfg.gpu_throttle_clear_share,
+            HW_THERMAL_SLOWDOWN,
+            rule="gpu_thermal_slowdown",
+            fault="thermal:hw_slowdown",
+            action=Action.CHECK_COOLING,
+            what="HW thermal slowdown",
         )
-        if hot and ctx.enabled("gpu_thermal_slowdown"):
-            out.append(
-                _finding(
-                    node,
-                    ctx,
-                    window(samples, cfg.gpu_throttle_window_s),
-                    fault="thermal:hw_slowdown",
-                    action=Action.CHECK_COOLING,
-                    summary=f"{_gpu_label(r)}: HW thermal slowdown active {share:.0%} of the last "
-                    f"{duration_text(cfg.gpu_throttle_window_s)}",
-                    rule="gpu_thermal_slowdown",
-                    extra={"share": round(share, 3)},
-                )
-            )
+        if slowdown is not None:
+            out.append(slowdown)
     return out
 
 
@@ -407,27 +434,18 @@ def power_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
         r = samples[-1].readings
         if r.lost:
             continue
-        braked, share = sustained_share(
+        brake = _clock_reason_finding(
+            node,
+            ctx,
             samples,
-            lambda x: x.clock_event_reasons is not None and bool(x.clock_event_reasons & HW_POWER_BRAKE),
-            cfg.gpu_throttle_window_s,
-            cfg.gpu_throttle_share,
-            cfg.gpu_throttle_clear_share,
+            HW_POWER_BRAKE,
+            rule="gpu_power_brake",
+            fault="power:brake",
+            action=Action.CHECK_POWER,
+            what="HW power brake",
         )
-        if braked and ctx.enabled("gpu_power_brake"):
-            out.append(
-                _finding(
-                    node,
-                    ctx,
-                    window(samples, cfg.gpu_throttle_window_s),
-                    fault="power:brake",
-                    action=Action.CHECK_POWER,
-                    summary=f"{_gpu_label(r)}: HW power brake active {share:.0%} of the last "
-                    f"{duration_text(cfg.gpu_throttle_window_s)}",
-                    rule="gpu_power_brake",
-                    extra={"share": round(share, 3)},
-                )
-            )
+        if brake is not None:
+            out.append(brake)
         excess, over_share = sustained_share(
             samples, over, cfg.gpu_power_window_s, cfg.gpu_power_over_share, cfg.gpu_power_over_share / 2
         )
