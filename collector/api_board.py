@@ -12,7 +12,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
 from aiohttp import web
 
 from agent.wire import valid_name
@@ -27,6 +26,7 @@ from collector.board.evidence import (
 from collector.board.queries import BoardReader
 from collector.http import iso as _iso
 from collector.http import json_response as _json
+from collector.rules.base import readings_evidence
 from collector.state import FleetState, NodeState
 from collector.store import OPEN_STATES, Store, TaskQuery, TaskRecord
 
@@ -143,10 +143,10 @@ async def _evidence(request: web.Request) -> web.Response:
     node = request.app[_STATE].nodes.get(task.node)
     live = 0
     if node is not None:
-        indices = [index] if index is not None else sorted(node.history)[:1]
+        indices = [index] if index is not None else node.trend.indices()[:1]
         for i in indices:
-            for sample in node.history.get(i, ()):
-                rows.append({"ts": sample.ts, **msgspec.to_builtins(sample.readings)})
+            for row in readings_evidence(node, i, None, len(node.trend) + 1):
+                rows.append(row)
                 live += 1
     events = evidence_events(task.evidence)
     stored = await asyncio.to_thread(request.app[_READER].events, task.node, start, end, 200)
@@ -204,10 +204,10 @@ async def _node_series(request: web.Request) -> web.Response:
     raw = request.query.get("accelerator", "")
     if raw and not raw.isdigit():
         return _json({"error": "accelerator: expected an index"}, 400)
-    indices = [int(raw)] if raw else sorted(node.history)
+    indices = [int(raw)] if raw else node.trend.indices()
     out = []
     for i in indices:
-        rows = [{"ts": s.ts, **msgspec.to_builtins(s.readings)} for s in node.history.get(i, ())]
+        rows = readings_evidence(node, i, None, len(node.trend) + 1)
         out.append({"accelerator_index": i, "series": series_from_rows(rows)})
     return _json({"node": node.node, "accelerators": out})
 

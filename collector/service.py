@@ -62,7 +62,7 @@ class Collector:
         self.store = Store(config.store.path)
         self.state = FleetState(
             silent_after_intervals=config.liveness.silent_after_intervals,
-            history_window_s=config.rules.history_window_s,
+            rules=config.rules,
         )
         self.ingest = MqttIngest(config.mqtt, queue_max=config.ingest.queue_max)
         self.pipeline = Pipeline(

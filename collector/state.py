@@ -8,6 +8,11 @@ than its last offline status; it goes ``offline`` when its offline status (the M
 shutdown) arrives for its current session, or when nothing arrived for ``silent_after_intervals`` x
 its interval (``tick``). An offline status from an older session is stale and ignored.
 
+History: the rules' windowed conditions are folded frame by frame into ``collector.conditions``
+(one ``GpuConditions`` per accelerator, one ``HostConditions`` per node); a compact ``Trend`` keeps a
+few readings per frame over the history window for plots and evidence. Past frames themselves are
+not kept.
+
 Telemetry sequence: ``seq`` restarts at 0 after every birth. Within a session a jump forward counts
 the missing frames as gaps; a frame from an older session, or an old ``seq`` of the current one, is
 "late" (counted, never a gap, and its readings do not replace newer ones).
@@ -31,40 +36,16 @@ from agent.wire import (
     Status,
     Telemetry,
 )
+from collector.conditions import GpuConditions, HostConditions
+from collector.config import RulesConfig
+from collector.history import Trend
 
-__all__ = [
-    "HISTORY_MAX_SAMPLES",
-    "FleetState",
-    "HostSample",
-    "NodeChange",
-    "NodeState",
-    "NodeStatus",
-    "ReadingSample",
-]
+__all__ = ["FleetState", "NodeChange", "NodeState", "NodeStatus"]
 
 NodeStatus = Literal["online", "offline", "unknown"]
 
-#: Hard cap on samples kept per accelerator, whatever the window and interval.
-HISTORY_MAX_SAMPLES: Final = 720
 #: Events remembered per node for the rules (XID repeats, XIDs that come together).
 RECENT_EVENTS_MAX: Final = 256
-
-
-@dataclass(frozen=True, slots=True)
-class ReadingSample:
-    """One accelerator's readings from one frame: ``ts`` is the frame's (agent) time, ``received``
-    the collector's."""
-
-    ts: float
-    received: float
-    readings: AcceleratorReadings
-
-
-@dataclass(frozen=True, slots=True)
-class HostSample:
-    ts: float
-    received: float
-    readings: HostReadings
 
 
 @dataclass
@@ -99,9 +80,13 @@ class NodeState:
     host_readings: HostReadings | None = None
     readings_ts: float | None = None
     events_total: int = 0
-    # bounded readings history for the rules (see FleetState.history_window_s)
-    history: dict[int, deque[ReadingSample]] = field(default_factory=dict)
-    host_history: deque[HostSample] = field(default_factory=deque)
+    #: per accelerator index: its conditions, folded frame by frame (see collector.conditions)
+    conditions: dict[int, GpuConditions] = field(default_factory=dict)
+    host_conditions: HostConditions = field(default_factory=HostConditions)
+    #: some accelerator's conditions are watched (see GpuConditions.watch) as of the newest frame
+    watching: bool = False
+    #: a few readings per frame over the history window (plots, evidence)
+    trend: Trend = field(default_factory=lambda: Trend(1800.0))
     #: collector time since which frames have been arriving without the node going offline
     stream_since: float | None = None
     #: the reference inventory: the largest birth inventory seen (a smaller birth does not lower it)
@@ -140,19 +125,34 @@ class NodeChange:
 class FleetState:
     """All nodes, keyed by node name."""
 
-    def __init__(self, *, silent_after_intervals: float = 3.0, history_window_s: float = 1800.0) -> None:
+    def __init__(
+        self,
+        *,
+        silent_after_intervals: float = 3.0,
+        history_window_s: float | None = None,
+        rules: RulesConfig | None = None,
+    ) -> None:
         self.silent_after_intervals = silent_after_intervals
-        self.history_window_s = history_window_s
+        #: the thresholds and windows the conditions are folded with (the rules read them)
+        self.rules = rules if rules is not None else RulesConfig()
+        self.history_window_s = (
+            history_window_s if history_window_s is not None else self.rules.history_window_s
+        )
+        # the frame times must reach back over the counter windows too (see Rise.span)
+        self.trend_window_s = max(
+            self.history_window_s, self.rules.gpu_pcie_replay_window_s, self.rules.gpu_nvlink_window_s
+        )
         self.nodes: dict[str, NodeState] = {}
 
     def node(self, name: str, site: str) -> NodeState:
         state = self.nodes.get(name)
         if state is None:
-            state = self.nodes[name] = NodeState(node=name, site=site)
+            state = self.nodes[name] = NodeState(node=name, site=site, trend=Trend(self.trend_window_s))
         return state
 
     def restore(self, state: NodeState) -> None:
         """Put a node loaded from the store back (at start-up, before any message)."""
+        state.trend = Trend(self.trend_window_s)
         self.nodes[state.node] = state
 
     # ---- messages -----------------------------------------------------------------------------
@@ -232,31 +232,44 @@ class FleetState:
             old = {a.index: a.id for a in state.expected_accelerators}
             for accel in state.accelerators:
                 if accel.index in old and old[accel.index] != accel.id:
-                    state.history.pop(accel.index, None)
+                    state.conditions.pop(accel.index, None)
+                    state.trend.forget(accel.index)
             state.expected_accelerators = state.accelerators
+        for accel in state.accelerators:
+            c = state.conditions.get(accel.index)
+            if c is not None and c.aws != (accel.vendor == "aws"):
+                del state.conditions[accel.index]  # another kind of device in this slot
 
     def _remember(self, state: NodeState, frame: Telemetry, now: float) -> None:
-        """Append the frame to the bounded history (by agent time) and drop what fell out of it."""
+        """Fold a frame newer than the last one into the node's conditions and trend; forget the
+        accelerators not heard of within the history window."""
         if state.stream_since is None:
             state.stream_since = now
-        horizon = frame.ts - self.history_window_s
-        for readings in frame.accelerators:
-            samples = state.history.get(readings.index)
-            if samples is None:
-                samples = state.history[readings.index] = deque(maxlen=HISTORY_MAX_SAMPLES)
-            if samples and samples[-1].ts >= frame.ts:
-                continue
-            samples.append(ReadingSample(frame.ts, now, readings))
-            while samples and samples[0].ts < horizon:
-                samples.popleft()
-        for index in [i for i, q in state.history.items() if not q or q[-1].ts < horizon]:
-            del state.history[index]
-        if frame.host is not None and (not state.host_history or state.host_history[-1].ts < frame.ts):
-            state.host_history.append(HostSample(frame.ts, now, frame.host))
-        while state.host_history and (
-            state.host_history[0].ts < horizon or len(state.host_history) > HISTORY_MAX_SAMPLES
-        ):
-            state.host_history.popleft()
+        trend = state.trend
+        prev = trend.newest_ts
+        if prev is None or frame.ts > prev:
+            cfg = self.rules
+            trend.append(frame.ts, frame.accelerators)
+            boot = state.host_facts.boot_time_s if state.host_facts is not None else 0.0
+            after = boot + cfg.gpu_pcie_boot_grace_s
+            conditions = state.conditions
+            watching = False
+            for r in frame.accelerators:
+                c = conditions.get(r.index)
+                if c is None:
+                    accel = state.accelerator(r.index, r.id)
+                    c = conditions[r.index] = GpuConditions(
+                        r.id, aws=accel is not None and accel.vendor == "aws"
+                    )
+                c.feed(frame.ts, r, cfg, prev_frame_ts=prev, pcie_after=after)
+                watching = watching or c.watch
+            state.watching = watching
+            horizon = frame.ts - self.history_window_s
+            if len(conditions) > len(frame.accelerators):
+                for index in [i for i, c in conditions.items() if c.last_ts is None or c.last_ts < horizon]:
+                    del conditions[index]
+            if frame.host is not None:
+                state.host_conditions.feed(frame.ts, now, frame.host, cfg)
         present = {r.index for r in frame.accelerators if not r.lost}
         for accel in state.expected_accelerators:
             if accel.index in present:

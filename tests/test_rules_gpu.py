@@ -30,7 +30,7 @@ def gpu0_when(test: Callable[[int], bool], **fields: Any) -> Series:
 
 def _faults(series: Series, frames: int, **options: Any) -> set[tuple[str, Action]]:
     rules = {k: options.pop(k) for k in list(options) if k not in ("boot_age_s", "step_s", "gpus")}
-    node = node_with(series, frames=frames, **options)
+    node = node_with(series, frames=frames, rules=rules, **options)
     return {(f.fault, f.action) for f in evaluate_readings(node, ctx(node, **rules))}
 
 
@@ -186,8 +186,22 @@ def test_readings_findings_are_conditions_with_evidence() -> None:
 
 def test_the_history_stays_bounded() -> None:
     node = node_with(gpu0(), frames=2000, step_s=10.0, history_window_s=600.0)
-    assert all(len(samples) <= 61 for samples in node.history.values())
-    assert len(node.host_history) <= 61
+    assert len(node.trend) <= 61
+    assert node.trend.indices() == [0, 1]
+    assert len(node.trend.rows(0)) <= 61
+    # conditions keep no per-frame state on a healthy GPU: one run per counter, no shares
+    for c in node.conditions.values():
+        assert len(c.pcie_replays.runs) == 2
+        assert not c.pcie_replays.rises
+        assert c.thermal_slowdown is None
+        assert c.power_over is None
+
+
+def test_a_throttling_gpu_keeps_runs_not_frames() -> None:
+    node = node_with(gpu0_when(lambda i: i % 2 == 0, clock_event_reasons=0x48), frames=2000, step_s=10.0)
+    share = node.conditions[0].thermal_slowdown
+    assert share is not None
+    assert 0 < len(share.runs) <= 31
 
 
 EVENTS: list[tuple[str, dict[str, Any], Action | None, bool]] = [

@@ -73,9 +73,11 @@ def node_with(
     probes: Callable[[int, float], list[ProbeHealth]] | None = None,
     boot_age_s: float = 86400.0,
     history_window_s: float = 1800.0,
+    rules: dict[str, Any] | None = None,
 ) -> NodeState:
-    """A node after ``frames`` frames, ``step_s`` apart; ``series(i, ts)`` gives frame i's readings."""
-    fleet = FleetState(history_window_s=history_window_s)
+    """A node after ``frames`` frames, ``step_s`` apart; ``series(i, ts)`` gives frame i's readings.
+    ``rules``: the rule settings the node's conditions are folded with (pass the same to ``ctx``)."""
+    fleet = FleetState(history_window_s=history_window_s, rules=RulesConfig(**(rules or {})))
     b = msgspec.structs.replace(birth(NODE, 1, gpus=gpus, ts=T0), host=HostFacts(boot_time_s=T0 - boot_age_s))
     fleet.apply(SITE, b, now=T0)
     for i in range(frames):

@@ -6,9 +6,7 @@ catalog, the settings), it returns findings. No I/O, no clock reads, no logging.
 
 from __future__ import annotations
 
-import bisect
-import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -19,7 +17,7 @@ from agent.wire import Accelerator, AcceleratorReadings, DataValue, Event
 from agent.xid_catalog import XidCatalog
 from collector.actions import Action, Severity, default_severity
 from collector.config import RulesConfig
-from collector.state import NodeState, ReadingSample
+from collector.state import NodeState
 
 __all__ = [
     "VERDICT_PREFIX",
@@ -33,8 +31,6 @@ __all__ = [
     "iso",
     "node_location",
     "readings_evidence",
-    "span",
-    "window",
 ]
 
 #: Fields of a readings sample kept as evidence (the rest is noise for a technician).
@@ -157,20 +153,6 @@ def as_int(value: DataValue) -> int | None:
     return None
 
 
-def window(samples: Sequence[ReadingSample] | None, seconds: float) -> list[ReadingSample]:
-    """The samples of the last ``seconds`` (by agent time, up to the newest sample)."""
-    if not samples:
-        return []
-    horizon = samples[-1].ts - seconds
-    first = bisect.bisect_left(samples, horizon, key=lambda s: s.ts)  # samples are in time order
-    return list(itertools.islice(samples, first, None))
-
-
-def span(samples: Sequence[ReadingSample]) -> float:
-    """Seconds covered by ``samples`` (newest minus oldest)."""
-    return samples[-1].ts - samples[0].ts if len(samples) >= 2 else 0.0
-
-
 def node_location(node: NodeState | None, site: str = "") -> TaskLocation:
     loc = node.location if node is not None else None
     return TaskLocation(
@@ -235,10 +217,22 @@ def reading_view(readings: AcceleratorReadings) -> dict[str, Any]:
     return out
 
 
-def readings_evidence(samples: Iterable[ReadingSample], limit: int) -> list[dict[str, Any]]:
-    """The last ``limit`` samples as evidence rows: ``{"ts": ..., <readings>}``."""
-    rows = [{"ts": s.ts, **reading_view(s.readings)} for s in samples]
-    return rows[-limit:] if limit > 0 else []
+def readings_evidence(node: NodeState, index: int, since: float | None, limit: int) -> list[dict[str, Any]]:
+    """Evidence rows ``{"ts", "index", <reading>: value}`` for one accelerator: the node's trend rows
+    at or after ``since`` (agent time), at most the newest ``limit``, the newest completed with every
+    evidence field of the newest readings."""
+    if limit <= 0:
+        return []
+    rows = node.trend.rows(index, since, limit)
+    conditions = node.conditions.get(index)
+    latest = conditions.latest if conditions is not None else None
+    if latest is not None and conditions is not None and conditions.last_ts is not None:
+        full = {"ts": conditions.last_ts, **reading_view(latest)}
+        if rows and rows[-1]["ts"] == conditions.last_ts:
+            rows[-1] = {**rows[-1], **full}
+        else:
+            rows = [*rows, full][-limit:]
+    return rows
 
 
 def events_evidence(
@@ -285,9 +279,9 @@ def event_finding(
     node = ctx.node
     evidence: dict[str, Any] = {"event": msgspec.to_builtins(event)}
     if node is not None and event.accelerator_index is not None:
-        samples = node.history.get(event.accelerator_index)
-        if samples:
-            evidence["readings"] = readings_evidence(samples, ctx.config.evidence_readings)
+        rows = readings_evidence(node, event.accelerator_index, None, ctx.config.evidence_readings)
+        if rows:
+            evidence["readings"] = rows
     if extra:
         evidence.update(extra)
     return Finding(

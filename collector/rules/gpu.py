@@ -10,11 +10,11 @@ GPU Boost excursion is not a fault).
 
 from __future__ import annotations
 
-import itertools
 from typing import Final
 
 from agent.wire import AcceleratorReadings, Event
 from collector.actions import Action, default_severity
+from collector.conditions import GpuConditions, Rise, Share
 from collector.rules.base import (
     VERDICT_PREFIX,
     Finding,
@@ -26,16 +26,11 @@ from collector.rules.base import (
     iso,
     readings_evidence,
     where,
-    window,
 )
-from collector.rules.window import sustained, sustained_share
-from collector.state import NodeState, ReadingSample
+from collector.state import NodeState
 
 __all__ = ["GPU_EVENT_RULES", "GPU_READINGS_RULES", "LOST_LADDER"]
 
-HW_THERMAL_SLOWDOWN: Final = 0x40
-HW_POWER_BRAKE: Final = 0x80
-GPU_IDLE: Final = 0x1
 #: A lost GPU: reboot first; if it is lost again, inspect it; then replace it.
 LOST_LADDER: Final = (Action.REBOOT_NODE, Action.INSPECT_HARDWARE, Action.REPLACE_HARDWARE)
 
@@ -184,18 +179,23 @@ GPU_EVENT_RULES: Final = (
 # ---- readings rules ---------------------------------------------------------------------------
 
 
-def _gpus(node: NodeState) -> list[tuple[int, list[ReadingSample]]]:
+def _gpus(node: NodeState) -> list[tuple[int, GpuConditions, AcceleratorReadings]]:
+    """The NVIDIA accelerators whose conditions are watched (something may make a finding)."""
+    if not node.watching:
+        return []
     out = []
-    for index, samples in sorted(node.history.items()):
-        if samples and _vendor(node, index, samples[-1].readings.id) != "aws":
-            out.append((index, list(samples)))
+    for index, c in sorted(node.conditions.items()):
+        if c.watch and c.latest is not None and _vendor(node, index, c.id) != "aws":
+            out.append((index, c, c.latest))
     return out
 
 
 def _finding(
     node: NodeState,
     ctx: RuleContext,
-    samples: list[ReadingSample],
+    index: int,
+    latest: AcceleratorReadings,
+    window_s: float,
     *,
     fault: str,
     action: Action,
@@ -205,9 +205,14 @@ def _finding(
     ladder: tuple[Action, ...] = (),
     extra: dict[str, object] | None = None,
 ) -> Finding:
-    latest = samples[-1].readings
-    evidence: dict[str, object] = {"readings": readings_evidence(samples, ctx.config.evidence_readings)}
-    events = events_evidence(node, latest.index, latest.id, samples[0].ts - ctx.config.correlation_window_s)
+    """A finding about one GPU, with its readings over the last ``window_s`` seconds as evidence."""
+    c = node.conditions[index]
+    newest = c.last_ts if c.last_ts is not None else 0.0
+    since = newest - window_s
+    evidence: dict[str, object] = {
+        "readings": readings_evidence(node, index, since, ctx.config.evidence_readings)
+    }
+    events = events_evidence(node, latest.index, latest.id, since - ctx.config.correlation_window_s)
     if events:
         evidence["events"] = events
     if extra:
@@ -233,22 +238,28 @@ def _gpu_label(r: AcceleratorReadings) -> str:
     return f"GPU {r.index}"
 
 
+def _recent_s(node: NodeState, ctx: RuleContext) -> float:
+    """The span of the evidence rows for a state read from the newest sample."""
+    return ctx.config.evidence_readings * max(node.interval_s, 1.0)
+
+
 def gpu_state_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
     """Lasting states read from the newest sample: lost, uncorrected ECC since the driver loaded,
     row remap pending or failed, page retirement over NVIDIA's threshold, the driver's verdict."""
     from collector.rules.xid import RECOVERY_ACTIONS
 
     out: list[Finding] = []
-    for _index, samples in _gpus(node):
-        r = samples[-1].readings
+    recent = _recent_s(node, ctx)
+    for index, _c, r in _gpus(node):
         label = _gpu_label(r)
-        recent = window(samples, ctx.config.evidence_readings * max(node.interval_s, 1.0))
         if r.lost:
             if ctx.enabled("gpu_lost"):
                 out.append(
                     _finding(
                         node,
                         ctx,
+                        index,
+                        r,
                         recent,
                         fault="gpu_lost",
                         action=Action.REBOOT_NODE,
@@ -264,6 +275,8 @@ def gpu_state_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                 _finding(
                     node,
                     ctx,
+                    index,
+                    r,
                     recent,
                     fault="ecc_uncorrected",
                     action=Action.RESET_GPU,
@@ -277,6 +290,8 @@ def gpu_state_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                 _finding(
                     node,
                     ctx,
+                    index,
+                    r,
                     recent,
                     fault="remap_failure",
                     action=Action.REPLACE_HARDWARE,
@@ -290,6 +305,8 @@ def gpu_state_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                 _finding(
                     node,
                     ctx,
+                    index,
+                    r,
                     recent,
                     fault="remap_pending",
                     action=Action.RESET_GPU,
@@ -303,6 +320,8 @@ def gpu_state_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                 _finding(
                     node,
                     ctx,
+                    index,
+                    r,
                     recent,
                     fault="retired_pages",
                     action=Action.REPLACE_HARDWARE,
@@ -318,6 +337,8 @@ def gpu_state_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                 _finding(
                     node,
                     ctx,
+                    index,
+                    r,
                     recent,
                     fault="recovery_action",
                     action=action,
@@ -329,70 +350,53 @@ def gpu_state_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
     return out
 
 
-def _near_slowdown(margin: float) -> object:
-    def test(r: AcceleratorReadings) -> bool | None:
-        if r.temperature_celsius is None or r.slowdown_temperature_celsius is None:
-            return None
-        return r.temperature_celsius >= r.slowdown_temperature_celsius - margin
-
-    return test
-
-
-def _clock_reason_finding(
+def _share_finding(
     node: NodeState,
     ctx: RuleContext,
-    samples: list[ReadingSample],
-    bit: int,
+    index: int,
+    r: AcceleratorReadings,
+    share: Share | None,
+    window_s: float,
     *,
     rule: str,
     fault: str,
     action: Action,
-    what: str,
+    summary: str,
 ) -> Finding | None:
-    """A clock-event reason (``bit``) active for ``gpu_throttle_share`` of ``gpu_throttle_window_s``,
-    clearing under ``gpu_throttle_clear_share``."""
-    cfg = ctx.config
-    active, share = sustained_share(
-        samples,
-        lambda x: x.clock_event_reasons is not None and bool(x.clock_event_reasons & bit),
-        cfg.gpu_throttle_window_s,
-        cfg.gpu_throttle_share,
-        cfg.gpu_throttle_clear_share,
-    )
-    if not active or not ctx.enabled(rule):
+    if share is None or not share.active or not ctx.enabled(rule):
         return None
     return _finding(
         node,
         ctx,
-        window(samples, cfg.gpu_throttle_window_s),
+        index,
+        r,
+        window_s,
         fault=fault,
         action=action,
-        summary=f"{_gpu_label(samples[-1].readings)}: {what} active {share:.0%} of the last "
-        f"{duration_text(cfg.gpu_throttle_window_s)}",
+        summary=f"{summary} {share.share:.0%} of the last {duration_text(window_s)}",
         rule=rule,
-        extra={"share": round(share, 3)},
+        extra={"share": round(share.share, 3)},
     )
 
 
 def thermal_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
     """Temperature within ``gpu_temperature_margin_c`` of the slowdown threshold for
     ``gpu_temperature_for_s`` (clears ``gpu_temperature_hysteresis_c`` lower); HW thermal slowdown
-    active for ``gpu_throttle_share`` of ``gpu_throttle_window_s``. Both: CHECK_COOLING."""
+    active for ``gpu_throttle_share`` of ``gpu_throttle_window_s`` (clears under
+    ``gpu_throttle_clear_share``). Both: CHECK_COOLING."""
     cfg = ctx.config
     out: list[Finding] = []
-    enter = _near_slowdown(cfg.gpu_temperature_margin_c)
-    stay = _near_slowdown(cfg.gpu_temperature_margin_c + cfg.gpu_temperature_hysteresis_c)
-    for _index, samples in _gpus(node):
-        r = samples[-1].readings
+    for index, c, r in _gpus(node):
         if r.lost:
             continue
-        active, since = sustained(samples, enter, stay, cfg.gpu_temperature_for_s)  # type: ignore[arg-type]
-        if active and ctx.enabled("gpu_temperature"):
+        if c.hot.active and ctx.enabled("gpu_temperature"):
             out.append(
                 _finding(
                     node,
                     ctx,
-                    window(samples, cfg.gpu_temperature_for_s),
+                    index,
+                    r,
+                    cfg.gpu_temperature_for_s,
                     fault="thermal:temperature",
                     action=Action.CHECK_COOLING,
                     summary=f"{_gpu_label(r)} at {r.temperature_celsius:g} °C, within "
@@ -400,18 +404,20 @@ def thermal_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                     f"({r.slowdown_temperature_celsius:g} °C) for {duration_text(cfg.gpu_temperature_for_s)} "
                     "or more",
                     rule="gpu_temperature",
-                    extra={"since": since},
+                    extra={"since": c.hot.since},
                 )
             )
-        slowdown = _clock_reason_finding(
+        slowdown = _share_finding(
             node,
             ctx,
-            samples,
-            HW_THERMAL_SLOWDOWN,
+            index,
+            r,
+            c.thermal_slowdown,
+            cfg.gpu_throttle_window_s,
             rule="gpu_thermal_slowdown",
             fault="thermal:hw_slowdown",
             action=Action.CHECK_COOLING,
-            what="HW thermal slowdown",
+            summary=f"{_gpu_label(r)}: HW thermal slowdown active",
         )
         if slowdown is not None:
             out.append(slowdown)
@@ -421,73 +427,53 @@ def thermal_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
 def power_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
     """HW power brake for ``gpu_throttle_share`` of the window; power above the enforced limit
     (× ``gpu_power_over_ratio``) for ``gpu_power_over_share`` of ``gpu_power_window_s`` (a GPU Boost
-    excursion lasts a moment). Both: CHECK_POWER."""
+    excursion lasts a moment; clears under half that share). Both: CHECK_POWER."""
     cfg = ctx.config
     out: list[Finding] = []
-
-    def over(x: AcceleratorReadings) -> bool | None:
-        if x.power_watts is None or not x.power_limit_watts:
-            return None
-        return x.power_watts > x.power_limit_watts * cfg.gpu_power_over_ratio
-
-    for _index, samples in _gpus(node):
-        r = samples[-1].readings
+    for index, c, r in _gpus(node):
         if r.lost:
             continue
-        brake = _clock_reason_finding(
+        brake = _share_finding(
             node,
             ctx,
-            samples,
-            HW_POWER_BRAKE,
+            index,
+            r,
+            c.power_brake,
+            cfg.gpu_throttle_window_s,
             rule="gpu_power_brake",
             fault="power:brake",
             action=Action.CHECK_POWER,
-            what="HW power brake",
+            summary=f"{_gpu_label(r)}: HW power brake active",
         )
         if brake is not None:
             out.append(brake)
-        excess, over_share = sustained_share(
-            samples, over, cfg.gpu_power_window_s, cfg.gpu_power_over_share, cfg.gpu_power_over_share / 2
+        watts = f"{r.power_watts:g} W" if r.power_watts is not None else "power"
+        limit = f"{r.power_limit_watts:g} W" if r.power_limit_watts is not None else "?"
+        excess = _share_finding(
+            node,
+            ctx,
+            index,
+            r,
+            c.power_over,
+            cfg.gpu_power_window_s,
+            rule="gpu_power_over_limit",
+            fault="power:over_limit",
+            action=Action.CHECK_POWER,
+            summary=f"{_gpu_label(r)}: drawing {watts} over its enforced limit ({limit})",
         )
-        if excess and ctx.enabled("gpu_power_over_limit"):
-            out.append(
-                _finding(
-                    node,
-                    ctx,
-                    window(samples, cfg.gpu_power_window_s),
-                    fault="power:over_limit",
-                    action=Action.CHECK_POWER,
-                    summary=f"{_gpu_label(r)}: drawing {r.power_watts:g} W over its enforced limit "
-                    f"({r.power_limit_watts:g} W) {over_share:.0%} of the last "
-                    f"{duration_text(cfg.gpu_power_window_s)}",
-                    rule="gpu_power_over_limit",
-                    extra={"share": round(over_share, 3)},
-                )
-            )
+        if excess is not None:
+            out.append(excess)
     return out
 
 
-def _pcie_low(r: AcceleratorReadings) -> bool | None:
-    if r.pcie_link_width is None or r.pcie_link_width_max is None:
+def _rate(node: NodeState, c: GpuConditions, rise: Rise, window_s: float) -> float | None:
+    """A counter's rise per minute over the window, once the samples cover a quarter of it."""
+    if c.last_ts is None or rise.total <= 0:
         return None
-    if r.pcie_link_width < r.pcie_link_width_max:
-        return True
-    if r.pcie_link_gen is None or r.pcie_link_gen_max is None:
-        return False
-    idle = r.clock_event_reasons is not None and bool(r.clock_event_reasons & GPU_IDLE)
-    return None if idle else r.pcie_link_gen < r.pcie_link_gen_max
-
-
-def _counter_rate(samples: list[ReadingSample], value: object) -> float | None:
-    """Rise per minute of a counter over ``samples`` (``value(readings)`` → int or None); a
-    counter that fell (driver reload) counts from its new value."""
-    points = [(s.ts, v) for s in samples if (v := value(s.readings)) is not None]  # type: ignore[operator]
-    if len(points) < 2 or points[-1][0] - points[0][0] <= 0:
+    frames = node.trend.times
+    if rise.span(c.last_ts, window_s, frames) < window_s / 4:
         return None
-    rise = 0
-    for (_, a), (_, b) in itertools.pairwise(points):
-        rise += b - a if b >= a else b
-    return rise / ((points[-1][0] - points[0][0]) / 60.0)
+    return rise.rate_per_min(c.last_ts, window_s, frames)
 
 
 def pcie_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
@@ -495,44 +481,36 @@ def pcie_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
     under load) for ``gpu_pcie_for_s``; replays rising faster than ``gpu_pcie_replay_per_min`` over
     ``gpu_pcie_replay_window_s``. Both: INSPECT_HARDWARE (reseat, check the riser and slot)."""
     cfg = ctx.config
-    boot = node.host_facts.boot_time_s if node.host_facts is not None else 0.0
-    after = boot + cfg.gpu_pcie_boot_grace_s
     out: list[Finding] = []
-    for _index, all_samples in _gpus(node):
-        samples = [s for s in all_samples if s.ts >= after]
-        if not samples or samples[-1].readings.lost:
+    for index, c, r in _gpus(node):
+        if r.lost or c.last_ts is None or c.pcie_after is None or c.last_ts < c.pcie_after:
             continue
-        r = samples[-1].readings
-        low, since = sustained(samples, _pcie_low, _pcie_low, cfg.gpu_pcie_for_s)
-        if low and ctx.enabled("gpu_pcie_link"):
+        if c.pcie_low.active and ctx.enabled("gpu_pcie_link"):
             out.append(
                 _finding(
                     node,
                     ctx,
-                    window(samples, cfg.gpu_pcie_for_s),
+                    index,
+                    r,
+                    cfg.gpu_pcie_for_s,
                     fault="pcie_degraded",
                     action=Action.INSPECT_HARDWARE,
                     summary=f"{_gpu_label(r)}: PCIe link at Gen{r.pcie_link_gen} x{r.pcie_link_width}, "
                     f"maximum Gen{r.pcie_link_gen_max} x{r.pcie_link_width_max}, for "
                     f"{duration_text(cfg.gpu_pcie_for_s)} or more: reseat the GPU, check the riser and slot",
                     rule="gpu_pcie_link",
-                    extra={"since": since},
+                    extra={"since": c.pcie_low.since},
                 )
             )
-        recent = window(samples, cfg.gpu_pcie_replay_window_s)
-        rate = _counter_rate(recent, lambda x: x.pcie_replay_total)
-        covered = len(recent) >= 2 and recent[-1].ts - recent[0].ts >= cfg.gpu_pcie_replay_window_s / 4
-        if (
-            rate is not None
-            and covered
-            and rate >= cfg.gpu_pcie_replay_per_min
-            and ctx.enabled("gpu_pcie_replays")
-        ):
+        rate = _rate(node, c, c.pcie_replays, cfg.gpu_pcie_replay_window_s)
+        if rate is not None and rate >= cfg.gpu_pcie_replay_per_min and ctx.enabled("gpu_pcie_replays"):
             out.append(
                 _finding(
                     node,
                     ctx,
-                    recent,
+                    index,
+                    r,
+                    cfg.gpu_pcie_replay_window_s,
                     fault="pcie_replays",
                     action=Action.INSPECT_HARDWARE,
                     summary=f"{_gpu_label(r)}: PCIe replays rising {rate:.1f}/min "
@@ -549,13 +527,7 @@ def nvlink_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
     faster than ``gpu_nvlink_errors_per_min`` over ``gpu_nvlink_window_s``."""
     cfg = ctx.config
     out: list[Finding] = []
-
-    def errors(x: AcceleratorReadings) -> int | None:
-        parts = (x.nvlink_crc_errors_total, x.nvlink_replay_errors_total, x.nvlink_recovery_errors_total)
-        return sum(p for p in parts if p is not None) if any(p is not None for p in parts) else None
-
-    for _index, samples in _gpus(node):
-        r = samples[-1].readings
+    for index, c, r in _gpus(node):
         if r.lost or not r.nvlink_links_total:
             continue
         if (
@@ -567,7 +539,9 @@ def nvlink_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                 _finding(
                     node,
                     ctx,
-                    window(samples, ctx.config.evidence_readings * max(node.interval_s, 1.0)),
+                    index,
+                    r,
+                    _recent_s(node, ctx),
                     fault="nvlink_down",
                     action=Action.INSPECT_HARDWARE,
                     summary=f"{_gpu_label(r)}: {r.nvlink_links_total - r.nvlink_links_up} of "
@@ -575,20 +549,15 @@ def nvlink_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                     rule="nvlink",
                 )
             )
-        recent = window(samples, cfg.gpu_nvlink_window_s)
-        rate = _counter_rate(recent, errors)
-        covered = len(recent) >= 2 and recent[-1].ts - recent[0].ts >= cfg.gpu_nvlink_window_s / 4
-        if (
-            rate is not None
-            and covered
-            and rate >= cfg.gpu_nvlink_errors_per_min
-            and ctx.enabled("nvlink_errors")
-        ):
+        rate = _rate(node, c, c.nvlink, cfg.gpu_nvlink_window_s)
+        if rate is not None and rate >= cfg.gpu_nvlink_errors_per_min and ctx.enabled("nvlink_errors"):
             out.append(
                 _finding(
                     node,
                     ctx,
-                    recent,
+                    index,
+                    r,
+                    cfg.gpu_nvlink_window_s,
                     fault="nvlink_errors",
                     action=Action.INSPECT_HARDWARE,
                     summary=f"{_gpu_label(r)}: NVLink errors rising {rate:.0f}/min "
@@ -613,14 +582,14 @@ def accelerator_count_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
         if accel is None or node.readings_ts - since < grace:
             continue
         latest = node.readings.get(index)
-        if accel.vendor == "nvidia" and latest is not None and latest.lost and node.history.get(index):
+        if accel.vendor == "nvidia" and latest is not None and latest.lost and index in node.conditions:
             continue
         location = accelerator_location(node, index, accel.id)
         missing = len([i for i, s in node.missing_since.items() if node.readings_ts - s >= grace])
         evidence: dict[str, object] = {"expected": len(expected), "missing_since": since}
-        samples = node.history.get(index)
-        if samples:
-            evidence["readings"] = readings_evidence(samples, ctx.config.evidence_readings)
+        rows = readings_evidence(node, index, None, ctx.config.evidence_readings)
+        if rows:
+            evidence["readings"] = rows
         events = events_evidence(node, index, accel.id, since - ctx.config.correlation_window_s)
         if events:
             evidence["events"] = events

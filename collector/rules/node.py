@@ -7,7 +7,7 @@ from typing import Final
 
 from collector.actions import Action, default_severity
 from collector.rules.base import Finding, RuleContext, TaskLocation, duration_text, iso, node_location
-from collector.state import HostSample, NodeState
+from collector.state import NodeState
 
 __all__ = ["NODE_READINGS_RULES", "NODE_TIME_RULES", "node_offline_rule"]
 
@@ -64,25 +64,8 @@ def node_offline_rule(node: NodeState, ctx: RuleContext) -> Finding | None:
     return finding
 
 
-def _sustained_host(
-    samples: list[HostSample], test: object, for_s: float, *, by_received: bool = False
-) -> tuple[bool, float | None]:
-    """Whether ``test(sample)`` held for every sample of the last ``for_s`` seconds (and the samples
-    cover that long); returns the start of the run."""
-    if not samples:
-        return False, None
-    run_start: float | None = None
-    for sample in samples:
-        hit = test(sample)  # type: ignore[operator]
-        if hit:
-            stamp = sample.received if by_received else sample.ts
-            run_start = stamp if run_start is None else run_start
-        else:
-            run_start = None
-    if run_start is None:
-        return False, None
-    newest = samples[-1].received if by_received else samples[-1].ts
-    return newest - run_start >= for_s, run_start
+def _lasted(since: float | None, newest: float | None, for_s: float) -> bool:
+    return since is not None and newest is not None and newest - since >= for_s
 
 
 def clock_skew_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
@@ -92,19 +75,10 @@ def clock_skew_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
     if not ctx.enabled("clock_skew"):
         return []
     cfg = ctx.config
-    samples = list(node.host_history)
-    if len(samples) < 3:
+    host = node.host_conditions
+    if host.samples < 3 or not _lasted(host.skew.since, host.newest_received, cfg.node_clock_skew_for_s):
         return []
-    ok, since = _sustained_host(
-        samples,
-        lambda s: abs(s.ts - s.received) > cfg.node_clock_skew_s,
-        cfg.node_clock_skew_for_s,
-        by_received=True,
-    )
-    if not ok:
-        return []
-    skews = sorted((s.ts - s.received for s in samples[-5:]), key=abs)
-    skew = skews[0]
+    skew = sorted(host.skews, key=abs)[0]
     return [
         _node_finding(
             node,
@@ -113,7 +87,7 @@ def clock_skew_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
             summary=f"node clock {'ahead of' if skew > 0 else 'behind'} the collector by {abs(skew):.0f} s: "
             "check time synchronisation (chrony/NTP)",
             rule="clock_skew",
-            evidence={"skew_s": round(skew, 3), "since": since},
+            evidence={"skew_s": round(skew, 3), "since": host.skew.since},
         )
     ]
 
@@ -123,31 +97,25 @@ def disk_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
     if not ctx.enabled("disk_full"):
         return []
     cfg = ctx.config
-    samples = list(node.host_history)
-    if not samples:
+    host = node.host_conditions
+    r = node.host_readings
+    if r is None:
         return []
     out: list[Finding] = []
-    for disk in samples[-1].readings.disks:
-        mount = disk.mount
-
-        def full(s: HostSample, mount: str = mount) -> bool:
-            for d in s.readings.disks:
-                if d.mount == mount and d.total_bytes > 0:
-                    return d.used_bytes / d.total_bytes >= cfg.node_disk_used_ratio
-            return False
-
-        ok, since = _sustained_host(samples, full, cfg.node_pressure_for_s)
-        if ok and disk.total_bytes:
+    for disk in r.disks:
+        streak = host.disks.get(disk.mount)
+        since = streak.since if streak is not None else None
+        if disk.total_bytes and _lasted(since, host.newest_ts, cfg.node_pressure_for_s):
             out.append(
                 _node_finding(
                     node,
-                    fault=f"disk:{mount}",
+                    fault=f"disk:{disk.mount}",
                     action=Action.INVESTIGATE_SOFTWARE,
-                    summary=f"file system {mount} {disk.used_bytes / disk.total_bytes:.0%} full "
+                    summary=f"file system {disk.mount} {disk.used_bytes / disk.total_bytes:.0%} full "
                     f"({disk.total_bytes - disk.used_bytes} bytes free): free space before jobs fail",
                     rule="disk_full",
                     evidence={
-                        "mount": mount,
+                        "mount": disk.mount,
                         "used_bytes": disk.used_bytes,
                         "total_bytes": disk.total_bytes,
                         "since": since,
@@ -162,19 +130,10 @@ def memory_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
     if not ctx.enabled("memory_pressure"):
         return []
     cfg = ctx.config
-    samples = list(node.host_history)
-
-    def low(s: HostSample) -> bool:
-        r = s.readings
-        return (
-            r.memory_total_bytes > 0
-            and r.memory_available_bytes / r.memory_total_bytes < cfg.node_memory_available_ratio
-        )
-
-    ok, since = _sustained_host(samples, low, cfg.node_pressure_for_s)
-    if not ok:
+    host = node.host_conditions
+    r = node.host_readings
+    if r is None or not _lasted(host.memory.since, host.newest_ts, cfg.node_pressure_for_s):
         return []
-    r = samples[-1].readings
     return [
         _node_finding(
             node,
@@ -186,7 +145,7 @@ def memory_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
             evidence={
                 "available_bytes": r.memory_available_bytes,
                 "total_bytes": r.memory_total_bytes,
-                "since": since,
+                "since": host.memory.since,
             },
         )
     ]

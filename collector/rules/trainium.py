@@ -9,7 +9,6 @@ the same window and asks to look there first (INVESTIGATE_SOFTWARE on this node)
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from typing import Final
 
@@ -24,7 +23,6 @@ from collector.rules.base import (
     events_evidence,
     readings_evidence,
     where,
-    window,
 )
 from collector.state import NodeState
 
@@ -122,22 +120,21 @@ TRAINIUM_EVENT_RULES: Final = (neuron_hw_error_rule, missing_event_rule)
 def trn_ecc_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
     """Uncorrected HBM or SRAM ECC counts rising by ``trn_ecc_rise_count`` within
     ``trn_ecc_window_s``: REPLACE_HARDWARE, while they keep rising within the window."""
-    if not ctx.enabled("trn_ecc"):
+    if not ctx.enabled("trn_ecc") or not node.watching:
         return []
     cfg = ctx.config
     out: list[Finding] = []
-    for index, all_samples in sorted(node.history.items()):
-        accel = node.accelerator(index, all_samples[-1].readings.id) if all_samples else None
+    for index, c in sorted(node.conditions.items()):
+        if c.trn_aggregate is None or c.trn_sram is None:
+            continue  # not a Trainium device
+        rise = c.trn_aggregate.total + c.trn_sram.total
+        if rise < cfg.trn_ecc_rise_count or c.latest is None or c.last_ts is None:
+            continue
+        accel = node.accelerator(index, c.id)
         if accel is None or accel.vendor != "aws":
             continue
-        samples = window(list(all_samples), cfg.trn_ecc_window_s)
-        rise = 0
-        for name in ("ecc_aggregate_uncorrected_total", "sram_ecc_uncorrected_total"):
-            values = [v for s in samples if (v := getattr(s.readings, name)) is not None]
-            rise += sum(max(b - a, 0) for a, b in itertools.pairwise(values))
-        if rise < cfg.trn_ecc_rise_count:
-            continue
-        latest = samples[-1].readings
+        latest = c.latest
+        since = c.last_ts - cfg.trn_ecc_window_s
         out.append(
             Finding(
                 node=node.node,
@@ -150,8 +147,8 @@ def trn_ecc_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                 location=accelerator_location(node, index, latest.id),
                 rule="trn_ecc",
                 evidence={
-                    "readings": readings_evidence(samples, cfg.evidence_readings),
-                    "events": events_evidence(node, index, latest.id, samples[0].ts),
+                    "readings": readings_evidence(node, index, since, cfg.evidence_readings),
+                    "events": events_evidence(node, index, latest.id, since),
                     "rise": rise,
                 },
                 condition=True,
