@@ -9,16 +9,18 @@ The collector also publishes: acknowledgements of committed events (``.../ack``)
 messages never come back to it.
 
 The bridge is bounded: paho's thread waits for room in the queue (back-pressure onto TCP) instead of
-dropping messages, and gives up waiting only when the ingest stops.
+dropping messages, and gives up waiting only when the ingest stops. It costs one deque append per
+message; the event loop is woken only when it is waiting for messages (not once per message).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -114,8 +116,15 @@ class MqttIngest:
         self.connects = 0
         self.session_present = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[InboundMessage] | None = None
-        self._room = threading.Semaphore(queue_max)
+        #: paho's thread appends, the event loop takes (deque appends and pops are thread-safe)
+        self._queue: deque[InboundMessage] = deque()
+        #: set while the event loop waits for the first message of a batch
+        self._waiting = False
+        self._arrived: asyncio.Event | None = None
+        #: set while there is room in the queue (paho's thread waits on it when the queue is full)
+        self._room = threading.Event()
+        self._room.set()
+        self._started = False
         self._stopping = threading.Event()
         self._client: mqtt.Client | None = None
 
@@ -180,23 +189,30 @@ class MqttIngest:
         loop = self._loop
         if loop is None:
             return
-        while not self._room.acquire(timeout=0.5):
+        queue = self._queue
+        while len(queue) >= self.queue_max:
+            self._room.clear()
+            if len(queue) < self.queue_max:
+                break
+            self._room.wait(0.5)
             if self._stopping.is_set():
                 return  # not acknowledged: the broker delivers it again next session
-        try:
-            loop.call_soon_threadsafe(self._put, item)
-        except RuntimeError:  # the event loop is closed: shutting down
-            self._room.release()
+        queue.append(item)
+        if self._waiting:
+            self._waiting = False
+            with contextlib.suppress(RuntimeError):  # the event loop is closed: shutting down
+                loop.call_soon_threadsafe(self._wake)
 
-    def _put(self, item: InboundMessage) -> None:
-        assert self._queue is not None
-        self._queue.put_nowait(item)
+    def _wake(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()
 
     # ---- asyncio side -------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue(maxsize=self.queue_max)
+        self._arrived = asyncio.Event()
+        self._started = True
         cfg = self.config
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -230,19 +246,22 @@ class MqttIngest:
     async def batch(self, max_items: int, timeout_s: float) -> list[InboundMessage]:
         """Up to ``max_items`` messages: waits up to ``timeout_s`` for the first, then takes what is
         ready. Returns an empty list on timeout."""
-        queue = self._queue
-        if queue is None:
+        if not self._started or self._arrived is None:
             raise RuntimeError("ingest not started")
+        queue = self._queue
+        if not queue:
+            arrived = self._arrived
+            arrived.clear()
+            self._waiting = True
+            if not queue:  # paho may have appended between the test and the flag
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), timeout_s)
+            self._waiting = False
         items: list[InboundMessage] = []
-        if queue.empty():
-            try:
-                items.append(await asyncio.wait_for(queue.get(), timeout_s))
-            except TimeoutError:
-                return items
-        while len(items) < max_items and not queue.empty():
-            items.append(queue.get_nowait())
-        for _ in items:
-            self._room.release()
+        while queue and len(items) < max_items:
+            items.append(queue.popleft())
+        if len(queue) < self.queue_max:
+            self._room.set()
         return items
 
     def ack(self, messages: list[InboundMessage]) -> None:

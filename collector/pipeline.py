@@ -83,6 +83,29 @@ def node_record(state: NodeState, now: float) -> NodeRecord:
     )
 
 
+def _record_key(state: NodeState) -> tuple[object, ...]:
+    """What a node's persisted record holds besides when it was last seen: when this is unchanged
+    since the last write, updating ``last_seen`` is enough."""
+    return (
+        state.site,
+        state.location,
+        state.status,
+        state.session,
+        state.boot_id,
+        state.agent_version,
+        state.hostname,
+        state.interval_s,
+        state.offline_since,
+        state.offline_reason,
+        state.offline_session,
+        state.offline_task_raised,
+        state.host_facts,
+        state.accelerators,
+        state.expected_accelerators,
+        state.birth_ts,
+    )
+
+
 def node_state(record: NodeRecord) -> NodeState:
     """A node loaded from the store, as fleet state (readings are not persisted)."""
     inv = record.inventory
@@ -152,6 +175,8 @@ class Pipeline:
         self._stopping = False
         self._next_tick = time.monotonic()
         self._next_review = 0.0  # collector clock: when the open tasks are next reviewed
+        #: node -> the key of its record as last written (see ``_record_key``)
+        self._written: dict[str, tuple[object, ...]] = {}
 
     # ---- loop ---------------------------------------------------------------------------------
 
@@ -222,7 +247,7 @@ class Pipeline:
             touched.add(message.node)
         for change in changes:
             log.info("node_" + change.kind, node=change.node, site=change.site, reason=change.reason)
-        records = [node_record(self.state.nodes[name], now) for name in sorted(touched)]
+        records, seen = self._node_writes(touched, now)
         back_online = [c for c in changes if c.kind == "online"]
         readings_findings: list[Finding] = []
         for name in sorted(framed):
@@ -237,6 +262,8 @@ class Pipeline:
             new = duplicate = 0
             for record in records:
                 tx.upsert_node(record)
+            if seen:
+                tx.touch_nodes(seen)
             fresh: list[Finding] = []
             for event, site, findings in events:
                 if not tx.insert_event(event, site, now):
@@ -294,11 +321,13 @@ class Pipeline:
             self._next_review = now + self.config.rules.review_interval_s
         if not touched and not review_due:
             return []
-        records = [node_record(self.state.nodes[name], now) for name in sorted(touched)]
+        records, seen = self._node_writes(touched, now)
 
         def write(tx: Transaction) -> list[TaskChange]:
             for record in records:
                 tx.upsert_node(record)
+            if seen:
+                tx.touch_nodes(seen)
             return apply_work(
                 tx,
                 nodes=self.state.nodes,
@@ -313,6 +342,23 @@ class Pipeline:
         return task_changes
 
     # ---- helpers ------------------------------------------------------------------------------
+
+    def _node_writes(
+        self, touched: set[str], now: float
+    ) -> tuple[list[NodeRecord], list[tuple[float | None, float, str]]]:
+        """Whole records for the nodes whose persisted fields changed (or that were not written by
+        this process yet), ``last_seen`` updates for the rest."""
+        records: list[NodeRecord] = []
+        seen: list[tuple[float | None, float, str]] = []
+        for name in sorted(touched):
+            state = self.state.nodes[name]
+            key = _record_key(state)
+            if self._written.get(name) != key:
+                records.append(node_record(state, now))
+                self._written[name] = key
+            else:
+                seen.append((state.last_seen, now, name))
+        return records, seen
 
     def _publish_acks(self, committed: list[tuple[str, Event]], now: float) -> None:
         for site, node, ack in ack_messages(committed, now):

@@ -417,6 +417,11 @@ class Transaction:
             ),
         )
 
+    def touch_nodes(self, seen: Sequence[tuple[float | None, float, str]]) -> None:
+        """Record when nodes were last heard from: ``(last_seen, updated_at, node)`` rows, for nodes
+        whose other persisted fields did not change."""
+        self._conn.executemany("UPDATE nodes SET last_seen = ?, updated_at = ? WHERE node = ?", seen)
+
     def open_task(self, fingerprint: str) -> TaskRecord | None:
         """The task for ``fingerprint`` that is not resolved or dismissed, if any."""
         row = self._conn.execute(
