@@ -132,11 +132,14 @@ class NodeCounters:
 
 
 class LabelCache:
-    """Label sets of nodes and accelerators, built once per distinct identity."""
+    """Label sets of nodes, built once per distinct identity, and of accelerators, built once per
+    node rendering (only the last node's are kept: rendered text is cached, so keeping every
+    accelerator's labels would cost several KB per node for little)."""
 
     def __init__(self) -> None:
         self._nodes: dict[tuple[str, str, str], LabelSet] = {}
         self._accels: dict[tuple[LabelSet, int | None, str, str, str], LabelSet] = {}
+        self._accels_of: LabelSet | None = None
 
     def node(self, state: NodeState) -> LabelSet:
         rack = state.location.rack if state.location is not None else ""
@@ -153,6 +156,9 @@ class LabelCache:
         kind = inventory.kind if inventory is not None else ""
         if inventory is not None and not accel_id:
             accel_id = inventory.id
+        if node is not self._accels_of:
+            self._accels.clear()
+            self._accels_of = node
         key = (node, index, accel_id, model, kind)
         labels = self._accels.get(key)
         if labels is None:

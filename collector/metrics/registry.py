@@ -2,26 +2,39 @@
 tasks, and latency histograms, rendered in the Prometheus text format or collected as samples for
 OTLP.
 
-Rendering works from current state only. Each node's series are rendered into per-family text
-fragments that are reused until something about the node changes (a frame, a status, an event), so
-a scrape costs one pass over the nodes plus the nodes that changed since the previous scrape, never
-anything that grows with history.
+Rendering works from current state only. Each node's series are rendered into per-family text that
+is kept compressed (``collector.metrics.nodetext``: about 10 KB per node of 8 GPUs instead of 75 KB)
+and reused until something about the node changes (a frame, a status, an event), so a scrape costs
+one pass over the nodes plus the nodes that changed since the previous scrape, never anything that
+grows with history. A scrape that accepts gzip gets the cached segments joined into one gzip member
+as they are; any other gets them inflated, family by family.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from agent.wire import Birth, Event, Message, Telemetry
 from collector.acks import LinkTracker, NodeLink
 from collector.ingest import MqttIngest, Rejections
+from collector.metrics.deflate import (
+    FINAL_BLOCK,
+    GZIP_HEADER,
+    Segmenter,
+    crc_extend,
+    crc_key,
+    gzip_trailer,
+    inflate,
+)
 from collector.metrics.exposition import Family, Histogram, LabelSet, format_value, label_text
 from collector.metrics.families import FAMILIES, by_name
 from collector.metrics.fleet import Emit, LabelCache, NodeCounters, emit_node
+from collector.metrics.nodetext import NODE_FAMILIES, NodeText, join_family
 from collector.metrics.tasks import OpenTaskCounts
 from collector.state import FleetState, NodeState
 
@@ -58,6 +71,23 @@ class Sample:
     attributes: dict[str, str]
     value: float | int
 
+
+class _Header(NamedTuple):
+    """A family's HELP and TYPE lines, as text and as a deflate segment with its CRC key."""
+
+    text: bytes
+    segment: bytes
+    key: int
+
+
+def _header(family: Family) -> _Header:
+    text = family.header.encode()
+    return _Header(text, Segmenter().segment(text), crc_key(text))
+
+
+_HEADERS: Final = {family.name: _header(family) for family in FAMILIES}
+_NODE_FAMILY_COUNT: Final = len(NODE_FAMILIES)
+assert tuple(f.name for f in FAMILIES[:_NODE_FAMILY_COUNT]) == NODE_FAMILIES
 
 _EXTRA_TEXT: dict[tuple[tuple[str, str], ...], str] = {}
 _EXTRA_TEXT_MAX: Final = 100_000
@@ -167,7 +197,7 @@ class CollectorMetrics:
         self._rendered_at: float | None = time.monotonic()
         self._labels = LabelCache()
         self._seen_events: OrderedDict[str, None] = OrderedDict()
-        self._cache: dict[str, tuple[tuple[object, ...], dict[str, bytes]]] = {}
+        self._cache: dict[str, tuple[tuple[object, ...], NodeText]] = {}
         #: nodes whose messages arrived since their last rendering (insertion-ordered)
         self._dirty: dict[str, None] = {}
 
@@ -190,7 +220,7 @@ class CollectorMetrics:
             del dirty[name]
             node = self.state.nodes.get(name)
             if node is not None:
-                self._fragments(node)
+                self._node_text(node)
         return len(dirty)
 
     def _observe(self, message: Message, now: float) -> None:
@@ -246,7 +276,7 @@ class CollectorMetrics:
     def _link(self, node: str) -> NodeLink | None:
         return self.links.nodes.get(node) if self.links is not None else None
 
-    def _fragments(self, state: NodeState) -> dict[str, bytes]:
+    def _node_text(self, state: NodeState) -> NodeText:
         counters = self.counters.get(state.node)
         link = self._link(state.node)
         key = _node_key(state, counters, link)
@@ -255,9 +285,9 @@ class CollectorMetrics:
             return cached[1]
         sink = _TextSink()
         emit_node(sink, state, counters, self._labels, link)
-        fragments = {family: "".join(lines).encode() for family, lines in sink.lines.items()}
-        self._cache[state.node] = (key, fragments)
-        return fragments
+        text = NodeText.build(sink.lines, cached[1] if cached is not None else None)
+        self._cache[state.node] = (key, text)
+        return text
 
     def _emit_shared(self, emit: Emit, tasks: OpenTaskCounts | None) -> None:
         """The samples that are not a node's own: open tasks and the collector's health."""
@@ -336,36 +366,63 @@ class CollectorMetrics:
         return self.render_bytes(tasks).decode()
 
     def render_bytes(self, tasks: OpenTaskCounts | None) -> bytes:
-        """The whole exposition as the UTF-8 body of a scrape (node text is kept encoded)."""
+        """The whole exposition as the UTF-8 body of a scrape."""
+        return b"".join(self.exposition(tasks, gzip=False))
+
+    def render_gzip(self, tasks: OpenTaskCounts | None) -> bytes:
+        """The whole exposition as one gzip member."""
+        return b"".join(self.exposition(tasks, gzip=True))
+
+    def exposition(self, tasks: OpenTaskCounts | None, *, gzip: bool) -> Iterator[bytes]:
+        """The whole exposition in chunks of about a family each: UTF-8 text, or (``gzip``) one
+        gzip member whose chunks are the cached segments as they are. Every node's text is taken
+        (changed nodes rendered) before the first chunk, so a scrape written out between other
+        work still shows each series once and each node as it was at one moment."""
         started = time.perf_counter()
-        nodes = [self.state.nodes[name] for name in sorted(self.state.nodes)]
-        fragments = [self._fragments(node) for node in nodes]
+        nodes = self.state.nodes
+        texts = [self._node_text(nodes[name]) for name in sorted(nodes)]
         self._dirty.clear()
-        for gone in self._cache.keys() - self.state.nodes.keys():
+        for gone in self._cache.keys() - nodes.keys():
             del self._cache[gone]
         shared = _TextSink()
         self._emit_shared(shared, tasks)
-        histograms = {h.family.name: h for h in (self.ack_latency_seconds, self.store_write_seconds)}
-        out: list[bytes] = []
-        for family in FAMILIES:
+        tails = {name: "".join(lines).encode() for name, lines in shared.lines.items()}
+        for histogram in (self.ack_latency_seconds, self.store_write_seconds):
+            tails[histogram.family.name] = histogram.render().encode()
+        segmenter = Segmenter()
+        crc = size = 0
+        busy = time.perf_counter() - started
+        if gzip:
+            yield GZIP_HEADER
+        for index, family in enumerate(FAMILIES):
+            resumed = time.perf_counter()
             name = family.name
-            histogram = histograms.get(name)
-            if histogram is not None:
-                out.append(family.header.encode())
-                out.append(histogram.render().encode())
+            header = _HEADERS[name]
+            tail = tails.get(name, b"")
+            family_crc = crc_extend(crc, len(header.text), header.key) if gzip else crc
+            segments: list[bytes] = []
+            text_size = 0
+            if index < _NODE_FAMILY_COUNT:
+                segments, family_crc, text_size = join_family(texts, index, family_crc if gzip else None)
+            if not segments and not tail:
+                busy += time.perf_counter() - resumed
                 continue
-            parts = [f[name] for f in fragments if name in f]
-            lines = shared.lines.get(name)
-            if not parts and not lines:
-                continue
-            out.append(family.header.encode())
-            out.extend(parts)
-            if lines:
-                out.append("".join(lines).encode())
-        body = b"".join(out)
-        self.render_seconds = time.perf_counter() - started
+            if gzip:
+                size += len(header.text) + text_size + len(tail)
+                chunk = [header.segment, *segments]
+                if tail:
+                    family_crc = zlib.crc32(tail, family_crc)
+                    chunk.append(segmenter.segment(tail))
+                crc = family_crc
+            else:
+                chunk = [header.text, inflate(segments) if segments else b"", tail]
+            body = b"".join(chunk)
+            busy += time.perf_counter() - resumed
+            yield body
+        self.render_seconds = busy
         self._rendered_at = time.monotonic()
-        return body
+        if gzip:
+            yield FINAL_BLOCK + gzip_trailer(crc, size)
 
     def collect(self, tasks: OpenTaskCounts | None) -> dict[str, list[Sample]]:
         """Every gauge and counter sample, by family name (histograms are excluded: OTLP records them
