@@ -128,6 +128,11 @@ class MqttIngest:
         self._stopping = threading.Event()
         self._client: mqtt.Client | None = None
 
+    @property
+    def pending(self) -> int:
+        """Messages received and not yet taken by ``batch()`` (at most ``queue_max``)."""
+        return len(self._queue)
+
     # ---- paho thread --------------------------------------------------------------------------
 
     def _on_connect(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -328,3 +329,35 @@ async def test_readiness_follows_the_broker_connection(own_broker: PrivateBroker
         assert (await _get(f"{c.api_url}/readyz"))[0] == 200
     finally:
         await c.stop()
+
+
+async def test_a_full_bridge_holds_paho_back_and_loses_nothing(
+    broker: PrivateBroker, publisher: Publisher
+) -> None:
+    """With room for 5 messages, 200 published ones wait in TCP and the broker, not in memory; a
+    slow consumer still gets every one, in order, and the bridge never holds more than 5."""
+    cfg = parse_config({"mqtt": {"url": broker.url, "client_id": f"ingest-{uuid.uuid4().hex[:8]}"}}).mqtt
+    ingest = MqttIngest(cfg, queue_max=5)
+    await ingest.start()
+    try:
+        await eventually(lambda: ingest.connected)
+        ids = [f"bridge-{i:04d}" for i in range(200)]
+        sender = asyncio.create_task(
+            asyncio.to_thread(
+                lambda: [publisher.send(event("gpu-r02-n05", "gpu_lost", event_id=i)) for i in ids]
+            )
+        )
+        got: list[str] = []
+        most = 0
+        while len(got) < len(ids):
+            most = max(most, ingest.pending)
+            batch = await ingest.batch(3, 10.0)
+            assert batch, f"stalled after {len(got)} messages"
+            got.extend(json.loads(m.payload)["id"] for m in batch)
+            ingest.ack(batch)
+            await asyncio.sleep(0.002)
+        await sender
+        assert got == ids
+        assert most <= 5
+    finally:
+        await ingest.stop()
