@@ -78,7 +78,7 @@ def frame(node: str, seq: int, readings: list[AcceleratorReadings], session: int
 class Fleet:
     """Fleet state plus metrics, fed the way the pipeline feeds them."""
 
-    def __init__(self) -> None:
+    def __init__(self, refresh_s: float = 0.0) -> None:
         self.state = FleetState()
         self.stats: Counter[str] = Counter()
         self.rejections = Rejections()
@@ -89,6 +89,7 @@ class Fleet:
             ingest=MqttIngest(MqttConfig()),
             links=LinkTracker(),
             version="0.1.0",
+            refresh_s=refresh_s,
         )
         self.now = 2000.0
 
@@ -287,6 +288,22 @@ def test_a_new_frame_replaces_the_rendered_value() -> None:
     # a late frame (older seq) does not replace the newer value
     fleet.send(frame(node, 0, [gpu_reading(0, node, temperature_celsius=10.0)]))
     assert one(parse(fleet.scrape()), "fleetops_accelerator_temperature_celsius", node=node) == 77.5
+
+
+def test_a_node_is_rendered_at_most_once_per_refresh_period() -> None:
+    """Within ``refresh_s`` of its last rendering a node keeps its text: neither the background pass
+    nor a scrape renders it again (a scrape shows values at most that old)."""
+    fleet = Fleet(refresh_s=3600.0)
+    node = "gpu-r01-n07"
+    fleet.send(birth(node), frame(node, 0, [gpu_reading(0, node, temperature_celsius=40.0)]))
+    assert one(parse(fleet.scrape()), "fleetops_accelerator_temperature_celsius", node=node) == 40.0
+    fleet.send(frame(node, 1, [gpu_reading(0, node, temperature_celsius=77.5)]))
+    assert fleet.metrics.render_pending() == 0  # changed, but not due: left for later
+    assert one(parse(fleet.scrape()), "fleetops_accelerator_temperature_celsius", node=node) == 40.0
+    # a node never rendered is rendered by the scrape, whatever the period
+    other = "gpu-r01-n08"
+    fleet.send(birth(other), frame(other, 0, [gpu_reading(0, other, temperature_celsius=55.0)]))
+    assert one(parse(fleet.scrape()), "fleetops_accelerator_temperature_celsius", node=other) == 55.0
 
 
 def test_hostile_label_values_are_escaped() -> None:

@@ -147,6 +147,10 @@ COLLECTOR: Final[tuple[Family, ...]] = (
     _g("fleetops_collector_broker_connected", "1 while the collector is connected and subscribed."),
     _c("fleetops_collector_broker_connects_total", "Successful broker connections."),
     _g(
+        "fleetops_collector_ingest_pending_messages",
+        "Messages received from the broker and not yet taken by the pipeline (a backlog).",
+    ),
+    _g(
         "fleetops_collector_last_message_timestamp_seconds",
         "When the collector last accepted a message (Unix time, collector clock).",
         "s",

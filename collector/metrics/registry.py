@@ -12,6 +12,7 @@ as they are; any other gets them inflated, family by family.
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from collections import Counter, OrderedDict
@@ -178,8 +179,15 @@ class CollectorMetrics:
         links: LinkTracker | None = None,
         version: str = "",
         clock: Callable[[], float] = time.time,
+        refresh_s: float = 0.0,
     ) -> None:
         self.state = state
+        #: a node's text is rendered again at most this often (seconds); until then a scrape shows
+        #: the text rendered last, so neither a backlog of frames nor a scrape right after every
+        #: node changed costs more than one rendering per node per period (0: whenever it changed)
+        self.refresh_s = refresh_s
+        #: node -> monotonic time of its last rendering
+        self._rendered: dict[str, float] = {}
         self.stats = stats
         self.rejections = rejections
         self.ingest = ingest
@@ -211,16 +219,22 @@ class CollectorMetrics:
             self._dirty[message.node] = None  # rendered by ``render_pending`` (many frames, one render)
 
     def render_pending(self, max_nodes: int = 200) -> int:
-        """Render up to ``max_nodes`` nodes changed since they were last rendered (oldest first);
-        returns how many remain. A background pass calls this, so a burst of frames from one node
-        costs one rendering, and a scrape mostly joins ready text."""
+        """Render up to ``max_nodes`` nodes changed since they were last rendered (longest changed
+        first) whose ``refresh_s`` has passed; returns how many are due now and were left. A
+        background pass calls this, so a burst of frames from one node costs one rendering, and a
+        scrape mostly joins ready text."""
         dirty = self._dirty
-        for _ in range(min(max_nodes, len(dirty))):
+        now = time.monotonic()
+        done = 0
+        while dirty and done < max_nodes:
             name = next(iter(dirty))
-            del dirty[name]
             node = self.state.nodes.get(name)
+            if node is not None and now - self._rendered.get(name, -math.inf) < self.refresh_s:
+                return 0  # the nodes behind it changed later: none is due yet (to within refresh_s)
+            del dirty[name]
             if node is not None:
-                self._node_text(node)
+                self._node_text(node, now)
+                done += 1
         return len(dirty)
 
     def _observe(self, message: Message, now: float) -> None:
@@ -276,17 +290,23 @@ class CollectorMetrics:
     def _link(self, node: str) -> NodeLink | None:
         return self.links.nodes.get(node) if self.links is not None else None
 
-    def _node_text(self, state: NodeState) -> NodeText:
+    def _node_text(self, state: NodeState, now: float) -> NodeText:
+        """The node's text: the cached one while nothing changed or while it is younger than
+        ``refresh_s``, else rendered now."""
         counters = self.counters.get(state.node)
         link = self._link(state.node)
         key = _node_key(state, counters, link)
         cached = self._cache.get(state.node)
-        if cached is not None and cached[0] == key:
+        if cached is not None and (
+            cached[0] == key or now - self._rendered.get(state.node, -math.inf) < self.refresh_s
+        ):
             return cached[1]
         sink = _TextSink()
         emit_node(sink, state, counters, self._labels, link)
         text = NodeText.build(sink.lines, cached[1] if cached is not None else None)
         self._cache[state.node] = (key, text)
+        self._rendered[state.node] = now
+        self._dirty.pop(state.node, None)
         return text
 
     def _emit_shared(self, emit: Emit, tasks: OpenTaskCounts | None) -> None:
@@ -314,6 +334,7 @@ class CollectorMetrics:
         emit("fleetops_collector_start_time_seconds", _EMPTY, _NONE, self.started_at)
         emit("fleetops_collector_broker_connected", _EMPTY, _NONE, self.ingest.connected)
         emit("fleetops_collector_broker_connects_total", _EMPTY, _NONE, self.ingest.connects)
+        emit("fleetops_collector_ingest_pending_messages", _EMPTY, _NONE, self.ingest.pending)
         if self.last_message_at is not None:
             emit("fleetops_collector_last_message_timestamp_seconds", _EMPTY, _NONE, self.last_message_at)
         accepted = sum(stats[f"messages_{c}"] for c in _CHANNELS)
@@ -380,10 +401,12 @@ class CollectorMetrics:
         work still shows each series once and each node as it was at one moment."""
         started = time.perf_counter()
         nodes = self.state.nodes
-        texts = [self._node_text(nodes[name]) for name in sorted(nodes)]
-        self._dirty.clear()
+        now = time.monotonic()
+        texts = [self._node_text(nodes[name], now) for name in sorted(nodes)]
         for gone in self._cache.keys() - nodes.keys():
             del self._cache[gone]
+            self._rendered.pop(gone, None)
+            self._dirty.pop(gone, None)
         shared = _TextSink()
         self._emit_shared(shared, tasks)
         tails = {name: "".join(lines).encode() for name, lines in shared.lines.items()}

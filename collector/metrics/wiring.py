@@ -54,6 +54,7 @@ class MetricsService:
             links=pipeline.links,
             version=__version__,
             clock=clock,
+            refresh_s=config.export.metrics_refresh_s,
         )
         attach(self.metrics, pipeline=pipeline, store=store)
         self.tasks = TaskCounter(store.path)
