@@ -13,22 +13,22 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from agent import __version__
-from agent.config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
-from agent.logging import configure_logging
-from agent.node import Agent, AgentError
-from agent.probes import ProbeContext, build_probes
-from agent.runner import SystemClock
-from agent.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+    from agent.node import Agent
 
 __all__ = [
     "DEFAULT_SUBCOMMAND",
+    "DEV_ONLY_MODULES",
     "SUBCOMMANDS",
     "Subcommand",
     "add_config_arguments",
     "config_from_args",
+    "leave_out_dev_only_modules",
     "main",
 ]
 
@@ -42,8 +42,28 @@ class Subcommand(NamedTuple):
     handler: Callable[[argparse.Namespace], int]
 
 
+#: Modules that structlog loads whenever they are installed and that the agent never uses: ``rich``
+#: (with pygments, ~5 MB) for pretty tracebacks, ``greenlet`` (with the C++ runtime, ~1 MB) for
+#: greenlet-local context. The agent logs JSON lines or plain console lines and runs no greenlets;
+#: the Debian package ships neither (development installs get them through the test tools).
+DEV_ONLY_MODULES: Final = ("rich", "greenlet")
+
+
+def leave_out_dev_only_modules() -> None:
+    """Keep ``DEV_ONLY_MODULES`` out of this process, so a development install has the footprint
+    of the packaged agent. ``main()`` calls it only as the process's entry point (no ``argv``
+    given), and it does nothing once structlog is loaded: a program that uses structlog itself, or
+    calls ``main(argv)`` (the tests), keeps what it has."""
+    if "structlog" in sys.modules:
+        return
+    for name in DEV_ONLY_MODULES:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # an import of it fails
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``-c/--config`` and the overrides that take precedence over the file and the environment."""
+    from agent.config import DEFAULT_CONFIG_PATH
+
     parser.add_argument(
         "-c",
         "--config",
@@ -61,6 +81,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
     """Load and validate the config named by ``args``; raises ``ConfigError``."""
+    from agent.config import load_config
+
     overrides: dict[str, Any] = {
         "mqtt.url": args.broker,
         "node.name": args.node,
@@ -73,6 +95,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from agent.config import ConfigError
+
     try:
         config = config_from_args(args)
     except ConfigError as exc:
@@ -84,6 +108,13 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from agent.config import ConfigError
+    from agent.logging import configure_logging
+    from agent.node import Agent, AgentError
+    from agent.probes import ProbeContext, build_probes
+    from agent.runner import SystemClock
+    from agent.sdnotify import Notifier
+
     try:
         config = config_from_args(args)
     except ConfigError as exc:
@@ -201,6 +232,8 @@ def build_parser(subcommands: dict[str, Subcommand] | None = None) -> argparse.A
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the command line: this process is the agent
+        leave_out_dev_only_modules()
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")):
         args_list.insert(0, DEFAULT_SUBCOMMAND)

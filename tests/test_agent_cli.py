@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -87,6 +88,34 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"fleetops-agent {__version__}"
+
+
+def test_agent_process_leaves_out_dev_only_modules(tmp_path: Path) -> None:
+    """The agent's own process does not load what only development installs have (structlog would
+    import rich and greenlet when present); a program that already uses structlog keeps them, and
+    so does one that calls ``main(argv)`` (this test process did, in the tests above)."""
+    cfg = write_config(
+        tmp_path / "a.toml", site="lab", node="n1", broker_url="mqtt://b:1883", state_dir=tmp_path
+    )
+    probe = (
+        "import sys\n"
+        "from agent.main import main\n"
+        "sys.argv = ['fleetops-agent', 'check-config', '-c', sys.argv[1]]\n"
+        "assert main() == 0\n"
+        "import structlog.dev\n"
+        "print(sorted(n for n in ('rich', 'greenlet') if sys.modules.get(n) is not None),"
+        " structlog.dev.rich is None)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, str(cfg)], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert run.stdout.splitlines()[-1] == "[] True"
+    host = "import structlog\n" + probe.replace("import structlog.dev\n", "")
+    run = subprocess.run(
+        [sys.executable, "-c", host, str(cfg)], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    installed = sorted(n for n in ("rich", "greenlet") if importlib.util.find_spec(n) is not None)
+    assert run.stdout.splitlines()[-1] == f"{installed} {'rich' not in installed}"
 
 
 def test_subcommand_registry_takes_new_commands() -> None:

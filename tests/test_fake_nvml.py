@@ -11,7 +11,7 @@ import pynvml
 import pytest
 
 from agent.kmsg import read_records
-from agent.nvidia.fake_nvml import FakeNvml, call_key
+from agent.nvidia.fake_nvml import CALLS_KEPT, FakeNvml, call_key
 from agent.nvidia.gpu_model import SimulatedNode
 from agent.nvidia.nvml_facade import MemoryInfo, PciInfo, Utilization
 from agent.nvidia.record import record
@@ -167,3 +167,49 @@ def test_faults_show_in_nvml_and_the_kernel_log(tmp_path: Path) -> None:
     xids = [parse_xid_line(r.message) for r in read_records(tmp_path / "kmsg.log")]
     assert [x.xid for x in xids if x is not None] == [48, 63, 154, 74, 13, 79]
     assert all(x is not None and x.pci_id == "0000:0f:00" for x in xids)
+
+
+def test_snapshots_handed_out_never_change_and_link_counters_match_the_fields(tmp_path: Path) -> None:
+    faults = [
+        Fault(at_s=5, node="*", kind="nvlink_errors", accelerator=0, duration_s=600),
+        Fault(at_s=5, node="*", kind="nvlink_down", accelerator=0, duration_s=30),
+    ]
+    node, clock = _node(tmp_path, faults)
+    clock.now += 20
+    first = node.devices()[0]
+    kept = msgspec.json.decode(msgspec.json.encode(first))  # a deep copy
+    assert _value(first, call_key("nvmlDeviceGetNvLinkState", 0)) == 0
+    clock.now += 60
+    later = node.devices()[0]
+    assert first == kept
+    assert _value(later, call_key("nvmlDeviceGetNvLinkState", 0)) == 1  # the link came back
+    counters = {
+        counter: _value(later, call_key("nvmlDeviceGetNvLinkErrorCounter", 0, counter))
+        for counter in (
+            pynvml.NVML_NVLINK_ERROR_DL_CRC_FLIT,
+            pynvml.NVML_NVLINK_ERROR_DL_CRC_DATA,
+            pynvml.NVML_NVLINK_ERROR_DL_REPLAY,
+            pynvml.NVML_NVLINK_ERROR_DL_RECOVERY,
+        )
+    }
+    field = pynvml.NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL
+    assert counters[pynvml.NVML_NVLINK_ERROR_DL_CRC_FLIT] == _value(later, f"field:{field}") > 0
+    assert counters[pynvml.NVML_NVLINK_ERROR_DL_CRC_DATA] == 0
+    field = pynvml.NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL
+    assert counters[pynvml.NVML_NVLINK_ERROR_DL_REPLAY] == _value(later, f"field:{field}") > 0
+    field = pynvml.NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL
+    assert counters[pynvml.NVML_NVLINK_ERROR_DL_RECOVERY] == _value(later, f"field:{field}")
+    for link in range(1, 12):  # the A100's other links
+        assert _value(later, call_key("nvmlDeviceGetNvLinkErrorCounter", link, 0)) == 0
+
+
+def test_the_call_log_keeps_only_the_most_recent_calls() -> None:
+    fake = FakeNvml.from_recording(A100)
+    fake.nvmlInit()
+    h = fake.nvmlDeviceGetHandleByIndex(0)
+    for _ in range(CALLS_KEPT):
+        fake.nvmlDeviceGetName(h)
+    fake.nvmlDeviceGetTemperatureV(h, pynvml.NVML_TEMPERATURE_GPU)
+    assert len(fake.calls) == CALLS_KEPT
+    assert fake.calls[-1] == call_key("nvmlDeviceGetTemperatureV", pynvml.NVML_TEMPERATURE_GPU)
+    assert fake.calls[0] == "nvmlDeviceGetName"

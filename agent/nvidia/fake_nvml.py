@@ -18,6 +18,7 @@ raises ``NOT_SUPPORTED``. Errors are the real ``pynvml.NVMLError`` subclasses.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -37,9 +38,11 @@ from agent.nvidia.nvml_facade import (
     nvml_error,
 )
 
-__all__ = ["RECORDING_FORMAT", "DeviceCalls", "FakeNvml", "Result", "call_key", "field_key"]
+__all__ = ["CALLS_KEPT", "RECORDING_FORMAT", "DeviceCalls", "FakeNvml", "Result", "call_key", "field_key"]
 
 RECORDING_FORMAT: Final = "fleetops-nvml-recording/1"
+#: How many of the most recent calls ``FakeNvml.calls`` keeps (a long simulation must not grow).
+CALLS_KEPT: Final = 10_000
 
 #: One recorded answer: {"value": ...} or {"error": "NOT_SUPPORTED"}.
 Result = dict[str, Any]
@@ -47,7 +50,15 @@ DeviceCalls = Mapping[str, Result]
 
 
 def call_key(method: str, *args: int) -> str:
-    return ":".join([method, *(str(int(a)) for a in args)])
+    if not args:
+        return method
+    return _call_key(method, tuple(int(a) for a in args))
+
+
+@functools.lru_cache(maxsize=1024)
+def _call_key(method: str, args: tuple[int, ...]) -> str:
+    # The probe asks the same few hundred (method, arguments) pairs every cycle.
+    return ":".join([method, *(str(a) for a in args)])
 
 
 def field_key(field_id: int, scope_id: int = 0) -> str:
@@ -71,7 +82,8 @@ class FakeNvml:
         self._initialized = False
         self._snapshots: list[list[DeviceCalls]] = []
         self._snapshot_index = 0
-        self.calls: list[str] = []
+        #: The most recent calls, oldest first (the last ``CALLS_KEPT``).
+        self.calls: deque[str] = deque(maxlen=CALLS_KEPT)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -116,10 +128,10 @@ class FakeNvml:
     # -- plumbing ---------------------------------------------------------------------------
     def _enter(self, key: str) -> None:
         self.calls.append(key)
-        method = key.split(":", 1)[0]
-        hang = self._hangs.get(method)
-        if hang is not None:
-            hang.wait()
+        if self._hangs:
+            hang = self._hangs.get(key.split(":", 1)[0])
+            if hang is not None:
+                hang.wait()
 
     def _lookup(self, calls: DeviceCalls, key: str) -> Any:
         result = calls.get(key)

@@ -216,6 +216,7 @@ class SimulatedGpu:
         self.lost = False
         self.remap_pending_fault = False
         self.remap_failure = False
+        self._fixed: dict[str, Any] | None = None
 
     def _phase_at(self, t: float) -> _Phase:
         while not self._phases or self._phases[-1].end_s <= t:
@@ -299,14 +300,67 @@ class SimulatedGpu:
         return _RESET if needs_reset or self.nvlink_down else _NO_ACTION
 
     def calls(self) -> dict[str, Any]:
-        """What NVML answers right now, in the recording format."""
+        """What NVML answers right now, in the recording format.
+
+        A fresh dict each time (a snapshot handed out is never changed): the answers that never
+        move (identity, limits, most NVLink links) are built once in ``_fixed_calls`` and copied,
+        then the moving ones are set over them."""
         if self.lost:
             return {"*": {"error": "GPU_IS_LOST"}}
+        if self._fixed is None:
+            self._fixed = self._fixed_calls()
+        spec = self.spec
+        used = int(spec.memory_total_bytes * (0.86 if self.utilization > 0 else 0.006))
+        pending = int(self.remap_pending_sticky or self.remap_pending_fault)
+        temperature = round(self.temperature)
+        crc, replay, recovery = self.nvlink_err
+        c = self._fixed.copy()
+        c[_K_TEMPERATURE] = ok(temperature)
+        c["nvmlDeviceGetPowerUsage"] = ok(int(self.power_w * 1000))
+        c["nvmlDeviceGetTotalEnergyConsumption"] = ok(self.energy_mj)
+        c[_K_CLOCK_GRAPHICS] = c[_K_CLOCK_SM] = ok(self.sm_clock)
+        c["nvmlDeviceGetCurrentClocksEventReasons"] = ok(self.reasons)
+        c["nvmlDeviceGetUtilizationRates"] = ok(
+            {"gpu": int(self.utilization), "memory": int(self.utilization * 0.45)}
+        )
+        c["nvmlDeviceGetMemoryInfo"] = ok(
+            {
+                "total": spec.memory_total_bytes,
+                "reserved": _RESERVED_BYTES,
+                "used": used,
+                "free": spec.memory_total_bytes - used - _RESERVED_BYTES,
+            }
+        )
+        c[_K_ECC_SBE_VOLATILE] = c[_F_ECC_SBE_VOL] = ok(self.ecc_sbe_volatile)
+        c[_K_ECC_DBE_VOLATILE] = c[_F_ECC_DBE_VOL] = ok(self.ecc_dbe_volatile)
+        c[_K_ECC_SBE_AGGREGATE] = c[_F_ECC_SBE_AGG] = ok(self.ecc_sbe_aggregate)
+        c[_K_ECC_DBE_AGGREGATE] = c[_F_ECC_DBE_AGG] = ok(self.ecc_dbe_aggregate)
+        c["nvmlDeviceGetRemappedRows"] = ok(
+            [self.remapped_cor, self.remapped_unc, pending, int(self.remap_failure)]
+        )
+        c["nvmlDeviceGetCurrPcieLinkWidth"] = ok(8 if self.pcie_degraded else spec.pcie_width_max)
+        c["nvmlDeviceGetPcieReplayCounter"] = c[_F_PCIE_REPLAY] = ok(self.pcie_replay)
+        c[_F_MEMORY_TEMP] = ok(temperature + 4)
+        c[_F_NVLINK_CRC_FLIT] = ok(crc)
+        c[_F_NVLINK_REPLAY] = ok(replay)
+        c[_F_NVLINK_RECOVERY] = ok(recovery)
+        c[_F_REMAPPED_COR] = ok(self.remapped_cor)
+        c[_F_REMAPPED_UNC] = ok(self.remapped_unc)
+        c[_F_REMAPPED_PENDING] = ok(pending)
+        c[_F_REMAPPED_FAILURE] = ok(int(self.remap_failure))
+        c[_F_RECOVERY_ACTION] = ok(self.recovery_action)
+        if spec.nvlink_links:
+            c[_K_NVLINK_LINK0_REPLAY] = ok(replay)
+            c[_K_NVLINK_LINK0_RECOVERY] = ok(recovery)
+            c[_K_NVLINK_LINK0_CRC_FLIT] = ok(crc)
+            for link in self.nvlink_down:
+                c[_nvlink_state_key(link)] = _LINK_DOWN
+        return c
+
+    def _fixed_calls(self) -> dict[str, Any]:
+        """The answers that stay the same for the whole simulation (the rest are set per snapshot)."""
         spec = self.spec
         unsupported = {"error": "NOT_SUPPORTED"}
-        used = int(spec.memory_total_bytes * (0.86 if self.utilization > 0 else 0.006))
-        reserved = 512 * 1024 * 1024
-        pending = self.remap_pending_sticky or self.remap_pending_fault
         c: dict[str, Any] = {
             "nvmlDeviceGetUUID": ok(self.uuid),
             "nvmlDeviceGetSerial": ok(self.serial),
@@ -325,49 +379,23 @@ class SimulatedGpu:
             "nvmlDeviceGetVbiosVersion": ok(spec.vbios),
             "nvmlDeviceGetInforomImageVersion": ok(spec.inforom),
             "nvmlDeviceGetMigMode": ok([0, 0]),
-            call_key("nvmlDeviceGetTemperatureV", 0): ok(round(self.temperature)),
             call_key("nvmlDeviceGetTemperatureThreshold", 0): ok(spec.shutdown_c),
             call_key("nvmlDeviceGetTemperatureThreshold", 1): ok(spec.slowdown_c),
             call_key("nvmlDeviceGetTemperatureThreshold", 2): ok(spec.memory_max_c),
-            "nvmlDeviceGetPowerUsage": ok(int(self.power_w * 1000)),
             "nvmlDeviceGetEnforcedPowerLimit": ok(int(spec.power_limit_w * 1000)),
-            "nvmlDeviceGetTotalEnergyConsumption": ok(self.energy_mj),
-            call_key("nvmlDeviceGetClockInfo", 0): ok(self.sm_clock),
-            call_key("nvmlDeviceGetClockInfo", 1): ok(self.sm_clock),
             call_key("nvmlDeviceGetClockInfo", 2): ok(spec.memory_clock),
             call_key("nvmlDeviceGetMaxClockInfo", 0): ok(spec.sm_clock_max),
             call_key("nvmlDeviceGetMaxClockInfo", 1): ok(spec.sm_clock_max),
             call_key("nvmlDeviceGetMaxClockInfo", 2): ok(spec.memory_clock),
-            "nvmlDeviceGetCurrentClocksEventReasons": ok(self.reasons),
-            "nvmlDeviceGetUtilizationRates": ok(
-                {"gpu": int(self.utilization), "memory": int(self.utilization * 0.45)}
-            ),
-            "nvmlDeviceGetMemoryInfo": ok(
-                {
-                    "total": spec.memory_total_bytes,
-                    "reserved": reserved,
-                    "used": used,
-                    "free": spec.memory_total_bytes - used - reserved,
-                }
-            ),
             "nvmlDeviceGetEccMode": ok([1, 1]),
-            call_key("nvmlDeviceGetTotalEccErrors", 0, 0): ok(self.ecc_sbe_volatile),
-            call_key("nvmlDeviceGetTotalEccErrors", 1, 0): ok(self.ecc_dbe_volatile),
-            call_key("nvmlDeviceGetTotalEccErrors", 0, 1): ok(self.ecc_sbe_aggregate),
-            call_key("nvmlDeviceGetTotalEccErrors", 1, 1): ok(self.ecc_dbe_aggregate),
             call_key("nvmlDeviceGetMemoryErrorCounter", 0, 1, 7): ok(0),
             call_key("nvmlDeviceGetMemoryErrorCounter", 1, 1, 7): ok(0),
-            "nvmlDeviceGetRemappedRows": ok(
-                [self.remapped_cor, self.remapped_unc, int(pending), int(self.remap_failure)]
-            ),
             call_key("nvmlDeviceGetRetiredPages", 0): unsupported,
             call_key("nvmlDeviceGetRetiredPages", 1): unsupported,
             "nvmlDeviceGetRetiredPagesPendingStatus": unsupported,
             "nvmlDeviceGetCurrPcieLinkGeneration": ok(spec.pcie_gen_max),
             "nvmlDeviceGetMaxPcieLinkGeneration": ok(spec.pcie_gen_max),
-            "nvmlDeviceGetCurrPcieLinkWidth": ok(8 if self.pcie_degraded else spec.pcie_width_max),
             "nvmlDeviceGetMaxPcieLinkWidth": ok(spec.pcie_width_max),
-            "nvmlDeviceGetPcieReplayCounter": ok(self.pcie_replay),
             "nvmlDeviceGetFanSpeed": unsupported,
             "nvmlDeviceGetPerformanceState": ok(0),
             "nvmlDeviceGetSupportedEventTypes": ok(
@@ -376,31 +404,56 @@ class SimulatedGpu:
                 | pynvml.nvmlEventTypeSingleBitEccError
                 | pynvml.nvmlEventTypePState
             ),
-            field_key(pynvml.NVML_FI_DEV_ECC_SBE_VOL_TOTAL): ok(self.ecc_sbe_volatile),
-            field_key(pynvml.NVML_FI_DEV_ECC_DBE_VOL_TOTAL): ok(self.ecc_dbe_volatile),
-            field_key(pynvml.NVML_FI_DEV_ECC_SBE_AGG_TOTAL): ok(self.ecc_sbe_aggregate),
-            field_key(pynvml.NVML_FI_DEV_ECC_DBE_AGG_TOTAL): ok(self.ecc_dbe_aggregate),
             field_key(pynvml.NVML_FI_DEV_RETIRED_SBE): unsupported,
             field_key(pynvml.NVML_FI_DEV_RETIRED_DBE): unsupported,
             field_key(pynvml.NVML_FI_DEV_RETIRED_PENDING): unsupported,
-            field_key(pynvml.NVML_FI_DEV_MEMORY_TEMP): ok(round(self.temperature + 4)),
-            field_key(pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER): ok(self.pcie_replay),
-            field_key(pynvml.NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL): ok(self.nvlink_err[0]),
             field_key(pynvml.NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL): ok(0),
-            field_key(pynvml.NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL): ok(self.nvlink_err[1]),
-            field_key(pynvml.NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL): ok(self.nvlink_err[2]),
-            field_key(pynvml.NVML_FI_DEV_REMAPPED_COR): ok(self.remapped_cor),
-            field_key(pynvml.NVML_FI_DEV_REMAPPED_UNC): ok(self.remapped_unc),
-            field_key(pynvml.NVML_FI_DEV_REMAPPED_PENDING): ok(int(pending)),
-            field_key(pynvml.NVML_FI_DEV_REMAPPED_FAILURE): ok(int(self.remap_failure)),
-            field_key(pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION): ok(self.recovery_action),
         }
         for link in range(spec.nvlink_links):
-            c[call_key("nvmlDeviceGetNvLinkState", link)] = ok(0 if link in self.nvlink_down else 1)
+            c[_nvlink_state_key(link)] = _LINK_UP
             for counter in range(4):
-                value = self.nvlink_err[(0, 0, 1, 2)[counter]] if link == 0 and counter != 3 else 0
-                c[call_key("nvmlDeviceGetNvLinkErrorCounter", link, counter)] = ok(value)
+                c[call_key("nvmlDeviceGetNvLinkErrorCounter", link, counter)] = ok(0)
         return c
+
+
+_RESERVED_BYTES: Final = 512 * 1024 * 1024
+_LINK_UP: Final = ok(1)
+_LINK_DOWN: Final = ok(0)
+_K_TEMPERATURE: Final = call_key("nvmlDeviceGetTemperatureV", 0)
+_K_CLOCK_GRAPHICS: Final = call_key("nvmlDeviceGetClockInfo", 0)
+_K_CLOCK_SM: Final = call_key("nvmlDeviceGetClockInfo", 1)
+_K_ECC_SBE_VOLATILE: Final = call_key("nvmlDeviceGetTotalEccErrors", 0, 0)
+_K_ECC_DBE_VOLATILE: Final = call_key("nvmlDeviceGetTotalEccErrors", 1, 0)
+_K_ECC_SBE_AGGREGATE: Final = call_key("nvmlDeviceGetTotalEccErrors", 0, 1)
+_K_ECC_DBE_AGGREGATE: Final = call_key("nvmlDeviceGetTotalEccErrors", 1, 1)
+# The simulated NVLink errors land on link 0, by counter (CRC data errors stay 0, as in the field).
+_K_NVLINK_LINK0_REPLAY: Final = call_key(
+    "nvmlDeviceGetNvLinkErrorCounter", 0, pynvml.NVML_NVLINK_ERROR_DL_REPLAY
+)
+_K_NVLINK_LINK0_RECOVERY: Final = call_key(
+    "nvmlDeviceGetNvLinkErrorCounter", 0, pynvml.NVML_NVLINK_ERROR_DL_RECOVERY
+)
+_K_NVLINK_LINK0_CRC_FLIT: Final = call_key(
+    "nvmlDeviceGetNvLinkErrorCounter", 0, pynvml.NVML_NVLINK_ERROR_DL_CRC_FLIT
+)
+_F_ECC_SBE_VOL: Final = field_key(pynvml.NVML_FI_DEV_ECC_SBE_VOL_TOTAL)
+_F_ECC_DBE_VOL: Final = field_key(pynvml.NVML_FI_DEV_ECC_DBE_VOL_TOTAL)
+_F_ECC_SBE_AGG: Final = field_key(pynvml.NVML_FI_DEV_ECC_SBE_AGG_TOTAL)
+_F_ECC_DBE_AGG: Final = field_key(pynvml.NVML_FI_DEV_ECC_DBE_AGG_TOTAL)
+_F_MEMORY_TEMP: Final = field_key(pynvml.NVML_FI_DEV_MEMORY_TEMP)
+_F_PCIE_REPLAY: Final = field_key(pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER)
+_F_NVLINK_CRC_FLIT: Final = field_key(pynvml.NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL)
+_F_NVLINK_REPLAY: Final = field_key(pynvml.NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL)
+_F_NVLINK_RECOVERY: Final = field_key(pynvml.NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL)
+_F_REMAPPED_COR: Final = field_key(pynvml.NVML_FI_DEV_REMAPPED_COR)
+_F_REMAPPED_UNC: Final = field_key(pynvml.NVML_FI_DEV_REMAPPED_UNC)
+_F_REMAPPED_PENDING: Final = field_key(pynvml.NVML_FI_DEV_REMAPPED_PENDING)
+_F_REMAPPED_FAILURE: Final = field_key(pynvml.NVML_FI_DEV_REMAPPED_FAILURE)
+_F_RECOVERY_ACTION: Final = field_key(pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION)
+
+
+def _nvlink_state_key(link: int) -> str:
+    return call_key("nvmlDeviceGetNvLinkState", link)
 
 
 #: How long one simulated snapshot answers NVML calls.
