@@ -376,8 +376,9 @@ class OtlpExportConfig(_Section, frozen=True):
 
 class ExportConfig(_Section, frozen=True):
     #: a node's series on /metrics are rendered again at most this often; a scrape may show values
-    #: up to this old (0: rendered whenever the node changed). OTLP exports read current state.
-    metrics_refresh_s: Annotated[float, msgspec.Meta(ge=0, le=300)] = 10.0
+    #: up to this old, except a node's liveness, shown at once (0: rendered whenever the node
+    #: changed). OTLP exports read current state.
+    metrics_refresh_s: Annotated[float, msgspec.Meta(ge=0, le=300)] = 30.0
     otlp: OtlpExportConfig = OtlpExportConfig()
 
 

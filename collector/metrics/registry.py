@@ -291,14 +291,22 @@ class CollectorMetrics:
         return self.links.nodes.get(node) if self.links is not None else None
 
     def _node_text(self, state: NodeState, now: float) -> NodeText:
-        """The node's text: the cached one while nothing changed or while it is younger than
-        ``refresh_s``, else rendered now."""
+        """The node's text: the cached one while nothing changed or, unless its liveness changed,
+        while it is younger than ``refresh_s``; else rendered now."""
         counters = self.counters.get(state.node)
         link = self._link(state.node)
         key = _node_key(state, counters, link)
         cached = self._cache.get(state.node)
-        if cached is not None and (
-            cached[0] == key or now - self._rendered.get(state.node, -math.inf) < self.refresh_s
+        if (
+            cached is not None
+            and (
+                cached[0] == key
+                # a liveness change (key[:2]: status, offline reason) is shown at once
+                or (
+                    cached[0][:2] == key[:2]
+                    and now - self._rendered.get(state.node, -math.inf) < self.refresh_s
+                )
+            )
         ):
             return cached[1]
         sink = _TextSink()
