@@ -10,10 +10,11 @@ from their spools; then the broker's PUBACK for every QoS 1 message. Rebirth req
 from __future__ import annotations
 
 import asyncio
+import copy
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -181,14 +182,34 @@ class Pipeline:
     # ---- loop ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Batches until ``stop()``. A batch is prepared (decoded, applied to fleet state, run
+        through the rules) while the previous one is being committed; batches still commit and are
+        acknowledged one after the other, in order."""
         batch_max = self.config.ingest.batch_max
-        while not self._stopping:
-            batch = await self.ingest.batch(batch_max, POLL_S)
-            if batch:
-                await self.process(batch)
-            if time.monotonic() >= self._next_tick:
-                self._next_tick = time.monotonic() + self.config.liveness.tick_s
-                await self.tick()
+        inflight: asyncio.Task[list[TaskChange]] | None = None
+        try:
+            while not self._stopping:
+                if inflight is None:
+                    batch = await self.ingest.batch(batch_max, POLL_S)
+                else:
+                    batch = self.ingest.take(batch_max)
+                if batch:
+                    commit = self._prepare(batch)
+                    if inflight is not None:
+                        await inflight
+                    inflight = asyncio.create_task(commit(), name="collector-commit")
+                elif inflight is not None:
+                    await inflight
+                    inflight = None
+                if time.monotonic() >= self._next_tick:
+                    if inflight is not None:
+                        await inflight
+                        inflight = None
+                    self._next_tick = time.monotonic() + self.config.liveness.tick_s
+                    await self.tick()
+        finally:
+            if inflight is not None:
+                await inflight
 
     def stop(self) -> None:
         """Finish the batch in flight and return from ``run()``."""
@@ -207,6 +228,13 @@ class Pipeline:
         )
 
     async def process(self, batch: list[InboundMessage]) -> list[TaskChange]:
+        """One batch: prepare it, commit it, acknowledge it."""
+        return await self._prepare(batch)()
+
+    def _prepare(self, batch: list[InboundMessage]) -> Callable[[], Coroutine[Any, Any, list[TaskChange]]]:
+        """Decode, apply to fleet state and run the rules (here, on the event loop); returns the
+        commit: one store transaction, then the acknowledgements. The transaction runs in the
+        store's thread and reads only what is prepared here (never the live fleet state)."""
         taken = time.monotonic()
         now = self.clock()
         max_bytes = self.config.ingest.max_payload_bytes
@@ -256,6 +284,12 @@ class Pipeline:
                 readings_findings.extend(evaluate_readings(node, self._context(node, now)))
             except Exception as exc:  # a rule bug must not stop ingest
                 self.rejections.note("internal_error", repr(exc), name)
+        # births read the node as this batch left it, whatever later batches do meanwhile
+        born = {
+            seen.node: copy.copy(self.state.nodes[seen.node])
+            for seen in births
+            if seen.node in self.state.nodes
+        }
 
         def write(tx: Transaction) -> tuple[list[TaskChange], int, int]:
             out: list[TaskChange] = []
@@ -274,7 +308,7 @@ class Pipeline:
             out.extend(
                 apply_work(
                     tx,
-                    nodes=self.state.nodes,
+                    nodes=born,
                     at=now,
                     cfg=self.config.rules,
                     births=births,
@@ -289,18 +323,21 @@ class Pipeline:
                     out.append(resolved)
             return out, new, duplicate
 
-        task_changes, new, duplicate = await self._write(write)
-        self._publish_acks([(site, event) for event, site, _ in events], now)
-        self._publish_rebirths(rebirths, now)
-        self.ingest.ack(batch)
-        for observe_ack in self.ack_observers:
-            observe_ack(time.monotonic() - taken)
-        self.stats["batches"] += 1
-        self.stats["events_new"] += new
-        self.stats["events_duplicate"] += duplicate
-        self.stats["acks"] += sum(1 for m in batch if m.qos > 0)
-        self._log_tasks(task_changes)
-        return task_changes
+        async def commit() -> list[TaskChange]:
+            task_changes, new, duplicate = await self._write(write)
+            self._publish_acks([(site, event) for event, site, _ in events], now)
+            self._publish_rebirths(rebirths, now)
+            self.ingest.ack(batch)
+            for observe_ack in self.ack_observers:
+                observe_ack(time.monotonic() - taken)
+            self.stats["batches"] += 1
+            self.stats["events_new"] += new
+            self.stats["events_duplicate"] += duplicate
+            self.stats["acks"] += sum(1 for m in batch if m.qos > 0)
+            self._log_tasks(task_changes)
+            return task_changes
+
+        return commit
 
     async def tick(self) -> list[TaskChange]:
         """Liveness: silent nodes go offline; nodes offline beyond the grace get a task."""

@@ -306,6 +306,17 @@ def test_a_node_is_rendered_at_most_once_per_refresh_period() -> None:
     assert one(parse(fleet.scrape()), "fleetops_accelerator_temperature_celsius", node=other) == 55.0
 
 
+def test_rendering_waits_behind_an_ingest_backlog() -> None:
+    fleet = Fleet(refresh_s=3600.0)
+    node = "gpu-r01-n09"
+    fleet.send(birth(node), frame(node, 0, [gpu_reading(0, node, temperature_celsius=40.0)]))
+    assert fleet.metrics.changed_nodes == 1
+    fleet.metrics.render_pending(busy=True)  # changed just now: ingest first
+    assert fleet.metrics.changed_nodes == 1
+    fleet.metrics.render_pending(busy=False)
+    assert fleet.metrics.changed_nodes == 0
+
+
 def test_hostile_label_values_are_escaped() -> None:
     fleet = Fleet()
     node = "gpu-r01-n07"

@@ -206,8 +206,9 @@ class CollectorMetrics:
         self._labels = LabelCache()
         self._seen_events: OrderedDict[str, None] = OrderedDict()
         self._cache: dict[str, tuple[tuple[object, ...], NodeText]] = {}
-        #: nodes whose messages arrived since their last rendering (insertion-ordered)
-        self._dirty: dict[str, None] = {}
+        #: nodes whose messages arrived since their last rendering -> monotonic time of the first
+        #: such message (insertion-ordered)
+        self._dirty: dict[str, float] = {}
 
     # ---- observing ----------------------------------------------------------------------------
 
@@ -216,21 +217,31 @@ class CollectorMetrics:
         self._observe(message, now)
         rendered_at = self._rendered_at
         if rendered_at is not None and time.monotonic() - rendered_at < EAGER_WINDOW_S:
-            self._dirty[message.node] = None  # rendered by ``render_pending`` (many frames, one render)
+            # rendered by ``render_pending`` (many frames, one render)
+            self._dirty.setdefault(message.node, time.monotonic())
 
-    def render_pending(self, max_nodes: int = 200) -> int:
+    @property
+    def changed_nodes(self) -> int:
+        """Nodes changed since their last rendering (shown on the next render or scrape)."""
+        return len(self._dirty)
+
+    def render_pending(self, max_nodes: int = 200, *, busy: bool = False) -> int:
         """Render up to ``max_nodes`` nodes changed since they were last rendered (longest changed
         first) whose ``refresh_s`` has passed; returns how many are due now and were left. A
         background pass calls this, so a burst of frames from one node costs one rendering, and a
-        scrape mostly joins ready text."""
+        scrape mostly joins ready text. ``busy`` (ingest has a backlog): only nodes that have been
+        waiting for ``refresh_s`` since they changed are rendered, so catching up comes first."""
         dirty = self._dirty
         now = time.monotonic()
         done = 0
         while dirty and done < max_nodes:
-            name = next(iter(dirty))
+            name, since = next(iter(dirty.items()))
             node = self.state.nodes.get(name)
-            if node is not None and now - self._rendered.get(name, -math.inf) < self.refresh_s:
-                return 0  # the nodes behind it changed later: none is due yet (to within refresh_s)
+            if node is not None:
+                if now - self._rendered.get(name, -math.inf) < self.refresh_s:
+                    return 0  # the nodes behind it changed later: none is due yet (to within refresh_s)
+                if busy and now - since < self.refresh_s:
+                    return 0  # the same, for nodes waiting behind a backlog
             del dirty[name]
             if node is not None:
                 self._node_text(node, now)

@@ -46,6 +46,7 @@ class MetricsService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.ingest = ingest
         self.metrics = CollectorMetrics(
             state=state,
             stats=pipeline.stats,
@@ -76,13 +77,16 @@ class MetricsService:
 
     async def _render_pending(self) -> None:
         """Render the nodes that changed, in slices that leave the event loop to ingest; a node
-        that sent many frames since its last rendering is rendered once."""
+        that sent many frames since its last rendering is rendered once. While ingest has a backlog
+        (a full batch or more waiting), rendering waits up to ``metrics_refresh_s`` per node."""
+        backlog = self.config.ingest.batch_max
         while True:
             await asyncio.sleep(RENDER_PENDING_S)
-            remaining = self.metrics.render_pending(RENDER_SLICE_NODES)
+            remaining = 1
             while remaining:
+                busy = self.ingest.pending >= backlog
+                remaining = self.metrics.render_pending(RENDER_SLICE_NODES, busy=busy)
                 await asyncio.sleep(0)  # let ingest run between slices
-                remaining = self.metrics.render_pending(RENDER_SLICE_NODES)
 
     async def stop(self) -> None:
         if self._render_task is not None:
