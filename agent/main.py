@@ -30,6 +30,7 @@ __all__ = [
     "config_from_args",
     "leave_out_dev_only_modules",
     "main",
+    "release_memory_after",
 ]
 
 EXIT_OK: Final = 0
@@ -144,11 +145,22 @@ async def _serve(agent: Agent) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
+    settle = asyncio.ensure_future(release_memory_after([agent]))
     try:
         await agent.run()
     finally:
+        settle.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def release_memory_after(agents: Sequence[Agent]) -> None:
+    """Once every agent in this process sampled its first frame, hand back what startup freed
+    (``agent.memory``). Cancel it when the agents stop first."""
+    from agent.memory import release_startup_memory
+
+    await asyncio.gather(*(agent.first_frame() for agent in agents))
+    release_startup_memory()
 
 
 def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:

@@ -207,6 +207,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._logged_invalid: set[str] = set()
         self._running = threading.Event()
+        self._first_frame = asyncio.Event()
         self._notifier = notifier or Notifier(None)  # systemd READY / WATCHDOG / STATUS
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -316,6 +317,7 @@ class Agent:
             ts = self._clock.time()
             content = await self.runner.sample()
             self._publish_frame(ts, content)
+            self._first_frame.set()
             self._notifier.watchdog()
             slot += 1
             now = self._clock.monotonic()
@@ -494,3 +496,7 @@ class Agent:
     @property
     def running(self) -> bool:
         return self._running.is_set()
+
+    async def first_frame(self) -> None:
+        """Returns once the first frame was sampled (probes started, host facts read): startup is over."""
+        await self._first_frame.wait()

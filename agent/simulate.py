@@ -18,14 +18,10 @@ from pathlib import Path
 from typing import Literal
 
 from agent.fleet_sim import NodeSpec, SimulatedFleet, demo_fleet
-from agent.kmsg import KmsgConfig, KmsgFollower
 from agent.logging import configure_logging
-from agent.neuron.fake_monitor import make_simulated_trainium_probes
 from agent.nvidia.gpu_model import make_simulated_gpu_probes
-from agent.nvidia.xid import XidReporter
 from agent.probe import Probe
 from agent.probes.host import HostProbe, HostProbeConfig
-from agent.probes.kernel_log import KernelLogProbe
 from agent.scenario import Scenario, ScenarioError, load_scenario
 
 __all__ = ["add_simulate_arguments", "fleet_layout", "make_probe_factory", "simulate_command"]
@@ -95,6 +91,12 @@ def make_probe_factory(
                 spec.name, spec.accelerators, gpu_model, faults, node_dir / "kmsg", time.time, next(seeds)
             )
             return probes
+        # Loaded only where Trainium nodes are simulated (a GPU-only run leaves them out).
+        from agent.kmsg import KmsgConfig, KmsgFollower
+        from agent.neuron.fake_monitor import make_simulated_trainium_probes
+        from agent.nvidia.xid import XidReporter
+        from agent.probes.kernel_log import KernelLogProbe
+
         trn_probes, kmsg_path = make_simulated_trainium_probes(
             spec.name,
             spec.accelerators,
@@ -141,7 +143,13 @@ def simulate_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(fleet: SimulatedFleet, duration_s: float | None) -> None:
+    from agent.main import release_memory_after
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, fleet.stop)
-    await fleet.run(duration_s)
+    settle = asyncio.ensure_future(release_memory_after(list(fleet.agents.values())))
+    try:
+        await fleet.run(duration_s)
+    finally:
+        settle.cancel()

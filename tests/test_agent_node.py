@@ -174,6 +174,23 @@ async def test_frames_keep_a_monotonic_schedule_and_skip_missed_slots(tmp_path: 
     assert agent2.stats.cycles_skipped >= 4
 
 
+async def test_first_frame_returns_once_startup_is_over(tmp_path: Path) -> None:
+    clock = FakeClock()
+    frames = RecordingQueue(1000)
+    agent = Agent(config(tmp_path), [FakeAccelProbe(clock=clock)], clock=clock, frame_queue=frames)
+    waiter = asyncio.ensure_future(agent.first_frame())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # not running yet
+    task = asyncio.ensure_future(agent.run())
+    try:
+        await asyncio.wait_for(waiter, 10)
+        assert len(frames.seen) >= 1  # the first frame was sampled and queued before it returned
+        assert agent.runner.inventory()  # the probes had started
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+
+
 async def test_event_sink_is_thread_safe_and_stamps_events(tmp_path: Path) -> None:
     probe = FakeAccelProbe()
     events = RecordingQueue(10_000)
