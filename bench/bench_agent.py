@@ -141,17 +141,27 @@ IMPORT_STEPS = (
     "pynvml",
     "cryptography.hazmat.primitives.asymmetric.ed25519",
     "agent.main",
+    # agent.main loads the rest when a subcommand runs: the agent's own modules, then the simulator
+    "agent.node",
+    "agent.probes",
+    "agent.simulate",
 )
+#: Only where remote operations are enabled (agent.commands loads it then): left out of "agent".
+_CRYPTOGRAPHY = "cryptography.hazmat.primitives.asymmetric.ed25519"
 
 _IMPORT_PROBE = """
 import importlib, json, sys
-if sys.argv[1] == "without-dev":
-    sys.modules["rich"] = None  # not installed by the Debian package (a dev-only dependency here)
 def rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
 out = {"interpreter": rss()}
+if sys.argv[1] == "without-dev":
+    sys.modules["rich"] = None  # not installed by the Debian package (a dev-only dependency here)
+if sys.argv[1] == "agent":
+    # what the agent's entry point does first (agent.main's own imports count in the first step)
+    from agent.main import leave_out_dev_only_modules
+    leave_out_dev_only_modules()
 for name in sys.argv[2:]:
     importlib.import_module(name)
     out[name] = rss()
@@ -160,12 +170,14 @@ print(json.dumps(out))
 
 
 def import_rss() -> dict[str, Any]:
-    """RSS after each import step (cumulative), as this venv has it and without its dev-only ``rich``
-    (which ``structlog`` loads when present)."""
+    """RSS after each import step (cumulative), as this venv has it, without its dev-only ``rich``
+    (which ``structlog`` loads when present), and as the agent's process loads them ("agent": its
+    entry point leaves out the dev-only modules; no cryptography, which only remote operations use)."""
     out: dict[str, Any] = {}
-    for variant in ("venv", "without-dev"):
+    for variant in ("venv", "without-dev", "agent"):
+        steps = [s for s in IMPORT_STEPS if variant != "agent" or s != _CRYPTOGRAPHY]
         run = subprocess.run(
-            [sys.executable, "-c", _IMPORT_PROBE, variant, *IMPORT_STEPS],
+            [sys.executable, "-c", _IMPORT_PROBE, variant, *steps],
             capture_output=True,
             text=True,
             check=True,
