@@ -293,12 +293,20 @@ class GpuConditions:
             self.pcie_after, self.pcie_low, self.pcie_replays = pcie_after, Sustained(), Rise()
         if ts >= pcie_after:
             low = pcie_low(r)
-            if low or self.pcie_low.active or self.pcie_low.run_start is not None:
-                self.pcie_low.step(ts, low, low, cfg.gpu_pcie_for_s)
+            sustained = self.pcie_low
+            if low or sustained.active or sustained.run_start is not None:
+                sustained.step(ts, low, low, cfg.gpu_pcie_for_s)
             rise, value = self.pcie_replays, r.pcie_replay_total
             after = prev_frame_ts if prev_frame_ts is not None and prev_frame_ts >= pcie_after else None
-            if value is not None and value == rise.last and rise.last_ts == after and _quiet(rise):
-                rise.runs[1] = rise.last_ts = ts
+            if (
+                value is not None
+                and value == rise.last
+                and rise.last_ts == after
+                and after is not None
+                and not rise.rises
+                and len(rise.runs) == 2
+            ):
+                rise.runs[1] = rise.last_ts = ts  # unchanged, run going on, nothing rose in the window
             else:
                 rise.step(after, ts, value, cfg.gpu_pcie_replay_window_s, True)
         links = r.nvlink_links_total
@@ -313,7 +321,14 @@ class GpuConditions:
                 value = None
             else:
                 value = (crc or 0) + (replay or 0) + (recovery or 0)
-            if value is not None and value == rise.last and rise.last_ts == prev_frame_ts and _quiet(rise):
+            if (
+                value is not None
+                and value == rise.last
+                and rise.last_ts == prev_frame_ts
+                and prev_frame_ts is not None
+                and not rise.rises
+                and len(rise.runs) == 2
+            ):
                 rise.runs[1] = rise.last_ts = ts
             else:
                 rise.step(prev_frame_ts, ts, value, cfg.gpu_nvlink_window_s, True)

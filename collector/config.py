@@ -145,7 +145,7 @@ class LivenessConfig(_Section, frozen=True):
 
 class IngestConfig(_Section, frozen=True):
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 262144
-    batch_max: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
+    batch_max: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2000
     queue_max: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 20_000
 
 

@@ -36,7 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from agent.wire import CONTROL_CHANNELS, DecodeError, Message, Topic, TopicError, decode, parse_topic
 from collector.config import MqttConfig
 
-__all__ = ["InboundMessage", "MqttIngest", "Rejections", "decode_inbound"]
+__all__ = ["InboundMessage", "MqttIngest", "PublishSink", "Rejections", "decode_inbound", "parse_publish"]
 
 log = structlog.get_logger("collector.ingest")
 
@@ -105,19 +105,37 @@ def decode_inbound(msg: InboundMessage, max_bytes: int) -> tuple[Topic, Message]
         return exc
 
 
-class _ChunkedReadClient(mqtt.Client):
-    """paho's client, reading the socket in chunks of up to ``READ_CHUNK`` bytes.
+_PUBLISH: Final = 0x30
 
-    Stock paho reads each packet with several small ``recv`` calls (the type byte, each byte of the
-    remaining length, then the rest): three or more system calls per message, and as many times
-    the GIL is released and must be won back from the busy pipeline thread. Here one ``recv`` takes
-    whatever the kernel holds, and the packets in it are handled before paho waits on the socket
-    again. This relies on paho 2.x's ``_sock_recv``/``_sock_close``/``loop_read`` (pinned <3)."""
+#: What the ingest client hands over for each PUBLISH: topic (raw bytes), payload, QoS, packet id,
+#: retain flag.
+PublishSink = Callable[[bytes, bytes, int, int, bool], None]
+
+
+class _IngestClient(mqtt.Client):
+    """paho's client with a leaner receive path for the collector's stream.
+
+    - The socket is read in chunks of up to ``READ_CHUNK`` bytes. Stock paho reads each packet
+      with several small ``recv`` calls (the type byte, each byte of the remaining length, then the
+      rest): three or more system calls per message, and as many times the GIL is released and
+      must be won back from the busy pipeline thread. Here one ``recv`` takes whatever the kernel
+      holds, and the packets in it are handled before paho waits on the socket again.
+    - PUBLISH packets of QoS 0 and 1 (acknowledged by the caller: ``manual_ack``) are parsed here
+      and handed to ``publish_sink`` as bytes and numbers, without paho's message object, MQTT v5
+      properties object or callback-filter matching (the collector uses none of them). Their
+      properties are skipped: the client never allows topic aliases (paho's default Topic Alias
+      Maximum is 0), so none of them changes what the message is. QoS 2 and anything else go
+      through paho.
+
+    This relies on paho 2.x internals (``_sock_recv``, ``_sock_close``, ``loop_read``,
+    ``_handle_publish``, ``_in_packet``); the dependency is pinned below 3 and the end-to-end
+    tests run through it."""
 
     READ_CHUNK: Final = 256 * 1024
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, publish_sink: PublishSink | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.publish_sink = publish_sink
         self._rbuf = b""
         self._rpos = 0
 
@@ -142,6 +160,91 @@ class _ChunkedReadClient(mqtt.Client):
         ):
             rc = super().loop_read(max_packets)  # packets already read: no waiting on the socket
         return rc
+
+    def _packet_read(self) -> MQTTErrorCode:
+        """A PUBLISH of QoS 0 or 1 whose bytes are all in the read buffer is taken from it here;
+        anything else (other packets, a packet split across reads) goes through paho."""
+        sink = self.publish_sink
+        buf, pos = self._rbuf, self._rpos
+        if sink is None or self._in_packet["command"] != 0 or len(buf) - pos < 2:
+            return super()._packet_read()
+        header = buf[pos]
+        qos = (header & 0x06) >> 1
+        if (
+            header & 0xF0 != _PUBLISH
+            or qos > 1
+            or not self._manual_ack
+            or self._protocol != MQTTProtocolVersion.MQTTv5
+        ):
+            return super()._packet_read()
+        length = shift = 0
+        at = pos + 1
+        while True:  # the remaining length: a variable byte integer of at most 4 bytes
+            if at >= len(buf) or at - pos > 4:
+                return super()._packet_read()  # split across reads (or malformed: paho says so)
+            byte = buf[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        end = at + length
+        if end > len(buf):
+            return super()._packet_read()
+        self._rpos = end
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        parsed = parse_publish(memoryview(buf)[at:end], qos)
+        if parsed is None:
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL  # paho drops the connection
+        topic, mid, payload = parsed
+        sink(topic, payload, qos, mid, bool(header & 0x01))
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        sink = self.publish_sink
+        if sink is None or qos > 1 or not self._manual_ack or self._protocol != MQTTProtocolVersion.MQTTv5:
+            return super()._handle_publish()
+        parsed = parse_publish(self._in_packet["packet"], qos)
+        if parsed is None:
+            return MQTTErrorCode.MQTT_ERR_PROTOCOL  # paho drops the connection
+        topic, mid, payload = parsed
+        sink(topic, payload, qos, mid, bool(header & 0x01))
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def parse_publish(packet: bytes | bytearray | memoryview, qos: int) -> tuple[bytes, int, bytes] | None:
+    """The variable header and payload of an MQTT v5 PUBLISH (everything after the fixed header):
+    ``(topic, packet id, payload)``, or None when the packet is malformed. Properties are skipped."""
+    n = len(packet)
+    if n < 2:
+        return None
+    end = 2 + ((packet[0] << 8) | packet[1])
+    if end > n:
+        return None
+    topic = bytes(packet[2:end])
+    mid = 0
+    if qos:
+        if end + 2 > n:
+            return None
+        mid = (packet[end] << 8) | packet[end + 1]
+        end += 2
+    size = shift = 0
+    while True:  # the properties' length: a variable byte integer of at most 4 bytes
+        if end >= n or shift > 21:
+            return None
+        byte = packet[end]
+        end += 1
+        size |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+    end += size
+    if end > n:
+        return None
+    return topic, mid, bytes(packet[end:])
 
 
 class MqttIngest:
@@ -223,13 +326,28 @@ class MqttIngest:
             log.warning("broker_disconnected", reason=str(reason_code), url=self.config.url)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """Messages paho handled itself (QoS 2)."""
         if self._stopping.is_set():
             return  # not acknowledged: the broker delivers it again next session
         try:
             topic = message.topic
         except UnicodeDecodeError:
             topic = ""  # rejected as "topic" downstream, and still acknowledged
-        item = InboundMessage(topic, bytes(message.payload), message.qos, message.mid, bool(message.retain))
+        self._enqueue(
+            InboundMessage(topic, bytes(message.payload), message.qos, message.mid, bool(message.retain))
+        )
+
+    def _on_publish(self, topic: bytes, payload: bytes, qos: int, mid: int, retain: bool) -> None:
+        """QoS 0 and 1 messages, parsed by the ingest client."""
+        if self._stopping.is_set():
+            return  # not acknowledged: the broker delivers it again next session
+        try:
+            text = topic.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""  # rejected as "topic" downstream, and still acknowledged
+        self._enqueue(InboundMessage(text, payload, qos, mid, retain))
+
+    def _enqueue(self, item: InboundMessage) -> None:
         loop = self._loop
         if loop is None:
             return
@@ -258,11 +376,12 @@ class MqttIngest:
         self._arrived = asyncio.Event()
         self._started = True
         cfg = self.config
-        client = _ChunkedReadClient(
+        client = _IngestClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
+            publish_sink=self._on_publish,
         )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

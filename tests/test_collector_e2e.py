@@ -361,3 +361,35 @@ async def test_a_full_bridge_holds_paho_back_and_loses_nothing(
         assert most <= 5
     finally:
         await ingest.stop()
+
+
+def _publish_body(topic: bytes, payload: bytes, *, mid: int | None = None, properties: bytes = b"") -> bytes:
+    """An MQTT v5 PUBLISH after its fixed header."""
+    body = len(topic).to_bytes(2, "big") + topic
+    if mid is not None:
+        body += mid.to_bytes(2, "big")
+    size, prefix = len(properties), b""
+    while True:
+        byte, size = size & 0x7F, size >> 7
+        prefix += bytes([byte | (0x80 if size else 0)])
+        if not size:
+            break
+    return body + prefix + properties + payload
+
+
+def test_publish_packets_parse_and_malformed_ones_are_refused() -> None:
+    from collector.ingest import parse_publish
+
+    user_property = b"\x26" + b"\x00\x01k" + b"\x00\x01v"
+    assert parse_publish(_publish_body(b"a/b", b"{}"), 0) == (b"a/b", 0, b"{}")
+    assert parse_publish(_publish_body(b"a/b", b"x" * 300, mid=513, properties=user_property * 40), 1) == (
+        b"a/b",
+        513,
+        b"x" * 300,
+    )
+    good = _publish_body(b"fleetops/v1/s/n/event", b"payload", mid=7, properties=user_property)
+    for cut in range(len(good) - len(b"payload")):
+        assert parse_publish(good[:cut], 1) is None, cut
+    assert parse_publish(b"\x00\x03ab", 0) is None  # topic longer than the packet
+    assert parse_publish(b"\x00\x01a\xff\xff\xff\xff\x01", 0) is None  # properties length over 4 bytes
+    assert parse_publish(b"\x00\x01a\x7f", 0) is None  # properties longer than the packet

@@ -59,5 +59,11 @@ def evaluate_node(node: NodeState, ctx: RuleContext) -> list[Finding]:
     return [f for f in found if f is not None and ctx.enabled(f.rule)]
 
 
+#: The readings rules that can find something while no accelerator's conditions are watched
+#: (``NodeState.watching``): the GPU and Trainium readings rules look only at watched ones.
+UNWATCHED_RULES: Final[tuple[ReadingsRule, ...]] = (accelerator_count_rule, *NODE_READINGS_RULES)
+
+
 def evaluate_readings(node: NodeState, ctx: RuleContext) -> list[Finding]:
-    return [f for rule in READINGS_RULES for f in rule(node, ctx) if ctx.enabled(f.rule)]
+    rules = READINGS_RULES if node.watching else UNWATCHED_RULES
+    return [f for rule in rules for f in rule(node, ctx) if ctx.enabled(f.rule)]
