@@ -26,7 +26,7 @@ def test_defaults() -> None:
     assert cfg.api.listen == "127.0.0.1:8080"
     assert cfg.liveness.silent_after_intervals == 3
     assert cfg.liveness.offline_grace_s == 120
-    assert (cfg.ingest.max_payload_bytes, cfg.ingest.batch_max) == (262144, 500)
+    assert (cfg.ingest.max_payload_bytes, cfg.ingest.batch_max) == (262144, 2000)
 
 
 def test_file_then_env_then_flags(tmp_path: Path) -> None:
