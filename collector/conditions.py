@@ -333,21 +333,23 @@ class GpuConditions:
             else:
                 rise.step(prev_frame_ts, ts, value, cfg.gpu_nvlink_window_s, True)
         up = r.nvlink_links_up
-        self.watch = (
+        self.watch = bool(
             r.lost
-            or bool(r.ecc_volatile_uncorrected_total)
-            or bool(r.remap_failure or r.remap_pending or r.retired_pages_pending)
+            or r.ecc_volatile_uncorrected_total
+            or r.remap_failure
+            or r.remap_pending
+            or r.retired_pages_pending
+            or r.recovery_action
             or (r.retired_pages_single_bit or 0) + (r.retired_pages_double_bit or 0)
             >= cfg.gpu_retired_pages_max
-            or bool(r.recovery_action)
-            or (up is not None and bool(links) and up < (links or 0))
+            or (up is not None and links and up < links)
             or hot.active
             or self.thermal_slowdown is not None
             or self.power_brake is not None
             or self.power_over is not None
             or self.pcie_low.active
-            or self.pcie_replays.total > 0
-            or self.nvlink.total > 0
+            or self.pcie_replays.total
+            or self.nvlink.total
         )
 
 

@@ -48,7 +48,7 @@ class Trend:
     """A node's frames over ``window_s`` seconds (by agent time): one row per frame, ``TREND_FIELDS``
     for each accelerator slot."""
 
-    __slots__ = ("_rows", "_slots", "_ts", "window_s")
+    __slots__ = ("_order", "_rows", "_slots", "_ts", "window_s")
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
@@ -56,6 +56,8 @@ class Trend:
         self._rows = array("f")
         #: accelerator index -> its position in a row; the order of first appearance
         self._slots: dict[int, int] = {}
+        #: the indices in slot order (a frame listing them in this order fills a row directly)
+        self._order: list[int] = []
 
     def __len__(self) -> int:
         return len(self._ts)
@@ -82,7 +84,7 @@ class Trend:
             if r.index not in slots:
                 self._widen(r.index)
         width = len(slots) * _NF
-        if len(readings) == len(slots) and all(slots[r.index] == k for k, r in enumerate(readings)):
+        if [r.index for r in readings] == self._order:
             row = [_NAN if v is None else v for r in readings for v in _GET(r)]
         else:
             row = [_NAN] * width
@@ -100,6 +102,7 @@ class Trend:
         """A new accelerator: every row gets a slot for it (NaN in the rows before)."""
         old = len(self._slots) * _NF
         self._slots[index] = len(self._slots)
+        self._order.append(index)
         if not self._ts:
             return
         rows = array("f")

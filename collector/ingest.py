@@ -81,6 +81,12 @@ class Rejections:
         return sum(self.counts.values())
 
 
+#: Parsed topics, by topic string (each node publishes on a handful): valid ones only, and at most
+#: this many (about 250 bytes each) before the cache starts over.
+TOPIC_CACHE_MAX: Final = 65_536
+_TOPICS: dict[str, Topic] = {}
+
+
 def decode_inbound(msg: InboundMessage, max_bytes: int) -> tuple[Topic, Message] | DecodeError:
     """Parse the topic and decode the payload; a ``DecodeError`` (returned, not raised) says why not.
 
@@ -89,10 +95,15 @@ def decode_inbound(msg: InboundMessage, max_bytes: int) -> tuple[Topic, Message]
     the operations service: not a rejection), and those of ``agent.wire.decode``: ``oversized``,
     ``malformed``, ``unknown_version``, ``node_mismatch``, ``unknown_channel``.
     """
-    try:
-        topic = parse_topic(msg.topic)
-    except TopicError as exc:
-        return DecodeError("topic", str(exc))
+    topic = _TOPICS.get(msg.topic)
+    if topic is None:
+        try:
+            topic = parse_topic(msg.topic)
+        except TopicError as exc:
+            return DecodeError("topic", str(exc))
+        if len(_TOPICS) >= TOPIC_CACHE_MAX:
+            _TOPICS.clear()
+        _TOPICS[msg.topic] = topic
     if topic.channel == "cmd/result":
         # Read by the operations service on a connection of its own; nothing to do here.
         return DecodeError("elsewhere", topic.channel)
