@@ -3,8 +3,9 @@
 Prometheus makes them (``Accept-Encoding: gzip``; the time includes reading the compressed body,
 not decompressing it) and as a client without gzip makes them (plain text): ``steady`` once the
 background rendering has caught up (the usual case: frames arrive spread over the interval),
-``all_changed`` right after every node sent a new frame (worst case: the scrape renders whatever
-the background pass has not reached). Bytes on the wire and of the text reported, and the
+``all_changed`` right after every node sent a new frame (with ``[export] metrics_refresh_s``, 30 s
+by default, such a scrape shows the texts rendered within the last 30 s; the rendering itself runs
+in the background). Bytes on the wire and of the text reported, and the
 collector's resident memory after the scrapes.
 
 The frames repeat the same readings (only time and sequence numbers move), so a new frame changes
@@ -27,6 +28,7 @@ import paho.mqtt.client as mqtt
 from _common import CollectorProcess, FrameFactory, base_parser, emit, machine, quiet_logs
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from collector.config import ExportConfig
 from collector.devbroker import PrivateBroker
 
 
@@ -142,6 +144,7 @@ def main() -> None:
             "scrape_s_median": round(statistics.median(times), 3),
             "scrape_s_max": round(max(times), 3),
             "scrape_all_changed_s": round(all_changed[0], 3),
+            "metrics_refresh_s": ExportConfig().metrics_refresh_s,  # the collector runs with the default
             "wire_bytes": steady[-1][1],
             "output_bytes": steady[-1][2],
             "plain_scrape_s": [round(t, 3) for t in plain_times],

@@ -300,10 +300,19 @@ def test_a_node_is_rendered_at_most_once_per_refresh_period() -> None:
     fleet.send(frame(node, 1, [gpu_reading(0, node, temperature_celsius=77.5)]))
     assert fleet.metrics.render_pending() == 0  # changed, but not due: left for later
     assert one(parse(fleet.scrape()), "fleetops_accelerator_temperature_celsius", node=node) == 40.0
-    # a node never rendered is rendered by the scrape, whatever the period
+    # what is not routine shows at once: an event, a node going offline
+    fleet.send(event(node, "xid", data={"xid": 79}, index=0, seq=0))
+    series = parse(fleet.scrape())
+    assert one(series, "fleetops_accelerator_xid_errors_total", node=node, accelerator="0", xid="79") == 1
+    # a node never rendered is rendered by the scrape, whatever the period, and its first frame
+    # after a rendering without any shows at once
     other = "gpu-r01-n08"
-    fleet.send(birth(other), frame(other, 0, [gpu_reading(0, other, temperature_celsius=55.0)]))
+    fleet.send(birth(other))
+    assert pick(parse(fleet.scrape()), "fleetops_accelerator_temperature_celsius", node=other) == {}
+    fleet.send(frame(other, 0, [gpu_reading(0, other, temperature_celsius=55.0)]))
     assert one(parse(fleet.scrape()), "fleetops_accelerator_temperature_celsius", node=other) == 55.0
+    fleet.send(status(other, "offline"))
+    assert one(parse(fleet.scrape()), "fleetops_node_up", node=other) == 0
 
 
 def test_rendering_waits_behind_an_ingest_backlog() -> None:

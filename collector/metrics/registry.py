@@ -164,6 +164,20 @@ def _node_key(state: NodeState, counters: NodeCounters | None, link: NodeLink | 
     )
 
 
+def _routine(old: tuple[object, ...], new: tuple[object, ...]) -> bool:
+    """Whether a node changed only the way every frame changes it (``_node_key``: last seen, frame
+    count, link skew), not in its liveness, session, inventory or event counters, and not from no
+    frame at all to its first readings: only routine changes wait for ``refresh_s``."""
+    had, has = old[3], new[3]
+    return (
+        old[:2] == new[:2]
+        and old[4:-1] == new[4:-1]
+        and isinstance(had, int)
+        and isinstance(has, int)
+        and (had > 0) == (has > 0)
+    )
+
+
 class CollectorMetrics:
     """Everything the collector exposes. The pipeline's objects are read at render time; messages
     are observed through ``observe()`` (after fleet state applied them), store writes and batches
@@ -302,22 +316,15 @@ class CollectorMetrics:
         return self.links.nodes.get(node) if self.links is not None else None
 
     def _node_text(self, state: NodeState, now: float) -> NodeText:
-        """The node's text: the cached one while nothing changed or, unless its liveness changed,
-        while it is younger than ``refresh_s``; else rendered now."""
+        """The node's text: the cached one while nothing changed or, for routine changes only (see
+        ``_routine``), while it is younger than ``refresh_s``; else rendered now."""
         counters = self.counters.get(state.node)
         link = self._link(state.node)
         key = _node_key(state, counters, link)
         cached = self._cache.get(state.node)
-        if (
-            cached is not None
-            and (
-                cached[0] == key
-                # a liveness change (key[:2]: status, offline reason) is shown at once
-                or (
-                    cached[0][:2] == key[:2]
-                    and now - self._rendered.get(state.node, -math.inf) < self.refresh_s
-                )
-            )
+        if cached is not None and (
+            cached[0] == key
+            or (_routine(cached[0], key) and now - self._rendered.get(state.node, -math.inf) < self.refresh_s)
         ):
             return cached[1]
         sink = _TextSink()

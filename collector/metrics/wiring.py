@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 
 __all__ = ["MetricsService"]
 
-#: how often changed nodes are rendered in the background, and how many per slice of the event loop
+#: how often changed nodes are rendered in the background, and how many per turn of the event loop:
+#: 8 nodes of 8 GPUs take 5-10 ms, so a burst of renderings (every node due at once) delays each
+#: step of other work (a page being sent, an API request) by at most that much
 RENDER_PENDING_S: Final = 1.0
-RENDER_SLICE_NODES: Final = 50
+RENDER_SLICE_NODES: Final = 8
 
 
 class MetricsService:
