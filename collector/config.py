@@ -198,7 +198,7 @@ class RulesConfig(_Section, frozen=True):
     verify_window_s: Annotated[float, msgspec.Meta(ge=1, le=30 * 86400)] = 600.0
     escalation_window_s: Seconds = 7 * 86400.0
     review_interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
-    history_window_s: Annotated[float, msgspec.Meta(ge=60, le=86400)] = 900.0
+    history_window_s: Annotated[float, msgspec.Meta(ge=60, le=86400)] = 600.0
     evidence_readings: Annotated[int, msgspec.Meta(ge=0, le=120)] = 12
     # --- XIDs
     xid_ignore: list[Annotated[int, msgspec.Meta(ge=1, le=100_000)]] = []
