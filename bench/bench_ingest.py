@@ -154,9 +154,11 @@ async def collector_drain(
     collector = Collector(config)
     first: list[float] = []
     on_publish = collector.ingest._on_publish
+    cpu_before: dict[str, float] = {}
 
     def timed_on_publish(*publish: Any) -> None:
         if not first:
+            cpu_before.update(thread_cpu())
             first.append(time.perf_counter())
         on_publish(*publish)
 
@@ -175,14 +177,6 @@ async def collector_drain(
             done.set()
 
     collector.ingest.ack = counted_ack  # type: ignore[method-assign]
-    cpu_before: dict[str, float] = {}
-
-    def timed_first(*publish: Any) -> None:
-        if not first:
-            cpu_before.update(thread_cpu())
-        timed_on_publish(*publish)
-
-    collector.ingest._on_publish = timed_first  # type: ignore[method-assign]
     await collector.start()
     try:
         deadline = time.monotonic() + timeout_s

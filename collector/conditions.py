@@ -135,6 +135,16 @@ class Rise:
     def step(
         self, prev_frame_ts: float | None, ts: float, value: int | None, window_s: float, wrap: bool
     ) -> None:
+        if (
+            value is not None
+            and value == self.last
+            and prev_frame_ts is not None
+            and self.last_ts == prev_frame_ts
+            and not self.rises
+            and len(self.runs) == 2
+        ):
+            self.runs[1] = self.last_ts = ts  # the usual frame: unchanged, one run going on, no rise
+            return
         horizon = ts - window_s
         if value is not None:
             last = self.last
@@ -257,8 +267,8 @@ class GpuConditions:
             assert aggregate is not None
             assert sram is not None
             window = cfg.trn_ecc_window_s
-            _count(aggregate, prev_frame_ts, ts, r.ecc_aggregate_uncorrected_total, window, False)
-            _count(sram, prev_frame_ts, ts, r.sram_ecc_uncorrected_total, window, False)
+            aggregate.step(prev_frame_ts, ts, r.ecc_aggregate_uncorrected_total, window, False)
+            sram.step(prev_frame_ts, ts, r.sram_ecc_uncorrected_total, window, False)
             self.watch = r.lost or aggregate.total > 0 or sram.total > 0
             return
         t, slow = r.temperature_celsius, r.slowdown_temperature_celsius
@@ -296,42 +306,20 @@ class GpuConditions:
             sustained = self.pcie_low
             if low or sustained.active or sustained.run_start is not None:
                 sustained.step(ts, low, low, cfg.gpu_pcie_for_s)
-            rise, value = self.pcie_replays, r.pcie_replay_total
             after = prev_frame_ts if prev_frame_ts is not None and prev_frame_ts >= pcie_after else None
-            if (
-                value is not None
-                and value == rise.last
-                and rise.last_ts == after
-                and after is not None
-                and not rise.rises
-                and len(rise.runs) == 2
-            ):
-                rise.runs[1] = rise.last_ts = ts  # unchanged, run going on, nothing rose in the window
-            else:
-                rise.step(after, ts, value, cfg.gpu_pcie_replay_window_s, True)
+            self.pcie_replays.step(after, ts, r.pcie_replay_total, cfg.gpu_pcie_replay_window_s, True)
         links = r.nvlink_links_total
         if links or self.nvlink.runs:
-            rise = self.nvlink
             crc, replay, recovery = (
                 r.nvlink_crc_errors_total,
                 r.nvlink_replay_errors_total,
                 r.nvlink_recovery_errors_total,
             )
             if crc is None and replay is None and recovery is None:
-                value = None
+                errors = None
             else:
-                value = (crc or 0) + (replay or 0) + (recovery or 0)
-            if (
-                value is not None
-                and value == rise.last
-                and rise.last_ts == prev_frame_ts
-                and prev_frame_ts is not None
-                and not rise.rises
-                and len(rise.runs) == 2
-            ):
-                rise.runs[1] = rise.last_ts = ts
-            else:
-                rise.step(prev_frame_ts, ts, value, cfg.gpu_nvlink_window_s, True)
+                errors = (crc or 0) + (replay or 0) + (recovery or 0)
+            self.nvlink.step(prev_frame_ts, ts, errors, cfg.gpu_nvlink_window_s, True)
         up = r.nvlink_links_up
         self.watch = bool(
             r.lost
@@ -370,21 +358,6 @@ def _share(
     if share.held or share.runs or share.active:
         return share
     return None
-
-
-def _quiet(rise: Rise) -> bool:
-    """No rise within the window and one run going on: the next unchanged value only extends it."""
-    return not rise.rises and rise.last_ts is not None and len(rise.runs) == 2
-
-
-def _count(
-    rise: Rise, prev_frame_ts: float | None, ts: float, value: int | None, window_s: float, wrap: bool
-) -> None:
-    """``Rise.step``, with the common case (the counter unchanged, the run going on) done here."""
-    if value is not None and value == rise.last and rise.last_ts == prev_frame_ts and _quiet(rise):
-        rise.runs[1] = rise.last_ts = ts
-        return
-    rise.step(prev_frame_ts, ts, value, window_s, wrap)
 
 
 class Streak:

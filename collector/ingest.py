@@ -188,20 +188,11 @@ class _IngestClient(mqtt.Client):
             or self._protocol != MQTTProtocolVersion.MQTTv5
         ):
             return super()._packet_read()
-        length = shift = 0
-        at = pos + 1
-        while True:  # the remaining length: a variable byte integer of at most 4 bytes
-            if at >= len(buf) or at - pos > 4:
-                return super()._packet_read()  # split across reads (or malformed: paho says so)
-            byte = buf[at]
-            at += 1
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
+        remaining = read_varint(buf, pos + 1)
+        if remaining is None or remaining[0] + remaining[1] > len(buf):
+            return super()._packet_read()  # split across reads (or malformed: paho says so)
+        length, at = remaining
         end = at + length
-        if end > len(buf):
-            return super()._packet_read()
         self._rpos = end
         with self._msgtime_mutex:
             self._last_bytes_received = mqtt.time_func()
@@ -242,20 +233,27 @@ def parse_publish(packet: bytes | bytearray | memoryview, qos: int) -> tuple[byt
             return None
         mid = (packet[end] << 8) | packet[end + 1]
         end += 2
-    size = shift = 0
-    while True:  # the properties' length: a variable byte integer of at most 4 bytes
-        if end >= n or shift > 21:
-            return None
-        byte = packet[end]
-        end += 1
-        size |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            break
-        shift += 7
+    properties = read_varint(packet, end)  # their length; the properties themselves are skipped
+    if properties is None:
+        return None
+    size, end = properties
     end += size
     if end > n:
         return None
     return topic, mid, bytes(packet[end:])
+
+
+def read_varint(data: bytes | bytearray | memoryview, at: int) -> tuple[int, int] | None:
+    """An MQTT variable byte integer (at most 4 bytes) starting at ``at``: ``(value, the index after
+    it)``, or None when ``data`` ends first or the integer runs over 4 bytes."""
+    value = shift = 0
+    for i in range(at, min(at + 4, len(data))):
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i + 1
+        shift += 7
+    return None
 
 
 class MqttIngest:

@@ -271,25 +271,18 @@ class FleetState:
             if frame.host is not None:
                 state.host_conditions.feed(frame.ts, now, frame.host, cfg)
         present = {r.index for r in frame.accelerators if not r.lost}
-        expected = state.expected_accelerators
-        if (
-            state.missing_since
-            or len(present) < len(expected)
-            or any(a.index not in present for a in expected)
-        ):
-            for accel in expected:
-                if accel.index in present:
-                    state.missing_since.pop(accel.index, None)
-                else:
-                    state.missing_since.setdefault(accel.index, frame.ts)
-        if state.probe_failing_since or any(p.state in ("failed", "timeout") for p in frame.probes):
-            for probe in frame.probes:
-                if probe.state in ("failed", "timeout"):
-                    state.probe_failing_since.setdefault(probe.name, frame.ts)
-                    state.probe_failing_detail[probe.name] = probe.detail[:200]
-                else:
-                    state.probe_failing_since.pop(probe.name, None)
-                    state.probe_failing_detail.pop(probe.name, None)
+        for accel in state.expected_accelerators:
+            if accel.index in present:
+                state.missing_since.pop(accel.index, None)
+            else:
+                state.missing_since.setdefault(accel.index, frame.ts)
+        for probe in frame.probes:
+            if probe.state in ("failed", "timeout"):
+                state.probe_failing_since.setdefault(probe.name, frame.ts)
+                state.probe_failing_detail[probe.name] = probe.detail[:200]
+            else:
+                state.probe_failing_since.pop(probe.name, None)
+                state.probe_failing_detail.pop(probe.name, None)
 
     def _event(self, state: NodeState, event: Event, now: float) -> list[NodeChange]:
         state.events_total += 1

@@ -147,12 +147,24 @@ class _SampleSink:
         )
 
 
-def _node_key(state: NodeState, counters: NodeCounters | None, link: NodeLink | None) -> tuple[object, ...]:
-    return (
-        state.status,
-        state.offline_reason,
+#: What a node's text depends on: (what only changes the way every frame changes it, the rest).
+NodeKey = tuple[tuple[object, ...], tuple[object, ...]]
+
+
+def _node_key(state: NodeState, counters: NodeCounters | None, link: NodeLink | None) -> NodeKey:
+    """The node's text is rendered again when this changes; a change of the first part alone
+    (last seen, frame count, link skew) is routine and waits for ``refresh_s``. The rest —
+    liveness, session, inventory, event counters, and whether any frame arrived at all — shows at
+    once."""
+    routine = (
         state.last_seen,
         state.frames_total,
+        (link.skew_s, link.events_missing) if link is not None else None,
+    )
+    rest = (
+        state.status,
+        state.offline_reason,
+        state.frames_total > 0,
         state.session,
         id(state.accelerators),
         id(state.location),
@@ -160,22 +172,8 @@ def _node_key(state: NodeState, counters: NodeCounters | None, link: NodeLink | 
         state.agent_version,
         state.hostname,
         counters.version if counters is not None else -1,
-        (link.skew_s, link.events_missing) if link is not None else None,
     )
-
-
-def _routine(old: tuple[object, ...], new: tuple[object, ...]) -> bool:
-    """Whether a node changed only the way every frame changes it (``_node_key``: last seen, frame
-    count, link skew), not in its liveness, session, inventory or event counters, and not from no
-    frame at all to its first readings: only routine changes wait for ``refresh_s``."""
-    had, has = old[3], new[3]
-    return (
-        old[:2] == new[:2]
-        and old[4:-1] == new[4:-1]
-        and isinstance(had, int)
-        and isinstance(has, int)
-        and (had > 0) == (has > 0)
-    )
+    return routine, rest
 
 
 class CollectorMetrics:
@@ -219,7 +217,7 @@ class CollectorMetrics:
         self._rendered_at: float | None = time.monotonic()
         self._labels = LabelCache()
         self._seen_events: OrderedDict[str, None] = OrderedDict()
-        self._cache: dict[str, tuple[tuple[object, ...], NodeText]] = {}
+        self._cache: dict[str, tuple[NodeKey, NodeText]] = {}
         #: nodes whose messages arrived since their last rendering -> monotonic time of the first
         #: such message (insertion-ordered)
         self._dirty: dict[str, float] = {}
@@ -317,14 +315,14 @@ class CollectorMetrics:
 
     def _node_text(self, state: NodeState, now: float) -> NodeText:
         """The node's text: the cached one while nothing changed or, for routine changes only (see
-        ``_routine``), while it is younger than ``refresh_s``; else rendered now."""
+        ``_node_key``), while it is younger than ``refresh_s``; else rendered now."""
         counters = self.counters.get(state.node)
         link = self._link(state.node)
         key = _node_key(state, counters, link)
         cached = self._cache.get(state.node)
         if cached is not None and (
             cached[0] == key
-            or (_routine(cached[0], key) and now - self._rendered.get(state.node, -math.inf) < self.refresh_s)
+            or (cached[0][1] == key[1] and now - self._rendered.get(state.node, -math.inf) < self.refresh_s)
         ):
             return cached[1]
         sink = _TextSink()
