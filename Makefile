@@ -8,12 +8,12 @@ ARGS ?=
 
 demo:
 	@scripts/bootstrap.sh demo
-	@$(PY) -m collector.demo --duration $(DURATION) $(ARGS)
+	@$(PY) -m devtools.demo --duration $(DURATION) $(ARGS)
 
 test:
 	@scripts/bootstrap.sh test
-	$(PY) -m ruff check agent collector tests $(wildcard bench)
-	$(PY) -m ruff format --check agent collector tests $(wildcard bench)
+	$(PY) -m ruff check fleetops agent collector devtools tests $(wildcard bench)
+	$(PY) -m ruff format --check fleetops agent collector devtools tests $(wildcard bench)
 	$(PY) -m mypy
 	$(PY) -m pytest $(ARGS)
 

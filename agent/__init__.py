@@ -1,3 +1,5 @@
 """fleetops agent: reads a node's accelerators and host, streams them to the collector over MQTT."""
 
-__version__ = "0.1.0"
+from fleetops import __version__
+
+__all__ = ["__version__"]

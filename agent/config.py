@@ -3,7 +3,7 @@ command-line overrides, validated once at start into frozen structs.
 
 Errors name the key (``agent.interval_s: must be between 1 and 300``); unknown keys are errors. Each
 ``[probes.<name>]`` table is validated by the config struct its probe type registered in
-``agent.probes.PROBES``.
+``agent.probes.registry.PROBES``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from agent.hooks import BUILTIN_PLACEHOLDERS, HookSpec, placeholders
-from agent.probes import PROBES, ProbeSpec
-from agent.runner import ProbeConfig
-from agent.secrets import secret_file_problem
-from agent.wire import NAME_PATTERN, OPERATIONS, valid_name
+from agent.operations.hooks import BUILTIN_PLACEHOLDERS, HookSpec, placeholders
+from agent.probes.registry import PROBES, ProbeSpec
+from agent.probes.runner import ProbeConfig
+from fleetops.secrets import secret_file_problem
+from fleetops.wire import NAME_PATTERN, OPERATIONS, valid_name
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -103,7 +103,7 @@ class AgentSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class SpoolSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The durable spool in ``<agent.state_dir>/spool`` (policy in ``agent/spool.py``)."""
+    """The durable spool in ``<agent.state_dir>/spool`` (policy in ``agent/uplink/spool.py``)."""
 
     enabled: bool = True
     max_bytes: Annotated[int, msgspec.Meta(ge=64 * 1024, le=2**40)] = 64 * 1024 * 1024
@@ -119,7 +119,7 @@ class SpoolSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class OperationsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Remote operations (``agent/commands.py``): off unless enabled, with the collector's public
+    """Remote operations (``agent/operations/commands.py``): off unless enabled, with the collector's public
     keys, the operations this node allows and the hook that carries out each one."""
 
     enabled: bool = False

@@ -110,11 +110,11 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from agent.config import ConfigError
-    from agent.logging import configure_logging
     from agent.node import Agent, AgentError
-    from agent.probes import ProbeContext, build_probes
-    from agent.runner import SystemClock
-    from agent.sdnotify import Notifier
+    from agent.probes.registry import ProbeContext, build_probes
+    from agent.probes.runner import SystemClock
+    from agent.system.sdnotify import Notifier
+    from fleetops.logging import configure_logging
 
     try:
         config = config_from_args(args)
@@ -156,16 +156,16 @@ async def _serve(agent: Agent) -> None:
 
 async def release_memory_after(agents: Sequence[Agent]) -> None:
     """Once every agent in this process sampled its first frame, hand back what startup freed
-    (``agent.memory``). Cancel it when the agents stop first."""
-    from agent.memory import release_startup_memory
+    (``agent.system.memory``). Cancel it when the agents stop first."""
+    from agent.system.memory import release_startup_memory
 
     await asyncio.gather(*(agent.first_frame() for agent in agents))
     release_startup_memory()
 
 
 def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    from agent.neuron.cli import add_replay_arguments as add_neuron
-    from agent.nvidia.cli import add_replay_arguments as add_kmsg
+    from agent.probes.neuron.cli import add_replay_arguments as add_neuron
+    from agent.probes.nvidia.cli import add_replay_arguments as add_kmsg
 
     sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
     kmsg = sources.add_parser("kmsg", help="recorded kernel-log lines -> the events the agent would publish")
@@ -179,13 +179,13 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _replay_kmsg(args: argparse.Namespace) -> int:
-    from agent.nvidia.cli import replay_kmsg_command
+    from agent.probes.nvidia.cli import replay_kmsg_command
 
     return replay_kmsg_command(args)
 
 
 def _replay_neuron(args: argparse.Namespace) -> int:
-    from agent.neuron.cli import replay_neuron_monitor
+    from agent.probes.neuron.cli import replay_neuron_monitor
 
     return replay_neuron_monitor(args)
 
@@ -196,25 +196,25 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
-    from agent.nvidia.cli import add_probe_arguments
+    from agent.probes.nvidia.cli import add_probe_arguments
 
     add_probe_arguments(parser)
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from agent.nvidia.cli import probe_command
+    from agent.probes.nvidia.cli import probe_command
 
     return probe_command(args)
 
 
 def _add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
-    from agent.simulate import add_simulate_arguments
+    from agent.sim.command import add_simulate_arguments
 
     add_simulate_arguments(parser)
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from agent.simulate import simulate_command
+    from agent.sim.command import simulate_command
 
     return simulate_command(args)
 

@@ -24,16 +24,17 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from agent import __version__, wire
-from agent.commands import CommandHandler
+from agent import __version__
 from agent.config import AgentConfig
-from agent.probe import EventDraft, Probe
+from agent.operations.commands import CommandHandler
+from agent.probes.base import EventDraft, Probe
 from agent.probes.host import HostFactsReader
-from agent.publisher import MessageQueue, Publisher
-from agent.runner import Clock as Clock
-from agent.runner import FrameContent, ProbeRunner, SystemClock
-from agent.sdnotify import Notifier
-from agent.spool import Spool, SpoolSettings
+from agent.probes.runner import Clock as Clock
+from agent.probes.runner import FrameContent, ProbeRunner, SystemClock
+from agent.system.sdnotify import Notifier
+from agent.uplink.publisher import MessageQueue, Publisher
+from agent.uplink.spool import Spool, SpoolSettings
+from fleetops import wire
 
 __all__ = ["Agent", "AgentError", "AgentStats", "SessionCounter"]
 

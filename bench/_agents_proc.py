@@ -1,4 +1,4 @@
-"""Simulated GPU nodes for the latency benchmark: the real agent (``agent.fleet_sim``) with the
+"""Simulated GPU nodes for the latency benchmark: the real agent (``agent.sim.fleet``) with the
 real host, NVML and kernel-log probes over simulated GPUs, as ``fleetops-agent simulate`` builds
 them, except that the kernel-log file is polled every ``--kmsg-poll`` seconds.
 
@@ -18,13 +18,13 @@ import signal
 import time
 from pathlib import Path
 
-from agent.fleet_sim import NodeSpec, SimulatedFleet
-from agent.kmsg import KmsgConfig
-from agent.logging import configure_logging
-from agent.nvidia.gpu_model import make_simulated_gpu_probes
-from agent.probe import Probe
+from agent.probes.base import Probe
 from agent.probes.host import HostProbe, HostProbeConfig
-from agent.simulate import fleet_layout
+from agent.probes.kernel_log.follower import KmsgConfig
+from agent.sim.command import fleet_layout
+from agent.sim.fleet import NodeSpec, SimulatedFleet
+from agent.sim.gpu_model import make_simulated_gpu_probes
+from fleetops.logging import configure_logging
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ from typing import Any
 
 import msgspec
 
-from agent.nvidia.gpu_model import make_simulated_gpu_probes
 from agent.probes.host import HostProbe, HostProbeConfig
-from agent.wire import (
+from agent.sim.gpu_model import make_simulated_gpu_probes
+from fleetops.wire import (
     Accelerator,
     AcceleratorReadings,
     Birth,
@@ -56,7 +56,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 def quiet_logs(level: str = "warning") -> None:
     """Structured logs to stderr only (stdout carries the one JSON document)."""
-    from agent.logging import configure_logging
+    from fleetops.logging import configure_logging
 
     configure_logging("console", level, stream=sys.stderr)
 

@@ -24,10 +24,10 @@ from typing import Any
 import pynvml
 from _common import base_parser, emit, machine, proc_sample, quiet_logs
 
-from agent.nvidia.fake_nvml import FakeNvml
-from agent.nvidia.gpu_model import SimulatedNode
-from agent.nvidia.nvml_probe import NvmlConfig, NvmlProbe
-from collector.devbroker import PrivateBroker
+from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
+from agent.sim.fake_nvml import FakeNvml
+from agent.sim.gpu_model import SimulatedNode
+from devtools.broker import PrivateBroker
 
 
 def agent_process(duration_s: float, interval_s: float, warmup_s: float, tmp: Path) -> dict[str, Any]:
@@ -143,10 +143,10 @@ IMPORT_STEPS = (
     "agent.main",
     # agent.main loads the rest when a subcommand runs: the agent's own modules, then the simulator
     "agent.node",
-    "agent.probes",
-    "agent.simulate",
+    "agent.probes.registry",
+    "agent.sim.command",
 )
-#: Only where remote operations are enabled (agent.commands loads it then): left out of "agent".
+#: Only where remote operations are enabled (agent.operations.commands loads it then): left out of "agent".
 _CRYPTOGRAPHY = "cryptography.hazmat.primitives.asymmetric.ed25519"
 
 _IMPORT_PROBE = """

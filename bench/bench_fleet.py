@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 from _common import CollectorProcess, FrameFactory, base_parser, emit, machine, proc_sample, quiet_logs
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from collector.devbroker import PrivateBroker
+from devtools.broker import PrivateBroker
 
 
 class LoadGenerator:

@@ -1,5 +1,5 @@
 """Fuzz: 100,000+ hostile payloads (and hostile topics) through the collector's decoder
-(``collector.ingest.decode_inbound``: topic parsing, size limit, msgspec validation) and, for
+(``collector.ingest.client.decode_inbound``: topic parsing, size limit, msgspec validation) and, for
 those that decode, through fleet state (``FleetState.apply``). A crash is any exception escaping;
 a rejection (``DecodeError``) is the expected outcome. Deterministic (seeded).
 
@@ -17,9 +17,9 @@ from typing import Any
 
 from _common import FrameFactory, base_parser, emit, machine, quiet_logs
 
-from agent.wire import DecodeError
-from collector.ingest import InboundMessage, decode_inbound
-from collector.state import FleetState
+from collector.fleet.state import FleetState
+from collector.ingest.client import InboundMessage, decode_inbound
+from fleetops.wire import DecodeError
 
 HOSTILE_VALUES: list[Any] = [
     None, True, -1, 0, 2**63, -(2**63), 2**64, 1e308, -1e308, 1.5, "", "x" * 70_000, "\x00", "\ud800",

@@ -25,8 +25,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collector.config import parse_config
-from collector.devbroker import PrivateBroker
 from collector.service import Collector
+from devtools.broker import PrivateBroker
 
 SUBSCRIPTION = "fleetops/v1/+/+/#"
 

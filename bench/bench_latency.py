@@ -32,8 +32,8 @@ from typing import Any
 from _common import CollectorProcess, FrameFactory, base_parser, emit, machine, quiet_logs
 from bench_fleet import LoadGenerator
 
-from agent.nvidia.gpu_model import _KERNEL_BOOT_OFFSET_S, MODELS, xid_text
-from collector.devbroker import PrivateBroker, free_port
+from agent.sim.gpu_model import _KERNEL_BOOT_OFFSET_S, MODELS, xid_text
+from devtools.broker import PrivateBroker, free_port
 
 XID = 79
 

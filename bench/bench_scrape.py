@@ -29,7 +29,7 @@ from _common import CollectorProcess, FrameFactory, base_parser, emit, machine, 
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from collector.config import ExportConfig
-from collector.devbroker import PrivateBroker
+from devtools.broker import PrivateBroker
 
 
 def scrape(url: str, gzip: bool) -> tuple[float, int, int]:

@@ -41,7 +41,7 @@ ENV_PREFIX: Final = "FLEETOPS_"
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=365 * 86400)]
 Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
-#: The actions of ``collector.actions.Action`` (kept literal here so config has no import cycle).
+#: The actions of ``collector.rules.actions.Action`` (kept literal here so config has no import cycle).
 ActionName = Literal[
     "RESTART_APP",
     "RESET_GPU",

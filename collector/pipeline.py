@@ -20,7 +20,21 @@ from typing import Any, Final, TypeVar
 import msgspec
 import structlog
 
-from agent.wire import (
+from collector.config import CollectorConfig
+from collector.fleet.state import FleetState, NodeChange, NodeState
+from collector.ingest.acks import LinkTracker, ack_messages, rebirth_message
+from collector.ingest.client import InboundMessage, MqttIngest, Rejections, decode_inbound
+from collector.rules import Finding, RuleContext, evaluate_event, evaluate_node, evaluate_readings
+from collector.store import NodeRecord, Store, Transaction
+from collector.tasks.lifecycle import (
+    BirthSeen,
+    TaskChange,
+    apply_work,
+    birth_before,
+    offline_fingerprint,
+    resolve,
+)
+from fleetops.wire import (
     Accelerator,
     Birth,
     DecodeError,
@@ -32,14 +46,7 @@ from agent.wire import (
     encode,
     topic_for,
 )
-from agent.xid_catalog import XidCatalog
-from collector.acks import LinkTracker, ack_messages, rebirth_message
-from collector.config import CollectorConfig
-from collector.ingest import InboundMessage, MqttIngest, Rejections, decode_inbound
-from collector.rules import Finding, RuleContext, evaluate_event, evaluate_node, evaluate_readings
-from collector.state import FleetState, NodeChange, NodeState
-from collector.store import NodeRecord, Store, Transaction
-from collector.tasks import BirthSeen, TaskChange, apply_work, birth_before, offline_fingerprint, resolve
+from fleetops.xid_catalog import XidCatalog
 
 __all__ = ["Pipeline", "StoreUnavailable", "node_record", "node_state"]
 

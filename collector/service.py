@@ -18,19 +18,19 @@ from collections.abc import Callable
 import structlog
 from aiohttp import web
 
-from agent.xid_catalog import XidCatalog, load_catalog
-from collector.api import create_app
-from collector.api_board import register_board
-from collector.api_ops import register_operations
 from collector.board.queries import BoardReader
+from collector.board.routes import register_board
 from collector.config import ApiConfig, CollectorConfig, split_host_port
-from collector.ingest import MqttIngest
+from collector.fleet.state import FleetState
+from collector.http.app import create_app
+from collector.http.operations import register_operations
+from collector.ingest.client import MqttIngest
 from collector.metrics import MetricsService
 from collector.notify.dispatcher import Dispatcher
 from collector.operations.service import OperationsService
 from collector.pipeline import Pipeline, StoreUnavailable, node_state
-from collector.state import FleetState
 from collector.store import Store
+from fleetops.xid_catalog import XidCatalog, load_catalog
 
 __all__ = ["Collector"]
 

@@ -1,7 +1,7 @@
 # ruff: noqa: E501  (PromQL expressions read best on one line)
 """Generates the Grafana dashboards in dashboards/grafana/ from the panel lists below.
 
-Run ``python dashboards/generate.py`` after changing a panel; ``tests/test_dashboards.py`` fails when
+Run ``python dashboards/generate.py`` after changing a panel; ``tests/dashboards/test_dashboards.py`` fails when
 the committed JSON differs from what this script writes. Every panel query uses only the metrics of
 ``collector.metrics.families`` and the template variables ``$site``, ``$rack`` and ``$node`` (plus
 ``$gpu`` / ``$device`` / ``$job`` where a dashboard has them).

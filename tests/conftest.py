@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from collector.devbroker import PrivateBroker
+from devtools.broker import PrivateBroker
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ import msgspec
 import psutil
 import structlog
 
-from agent.probe import EventSink, Sample
-from agent.runner import ProbeConfig
-from agent.wire import Accelerator, DiskReading, HostFacts, HostReadings
+from agent.probes.base import EventSink, Sample
+from agent.probes.runner import ProbeConfig
+from fleetops.wire import Accelerator, DiskReading, HostFacts, HostReadings
 
 __all__ = [
     "CpuTimes",

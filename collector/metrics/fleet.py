@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from agent.wire import Accelerator, AcceleratorReadings, ProbeHealth
-from collector.acks import NodeLink
+from collector.fleet.state import NodeState
+from collector.ingest.acks import NodeLink
 from collector.metrics.exposition import LabelSet
-from collector.state import NodeState
+from fleetops.wire import Accelerator, AcceleratorReadings, ProbeHealth
 
 __all__ = [
     "CLOCK_EVENT_BITS",

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from agent.wire import Birth, Event, Message, Telemetry
-from collector.acks import LinkTracker, NodeLink
-from collector.ingest import MqttIngest, Rejections
+from collector.fleet.state import FleetState, NodeState
+from collector.ingest.acks import LinkTracker, NodeLink
+from collector.ingest.client import MqttIngest, Rejections
 from collector.metrics.deflate import (
     FINAL_BLOCK,
     GZIP_HEADER,
@@ -37,7 +37,7 @@ from collector.metrics.families import FAMILIES, by_name
 from collector.metrics.fleet import Emit, LabelCache, NodeCounters, emit_node
 from collector.metrics.nodetext import NODE_FAMILIES, NodeText, join_family
 from collector.metrics.tasks import OpenTaskCounts
-from collector.state import FleetState, NodeState
+from fleetops.wire import Birth, Event, Message, Telemetry
 
 __all__ = ["EVENT_ID_MEMORY", "CollectorMetrics", "Sample"]
 

@@ -10,19 +10,19 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from agent import __version__
 from collector.config import CollectorConfig
-from collector.ingest import MqttIngest
+from collector.fleet.state import FleetState
+from collector.ingest.client import MqttIngest
 from collector.metrics.endpoint import METRICS_KEY, MetricsEndpoint
 from collector.metrics.hooks import attach
 from collector.metrics.registry import CollectorMetrics
 from collector.metrics.tasks import TaskCounter
 from collector.pipeline import Pipeline
-from collector.state import FleetState
 from collector.store import Store
+from fleetops import __version__
 
 if TYPE_CHECKING:
-    from collector.otlp import OtlpPusher
+    from collector.metrics.otlp import OtlpPusher
 
 __all__ = ["MetricsService"]
 
@@ -70,7 +70,7 @@ class MetricsService:
         app[METRICS_KEY] = MetricsEndpoint(self.metrics, self.tasks)
         self._render_task = asyncio.create_task(self._render_pending(), name="collector-metrics-render")
         if self.config.export.otlp.enabled:
-            from collector.otlp import OtlpPusher  # the OpenTelemetry SDK loads only when used
+            from collector.metrics.otlp import OtlpPusher  # the OpenTelemetry SDK loads only when used
 
             self.otlp = OtlpPusher(
                 self.config.export.otlp, self.metrics, self.tasks, service_version=__version__

@@ -10,9 +10,9 @@ from typing import Final, Literal
 
 import msgspec
 
-from agent.wire import OPERATIONS, check_arguments
-from collector.actions import Action
 from collector.config import OperationsConfig
+from collector.rules.actions import Action
+from fleetops.wire import OPERATIONS, check_arguments
 
 __all__ = [
     "Disruption",

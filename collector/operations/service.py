@@ -35,9 +35,8 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent import wire
-from collector.actions import Action
 from collector.config import CollectorConfig
+from collector.fleet.state import FleetState
 from collector.operations import db
 from collector.operations.policy import (
     Disruption,
@@ -48,12 +47,13 @@ from collector.operations.policy import (
     plan_for,
     verifies_task,
 )
-from collector.operations.schema import LIVE_STATES
+from collector.operations.signing import CommandSigner
+from collector.rules.actions import Action
 from collector.rules.base import TaskLocation
-from collector.signing import CommandSigner
-from collector.state import FleetState
 from collector.store import Store, TaskRecord, Transaction
-from collector.tasks import TaskError, request_resolve
+from collector.store.operations_schema import LIVE_STATES
+from collector.tasks.lifecycle import TaskError, request_resolve
+from fleetops import wire
 
 __all__ = ["BREAKER_FINGERPRINT", "OperationsError", "OperationsService"]
 

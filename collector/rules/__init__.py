@@ -2,7 +2,7 @@
 
 One module per family: ``xid`` (NVIDIA's catalog), ``gpu``, ``trainium``, ``node``; the registry
 (``registry``) lists them. Facility correlation (many nodes of a rack or row at once) works on
-tasks, in ``collector.correlate``. docs/rules.md describes every rule and its settings.
+tasks, in ``collector.tasks.correlate``. docs/rules.md describes every rule and its settings.
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ from typing import Any, Final
 
 import msgspec
 
-from agent.wire import Accelerator, AcceleratorReadings, DataValue, Event
-from agent.xid_catalog import XidCatalog
-from collector.actions import Action, Severity, default_severity
 from collector.config import RulesConfig
-from collector.state import NodeState
+from collector.fleet.state import NodeState
+from collector.rules.actions import Action, Severity, default_severity
+from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, Event
+from fleetops.xid_catalog import XidCatalog
 
 __all__ = [
     "VERDICT_PREFIX",

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from agent.wire import AcceleratorReadings, Event
-from collector.actions import Action, default_severity
-from collector.conditions import GpuConditions, Rise, Share
+from collector.fleet.conditions import GpuConditions, Rise, Share
+from collector.fleet.state import NodeState
+from collector.rules.actions import Action, default_severity
 from collector.rules.base import (
     VERDICT_PREFIX,
     Finding,
@@ -27,7 +27,7 @@ from collector.rules.base import (
     readings_evidence,
     where,
 )
-from collector.state import NodeState
+from fleetops.wire import AcceleratorReadings, Event
 
 __all__ = ["GPU_EVENT_RULES", "GPU_READINGS_RULES", "LOST_LADDER"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from collector.actions import Action, default_severity
+from collector.fleet.state import NodeState
+from collector.rules.actions import Action, default_severity
 from collector.rules.base import Finding, RuleContext, TaskLocation, duration_text, iso, node_location
-from collector.state import NodeState
 
 __all__ = ["NODE_READINGS_RULES", "NODE_TIME_RULES", "node_offline_rule"]
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from agent.wire import Event
+from collector.fleet.state import NodeState
 from collector.rules.base import Finding, RuleContext
 from collector.rules.gpu import GPU_EVENT_RULES, GPU_READINGS_RULES, accelerator_count_rule
 from collector.rules.node import NODE_READINGS_RULES, NODE_TIME_RULES
 from collector.rules.trainium import TRAINIUM_EVENT_RULES, TRAINIUM_READINGS_RULES
 from collector.rules.xid import recovery_action_rule, xid_rule
-from collector.state import NodeState
+from fleetops.wire import Event
 
 __all__ = [
     "EVENT_RULES",

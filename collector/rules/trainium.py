@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from agent.wire import Event
-from collector.actions import Action, default_severity
+from collector.fleet.state import NodeState
+from collector.rules.actions import Action, default_severity
 from collector.rules.base import (
     Finding,
     RuleContext,
@@ -24,7 +24,7 @@ from collector.rules.base import (
     readings_evidence,
     where,
 )
-from collector.state import NodeState
+from fleetops.wire import Event
 
 __all__ = ["TRAINIUM_EVENT_RULES", "TRAINIUM_READINGS_RULES", "hang_peers"]
 

@@ -1,4 +1,4 @@
-"""XID rules: NVIDIA's XID catalog (``agent.xid_catalog``) decides, as data.
+"""XID rules: NVIDIA's XID catalog (``fleetops.xid_catalog``) decides, as data.
 
 * The *immediate* resolution bucket of an XID chooses the action (``BUCKET_ACTIONS``).
 * Workflow buckets are worked out as their text says: XID 48 solo is a GPU reset, with XID 63/64 a
@@ -20,9 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from agent.wire import DataValue, Event
-from agent.xid_catalog import NvlinkDecodeRow, XidCatalog
-from collector.actions import Action
+from collector.rules.actions import Action
 from collector.rules.base import (
     VERDICT_PREFIX,
     Finding,
@@ -32,6 +30,8 @@ from collector.rules.base import (
     event_finding,
     where,
 )
+from fleetops.wire import DataValue, Event
+from fleetops.xid_catalog import NvlinkDecodeRow, XidCatalog
 
 __all__ = [
     "APP_CLASS_XIDS",

@@ -1,0 +1,69 @@
+"""What a probe is, and the values it hands to the agent.
+
+A probe reads one source (the host, NVML, neuron-monitor, a simulator ...). The agent's runner
+owns timing, timeouts and health; a probe only starts, describes its inventory, samples, and
+reports discrete events through the sink it was given at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, Protocol
+
+import msgspec
+
+from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, HostReadings
+
+__all__ = ["EventDraft", "EventSink", "Probe", "Sample", "Unsupported"]
+
+Severity = Literal["info", "warning", "critical", "fatal"]
+
+
+class Unsupported(Exception):
+    """The hardware or library this probe reads is absent on this node: no data, not a fault."""
+
+
+class EventDraft(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as a probe reports it; the agent adds node, id, session and sequence."""
+
+    kind: str
+    severity: Severity
+    message: str = ""
+    accelerator_index: int | None = None
+    accelerator_id: str = ""
+    pci_bus_id: str = ""
+    count: int = 1
+    first_ts: float | None = None
+    ts: float | None = None
+    source: str = ""
+    data: dict[str, DataValue] = {}
+
+
+#: Receives events as they happen. Safe to call from any thread.
+EventSink = Callable[[EventDraft], None]
+
+
+class Sample(msgspec.Struct, kw_only=True):
+    """What one probe read in one cycle."""
+
+    host: HostReadings | None = None
+    accelerators: list[AcceleratorReadings] = []
+
+
+class Probe(Protocol):
+    """A source of readings and events. Implementations live one per module."""
+
+    name: str
+
+    async def start(self, emit: EventSink) -> None:
+        """Open the source. Raise ``Unsupported`` when it does not exist on this node."""
+
+    def inventory(self) -> list[Accelerator]:
+        """The accelerators this probe found, for the birth message (valid after ``start``)."""
+
+    async def sample(self) -> Sample:
+        """Read current values. Must not block the event loop (use threads for blocking calls)."""
+
+    async def stop(self) -> None:
+        """Release the source; called once at shutdown for every probe whose ``start`` was tried,
+        including one that failed or timed out (it may hold a thread or a child process)."""

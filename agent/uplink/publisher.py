@@ -1,0 +1,564 @@
+"""The MQTT side of the agent: connect with a Will, announce, and deliver queued events and frames.
+
+On every connect (MQTT v5): the Will is ``Status(offline, session=N)`` (retained, QoS 1); then Birth
+(retained, QoS 1), Status online (retained, QoS 1), then queued events (QoS 1, each removed only once
+the broker acknowledged it) and queued frames (QoS 0). Events are sent as soon as they are queued and
+always before frames. Reconnects back off exponentially with full jitter. Payloads above
+``wire.MAX_PAYLOAD_BYTES`` are refused and counted (the client would otherwise drop them silently).
+
+The queues sit behind ``MessageQueue`` so a durable spool can replace the in-memory one. An event
+queue that also implements ``AckedQueue`` (the spool) keeps events after the broker's PUBACK until the
+collector acknowledges them on ``.../ack``; unacknowledged events are sent again after
+``ack_timeout_s`` and on every reconnect. The agent subscribes to its own ``ack`` and ``rebirth``
+topics; a rebirth request re-publishes the birth, at most once per ``rebirth_min_interval_s``.
+With a ``CommandReceiver`` it also subscribes to its ``cmd`` topic, hands each payload to it, and
+publishes the answers (``send_result``, QoS 1) before anything else that is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Final, Literal, Protocol, runtime_checkable
+
+import aiomqtt
+import msgspec
+import structlog
+
+from agent.config import MqttSection
+from agent.probes.runner import Clock
+from fleetops import wire
+
+__all__ = [
+    "AckedQueue",
+    "CommandReceiver",
+    "ConnectionHooks",
+    "MemoryQueue",
+    "MessageQueue",
+    "Outgoing",
+    "Publisher",
+    "PublisherStats",
+    "backoff_delay",
+]
+
+_SHUTDOWN_DRAIN_S: Final = 2.0
+_PUBLISH_TIMEOUT_S: Final = 10.0
+
+
+class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
+    """An encoded message waiting to be sent. ``key`` identifies it in logs (event id, session/seq)."""
+
+    channel: Literal["telemetry", "event"]
+    payload: bytes
+    key: str = ""
+
+
+class MessageQueue(Protocol):
+    """Where outgoing messages wait. ``put`` returns how many old ones it dropped to make room."""
+
+    def put(self, item: Outgoing) -> int: ...
+
+    def peek(self) -> Outgoing | None: ...
+
+    def pop(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class AckedQueue(Protocol):
+    """A ``MessageQueue`` whose ``pop()`` keeps the item until ``ack`` removes it by key."""
+
+    def put(self, item: Outgoing) -> int: ...
+
+    def peek(self) -> Outgoing | None: ...
+
+    def pop(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def ack(self, keys: Iterable[str]) -> int: ...
+
+    def rewind(self, sent_before: float | None = None) -> int: ...
+
+    def rewind_expired(self, timeout_s: float) -> int: ...
+
+    def next_expiry(self, timeout_s: float) -> float | None: ...
+
+
+class MemoryQueue:
+    """A bounded FIFO in memory that drops its oldest entry when full."""
+
+    def __init__(self, max_items: int) -> None:
+        if max_items < 0:
+            raise ValueError("max_items must be >= 0")
+        self.max_items = max_items
+        self._items: deque[Outgoing] = deque()
+
+    def put(self, item: Outgoing) -> int:
+        if self.max_items == 0:
+            return 1
+        dropped = 0
+        while len(self._items) >= self.max_items:
+            self._items.popleft()
+            dropped += 1
+        self._items.append(item)
+        return dropped
+
+    def peek(self) -> Outgoing | None:
+        return self._items[0] if self._items else None
+
+    def pop(self) -> None:
+        if self._items:
+            self._items.popleft()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ConnectionHooks(Protocol):
+    """What the publisher asks of its owner around each connection."""
+
+    def next_session(self) -> int:
+        """The session number for the next connection attempt (persisted before it is used)."""
+
+    def connected(self, session: int) -> wire.Birth:
+        """The connection for ``session`` is up: make it the current session and return its birth."""
+
+    def birth(self) -> wire.Birth:
+        """The node's birth now, for a re-announcement within the current session."""
+
+
+class CommandReceiver(Protocol):
+    """Takes the payloads that arrive on this node's ``cmd`` topic (``agent.operations.commands``)."""
+
+    def receive(self, payload: bytes) -> None: ...
+
+
+_RESULTS_MAX: Final = 256
+
+
+class PublisherStats(msgspec.Struct, kw_only=True):
+    connects: int = 0
+    rebirths: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    events_sent: int = 0
+    frames_sent: int = 0
+    events_dropped: int = 0
+    frames_dropped: int = 0
+    oversized: int = 0
+    acks_received: int = 0
+    events_acked: int = 0
+    events_resent: int = 0
+    rebirth_requests: int = 0
+    rebirth_requests_ignored: int = 0
+    control_invalid: int = 0
+    publish_refused: int = 0
+    results_sent: int = 0
+    results_dropped: int = 0
+
+
+def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter, bounded to ``[min_s, max_s]``."""
+    ceiling = min(max_s, min_s * (2 ** min(attempt, 32)))
+    return rng.uniform(min_s, max(min_s, ceiling))
+
+
+class Publisher:
+    """Owns the MQTT connection for one node. ``run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        config: MqttSection,
+        *,
+        site: str,
+        node: str,
+        client_id: str,
+        hooks: ConnectionHooks,
+        clock: Clock,
+        events: MessageQueue | None = None,
+        frames: MessageQueue | None = None,
+        rng: random.Random | None = None,
+        logger: Any = None,
+        ack_timeout_s: float = 60.0,
+        rebirth_min_interval_s: float = 10.0,
+        commands: CommandReceiver | None = None,
+    ) -> None:
+        self._config = config
+        self._commands = commands
+        self._results: deque[bytes] = deque()
+        self._ack_timeout_s = ack_timeout_s
+        self._rebirth_min_interval_s = rebirth_min_interval_s
+        self._last_rebirth_request: float | None = None
+        self._site = site
+        self._node = node
+        self._client_id = client_id
+        self._hooks = hooks
+        self._clock = clock
+        self._events: MessageQueue = events if events is not None else MemoryQueue(config.queue_max_events)
+        self._frames: MessageQueue = frames if frames is not None else MemoryQueue(config.queue_max_frames)
+        self._rng = rng or random.Random()
+        self._log = logger if logger is not None else structlog.get_logger("fleetops.agent.publisher")
+        self.stats = PublisherStats()
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._logged_oversized: set[str] = set()
+        self._logged_refusals: set[str] = set()
+        self._events_dropping = False
+        self._frames_dropping = False
+        self._tls_context: ssl.SSLContext | None = None
+        self._birth_requested = False
+        self.session: int | None = None
+
+    # -- what the agent calls ------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    def queued(self) -> tuple[int, int]:
+        """(events, frames) waiting to be sent."""
+        return len(self._events), len(self._frames)
+
+    def send_event(self, event: wire.Event) -> None:
+        """Queue an event; it is sent at once when connected, else after the next birth."""
+        payload = self._encode(event, "event")
+        if payload is None:
+            return
+        dropped = self._events.put(Outgoing(channel="event", payload=payload, key=event.id))
+        if dropped:
+            self.stats.events_dropped += dropped
+            if not self._events_dropping:
+                self._events_dropping = True
+                self._log.warning("event_queue_full", dropped_total=self.stats.events_dropped)
+        self._wakeup.set()
+
+    def send_frame(self, frame: wire.Telemetry) -> None:
+        """Queue a telemetry frame (the oldest waiting frame is dropped when the queue is full)."""
+        payload = self._encode(frame, "telemetry")
+        if payload is None:
+            return
+        dropped = self._frames.put(
+            Outgoing(channel="telemetry", payload=payload, key=f"{frame.session}/{frame.seq}")
+        )
+        if dropped:
+            self.stats.frames_dropped += dropped
+            if not self._frames_dropping:
+                self._frames_dropping = True
+                self._log.warning("frame_queue_full", dropped_total=self.stats.frames_dropped)
+        self._wakeup.set()
+
+    def send_result(self, result: wire.CommandResult) -> None:
+        """Queue the answer to a command (kept in memory, the oldest dropped beyond 256)."""
+        if len(self._results) >= _RESULTS_MAX:
+            self._results.popleft()
+            self.stats.results_dropped += 1
+        self._results.append(wire.encode(result))
+        self._wakeup.set()
+
+    def request_birth(self) -> None:
+        """Re-announce the node (a fresh birth, same session) before the next queued message.
+
+        Used when the inventory changes after the connect (a probe finished starting, a device
+        appeared) and when the collector asks for a rebirth. A birth is sent on every connect anyway.
+        """
+        self._birth_requested = True
+        self._wakeup.set()
+
+    def acked_queue(self) -> AckedQueue | None:
+        """The event queue when it keeps events until the collector acknowledges them."""
+        events = self._events
+        if isinstance(events, AckedQueue) and getattr(events, "acked", True):
+            return events
+        return None
+
+    def stop(self) -> None:
+        """Ask ``run()`` to publish Status offline, disconnect and return."""
+        self._stopping.set()
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect with backoff, until ``stop()``."""
+        attempt = 0
+        while not self._stopping.is_set():
+            session = self._hooks.next_session()
+            try:
+                client = self._client(session)
+                async with client:
+                    attempt = 0
+                    await self._serve(client, session)
+                    return
+            except aiomqtt.MqttError as exc:
+                self._connection_lost(session, exc)
+            finally:
+                self._connected.clear()
+            if self._stopping.is_set():
+                return
+            delay = backoff_delay(
+                attempt, self._config.reconnect_min_s, self._config.reconnect_max_s, self._rng
+            )
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def _topic(self, channel: wire.Channel) -> str:
+        return wire.topic_for(self._site, self._node, channel)
+
+    def _status(self, session: int, state: Literal["online", "offline"]) -> bytes:
+        return wire.encode(
+            wire.Status(
+                v=wire.PROTOCOL_VERSION, node=self._node, ts=self._clock.time(), session=session, state=state
+            )
+        )
+
+    def _client(self, session: int) -> aiomqtt.Client:
+        cfg = self._config
+        will = aiomqtt.Will(
+            topic=self._topic("status"), payload=self._status(session, "offline"), qos=1, retain=True
+        )
+        client = aiomqtt.Client(
+            cfg.host,
+            cfg.port,
+            identifier=self._client_id,
+            username=cfg.username,
+            password=cfg.password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=will,
+            keepalive=cfg.keepalive_s,
+            timeout=_PUBLISH_TIMEOUT_S,
+            tls_context=self._tls() if cfg.tls_enabled else None,
+            logger=_QUIET_MQTT_LOGGER,
+        )
+        self._watch_refusals(client)
+        return client
+
+    def _watch_refusals(self, client: aiomqtt.Client) -> None:
+        """aiomqtt 2.5 drops PUBACK reason codes; log the broker's refusals from paho's callback.
+
+        A refusal (135 "Not authorized": this node's certificate may not write the topic) is permanent:
+        the message counts as sent (it is not retried) and the refusal is logged once per reason."""
+        paho = client._client
+        forward: Any = paho.on_publish
+
+        def on_publish(c: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+            if getattr(reason_code, "is_failure", False):
+                self.stats.publish_refused += 1
+                reason = str(reason_code)
+                if reason not in self._logged_refusals:
+                    self._logged_refusals.add(reason)
+                    self._log.error(
+                        "mqtt_publish_refused",
+                        reason=reason,
+                        reason_code=int(reason_code.value),
+                        topic_prefix=wire.topic_for(self._site, self._node, "birth").rsplit("/", 1)[0],
+                        refused_total=self.stats.publish_refused,
+                    )
+            if forward is not None:
+                forward(c, userdata, mid, reason_code, properties)
+
+        paho.on_publish = on_publish
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            tls = self._config.tls
+            context = ssl.create_default_context(cafile=tls.ca_file or None)
+            if tls.cert_file:
+                context.load_cert_chain(tls.cert_file, tls.key_file or None)
+            self._tls_context = context
+        return self._tls_context
+
+    async def _serve(self, client: aiomqtt.Client, session: int) -> None:
+        self.stats.connects += 1
+        # Subscribe first, so acknowledgements of what is replayed below cannot be missed.
+        await client.subscribe(self._topic("ack"), qos=1)
+        await client.subscribe(self._topic("rebirth"), qos=1)
+        if self._commands is not None:
+            await client.subscribe(self._topic("cmd"), qos=1)
+        acked = self.acked_queue()
+        if acked is not None:
+            self.stats.events_resent += acked.rewind()  # sent last connection, never acknowledged
+        birth = self._hooks.connected(session)
+        self.session = session
+        birth_payload = wire.encode(birth)
+        if len(birth_payload) > wire.MAX_PAYLOAD_BYTES:
+            self.stats.oversized += 1
+            self._log.error("birth_oversized", bytes=len(birth_payload))
+        else:
+            await client.publish(self._topic("birth"), birth_payload, qos=1, retain=True)
+        await client.publish(self._topic("status"), self._status(session, "online"), qos=1, retain=True)
+        self._birth_requested = False
+        self._connected.set()
+        events, frames = self.queued()
+        self._log.info("mqtt_connected", session=session, queued_events=events, queued_frames=frames)
+        self._events_dropping = self._frames_dropping = False
+
+        watcher = asyncio.ensure_future(self._watch(client))
+        sender = asyncio.ensure_future(self._send_loop(client))
+        try:
+            done, _ = await asyncio.wait({watcher, sender}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watcher, sender):
+                task.cancel()
+            await asyncio.gather(watcher, sender, return_exceptions=True)
+        for task in done:
+            task.result()  # re-raise MqttError from either task
+        # The sender returned: stop was requested while connected.
+        await self._shutdown(client, session)
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        """Returns only by raising ``MqttError`` when the connection drops."""
+        async for message in client.messages:
+            payload = message.payload
+            if isinstance(payload, bytes | bytearray):
+                self.control(str(message.topic), bytes(payload))
+        raise aiomqtt.MqttError("message stream ended")
+
+    def control(self, topic: str, payload: bytes) -> None:
+        """Handle a message on this node's ``ack`` or ``rebirth`` topic (bad ones are counted)."""
+        try:
+            parsed = wire.parse_topic(topic)
+            if parsed.node != self._node or parsed.site != self._site:
+                raise wire.DecodeError("node_mismatch", topic[:200])
+            if parsed.channel == "cmd" and self._commands is not None:
+                self._commands.receive(payload)
+                return
+            message = wire.decode_control(parsed, payload)
+        except (wire.TopicError, wire.DecodeError) as exc:
+            self.stats.control_invalid += 1
+            if "control" not in self._logged_oversized:
+                self._logged_oversized.add("control")
+                self._log.warning("control_message_invalid", topic=topic[:200], error=str(exc)[:300])
+            return
+        if isinstance(message, wire.Ack):
+            self.stats.acks_received += 1
+            acked = self.acked_queue()
+            if acked is not None:
+                self.stats.events_acked += acked.ack(message.ids)
+            return
+        self.stats.rebirth_requests += 1
+        now = self._clock.monotonic()
+        last = self._last_rebirth_request
+        if last is not None and now - last < self._rebirth_min_interval_s:
+            self.stats.rebirth_requests_ignored += 1
+            return
+        self._last_rebirth_request = now
+        self._log.info("rebirth_requested", reason=message.reason[:200])
+        self.request_birth()
+
+    async def _send_loop(self, client: aiomqtt.Client) -> None:
+        acked = self.acked_queue()
+        while not self._stopping.is_set():
+            if acked is not None:
+                self.stats.events_resent += acked.rewind_expired(self._ack_timeout_s)
+            if not await self._send_one(client):
+                self._wakeup.clear()
+                if self._stopping.is_set():
+                    break
+                if (
+                    len(self._events) == 0
+                    and len(self._frames) == 0
+                    and not self._birth_requested
+                    and not self._results
+                ):
+                    expiry = acked.next_expiry(self._ack_timeout_s) if acked is not None else None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), timeout=expiry)
+
+    async def _send_one(self, client: aiomqtt.Client) -> bool:
+        """Send a requested birth, else the head event, else the head frame; False when idle."""
+        if self._birth_requested:
+            self._birth_requested = False
+            payload = self._encode(self._hooks.birth(), "birth")
+            if payload is not None:
+                await client.publish(self._topic("birth"), payload, qos=1, retain=True)
+                self.stats.rebirths += 1
+            return True
+        if self._results:
+            await client.publish(self._topic("cmd/result"), self._results[0], qos=1, retain=False)
+            self._results.popleft()
+            self.stats.results_sent += 1
+            return True
+        item = self._events.peek()
+        if item is not None:
+            await client.publish(self._topic("event"), item.payload, qos=1, retain=False)
+            self._events.pop()
+            self.stats.events_sent += 1
+            return True
+        item = self._frames.peek()
+        if item is not None:
+            await client.publish(self._topic("telemetry"), item.payload, qos=0, retain=False)
+            self._frames.pop()
+            self.stats.frames_sent += 1
+            return True
+        return False
+
+    async def _shutdown(self, client: aiomqtt.Client, session: int) -> None:
+        """Deliver what events can be delivered quickly, then Status offline; the caller disconnects."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _SHUTDOWN_DRAIN_S
+        try:
+            while self._events.peek() is not None and loop.time() < deadline:
+                item = self._events.peek()
+                assert item is not None
+                await client.publish(self._topic("event"), item.payload, qos=1, retain=False, timeout=1.0)
+                self._events.pop()
+                self.stats.events_sent += 1
+            await client.publish(
+                self._topic("status"), self._status(session, "offline"), qos=1, retain=True, timeout=2.0
+            )
+        except aiomqtt.MqttError as exc:
+            self._log.warning("mqtt_offline_not_sent", session=session, error=str(exc))
+            raise
+        events, frames = self.queued()
+        self._log.info(
+            "mqtt_disconnected_cleanly", session=session, unsent_events=events, unsent_frames=frames
+        )
+
+    def _connection_lost(self, session: int, exc: aiomqtt.MqttError) -> None:
+        if self._connected.is_set():
+            self.stats.disconnects += 1
+            self._log.warning("mqtt_disconnected", session=session, error=str(exc))
+        else:
+            self.stats.connect_failures += 1
+            if self.stats.connect_failures == 1 or self.stats.connect_failures % 100 == 0:
+                self._log.warning(
+                    "mqtt_connect_failed",
+                    session=session,
+                    broker=self._config.url,
+                    error=str(exc),
+                    failures=self.stats.connect_failures,
+                )
+
+    def _encode(self, message: wire.Message, channel: str) -> bytes | None:
+        payload = wire.encode(message)
+        if len(payload) > wire.MAX_PAYLOAD_BYTES:
+            self.stats.oversized += 1
+            if channel not in self._logged_oversized:
+                self._logged_oversized.add(channel)
+                self._log.error(
+                    "message_oversized", channel=channel, bytes=len(payload), limit=wire.MAX_PAYLOAD_BYTES
+                )
+            return None
+        return payload
+
+
+def _quiet_logger() -> logging.Logger:
+    """paho's own debug chatter stays out of the agent's log; connection changes are logged above."""
+    logger = logging.getLogger("fleetops.agent.mqtt")
+    logger.setLevel(logging.ERROR)
+    return logger
+
+
+_QUIET_MQTT_LOGGER: Final = _quiet_logger()

@@ -1,0 +1,331 @@
+"""Fleet state: what the collector knows about every node, updated from decoded messages.
+
+Pure: no I/O and no clock reads. Every method takes ``now`` (collector clock, seconds since the
+epoch) and returns the state changes it caused, so the pipeline can log and act on them.
+
+Liveness: a node is ``online`` after a birth, an online status or any frame from a session newer
+than its last offline status; it goes ``offline`` when its offline status (the MQTT Will, or a clean
+shutdown) arrives for its current session, or when nothing arrived for ``silent_after_intervals`` x
+its interval (``tick``). An offline status from an older session is stale and ignored.
+
+History: the rules' windowed conditions are folded frame by frame into ``collector.fleet.conditions``
+(one ``GpuConditions`` per accelerator, one ``HostConditions`` per node); a compact ``Trend`` keeps a
+few readings per frame over the history window for plots and evidence. Past frames themselves are
+not kept.
+
+Telemetry sequence: ``seq`` restarts at 0 after every birth. Within a session a jump forward counts
+the missing frames as gaps; a frame from an older session, or an old ``seq`` of the current one, is
+"late" (counted, never a gap, and its readings do not replace newer ones).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from collector.config import RulesConfig
+from collector.fleet.conditions import GpuConditions, HostConditions
+from collector.fleet.history import Trend
+from fleetops.wire import (
+    Accelerator,
+    AcceleratorReadings,
+    Birth,
+    Event,
+    HostFacts,
+    HostReadings,
+    Location,
+    Message,
+    Status,
+    Telemetry,
+)
+
+__all__ = ["FleetState", "NodeChange", "NodeState", "NodeStatus"]
+
+NodeStatus = Literal["online", "offline", "unknown"]
+
+#: Events remembered per node for the rules (XID repeats, XIDs that come together).
+RECENT_EVENTS_MAX: Final = 256
+
+
+@dataclass
+class NodeState:
+    """One node as the collector sees it."""
+
+    node: str
+    site: str
+    location: Location | None = None
+    hostname: str = ""
+    session: int = -1  # highest session seen (birth, status or any message)
+    boot_id: str = ""
+    agent_version: str = ""
+    interval_s: float = 10.0
+    accelerators: tuple[Accelerator, ...] = ()
+    host_facts: HostFacts | None = None
+    birth_ts: float | None = None
+    status: NodeStatus = "unknown"
+    last_seen: float | None = None
+    offline_since: float | None = None
+    offline_reason: str = ""  # "status" (Will or clean shutdown) or "silence"
+    offline_session: int = -1  # session of the last offline status honoured
+    offline_task_raised: bool = False
+    # telemetry sequence tracking
+    telemetry_session: int = -1
+    last_seq: int | None = None  # None: no baseline yet (first frame sets it)
+    frames_total: int = 0
+    gaps_total: int = 0
+    late_frames_total: int = 0
+    stale_status_total: int = 0
+    readings: dict[int, AcceleratorReadings] = field(default_factory=dict)
+    host_readings: HostReadings | None = None
+    readings_ts: float | None = None
+    events_total: int = 0
+    #: per accelerator index: its conditions, folded frame by frame (see collector.fleet.conditions)
+    conditions: dict[int, GpuConditions] = field(default_factory=dict)
+    host_conditions: HostConditions = field(default_factory=HostConditions)
+    #: some accelerator's conditions are watched (see GpuConditions.watch) as of the newest frame
+    watching: bool = False
+    #: a few readings per frame over the history window (plots, evidence)
+    trend: Trend = field(default_factory=lambda: Trend(1800.0))
+    #: collector time since which frames have been arriving without the node going offline
+    stream_since: float | None = None
+    #: the reference inventory: the largest birth inventory seen (a smaller birth does not lower it)
+    expected_accelerators: tuple[Accelerator, ...] = ()
+    #: probe name -> agent time since which it has been failing (from the frames' probe health)
+    probe_failing_since: dict[str, float] = field(default_factory=dict)
+    probe_failing_detail: dict[str, str] = field(default_factory=dict)
+    #: expected accelerator index -> agent time since which it has been absent from the frames
+    missing_since: dict[int, float] = field(default_factory=dict)
+    #: the node's latest events (bounded), for rules that look at what came together or repeated
+    recent_events: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS_MAX))
+
+    def accelerator(self, index: int | None, accel_id: str = "") -> Accelerator | None:
+        """The inventoried accelerator matching ``accel_id`` (preferred) or ``index``."""
+        for accel in self.accelerators:
+            if accel_id and accel.id == accel_id:
+                return accel
+        for accel in self.accelerators:
+            if index is not None and accel.index == index:
+                return accel
+        return None
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    """A liveness change: ``kind`` is ``online`` or ``offline``."""
+
+    node: str
+    site: str
+    kind: Literal["online", "offline"]
+    at: float
+    reason: str
+    previous: NodeStatus
+
+
+class FleetState:
+    """All nodes, keyed by node name."""
+
+    def __init__(
+        self,
+        *,
+        silent_after_intervals: float = 3.0,
+        history_window_s: float | None = None,
+        rules: RulesConfig | None = None,
+    ) -> None:
+        self.silent_after_intervals = silent_after_intervals
+        #: the thresholds and windows the conditions are folded with (the rules read them)
+        self.rules = rules if rules is not None else RulesConfig()
+        self.history_window_s = (
+            history_window_s if history_window_s is not None else self.rules.history_window_s
+        )
+        # the frame times must reach back over the counter windows too (see Rise.span)
+        self.trend_window_s = max(
+            self.history_window_s, self.rules.gpu_pcie_replay_window_s, self.rules.gpu_nvlink_window_s
+        )
+        self.nodes: dict[str, NodeState] = {}
+
+    def node(self, name: str, site: str) -> NodeState:
+        state = self.nodes.get(name)
+        if state is None:
+            state = self.nodes[name] = NodeState(node=name, site=site, trend=Trend(self.trend_window_s))
+        return state
+
+    def restore(self, state: NodeState) -> None:
+        """Put a node loaded from the store back (at start-up, before any message)."""
+        state.trend = Trend(self.trend_window_s)
+        self.nodes[state.node] = state
+
+    # ---- messages -----------------------------------------------------------------------------
+
+    def apply(self, site: str, message: Message, now: float, *, retained: bool = False) -> list[NodeChange]:
+        """Apply one decoded message received on ``site``'s topic."""
+        state = self.node(message.node, site)
+        state.site = site
+        if isinstance(message, Birth):
+            return self._birth(state, message, now, retained)
+        if isinstance(message, Status):
+            return self._status(state, message, now)
+        if isinstance(message, Telemetry):
+            return self._telemetry(state, message, now)
+        return self._event(state, message, now)
+
+    def _birth(self, state: NodeState, birth: Birth, now: float, retained: bool) -> list[NodeChange]:
+        if birth.session < state.session:
+            return []  # an older birth than one already applied
+        state.session = birth.session
+        state.location = birth.location
+        state.hostname = birth.hostname
+        state.boot_id = birth.boot_id
+        state.agent_version = birth.agent_version
+        state.interval_s = birth.interval_s
+        state.accelerators = tuple(birth.accelerators)
+        self._reference_inventory(state)
+        state.host_facts = birth.host
+        state.birth_ts = birth.ts
+        if state.telemetry_session != birth.session:
+            state.telemetry_session = birth.session
+            # A live birth restarts seq at 0; a retained one may be old, so the first frame sets
+            # the baseline instead.
+            state.last_seq = None if retained else -1
+        return self._alive(state, birth.session, now, "birth")
+
+    def _status(self, state: NodeState, status: Status, now: float) -> list[NodeChange]:
+        if status.session < state.session:
+            state.stale_status_total += 1
+            return []
+        state.session = status.session
+        if status.state == "online":
+            return self._alive(state, status.session, now, "status")
+        state.offline_session = status.session
+        return self._offline(state, now, "status")
+
+    def _telemetry(self, state: NodeState, frame: Telemetry, now: float) -> list[NodeChange]:
+        state.frames_total += 1
+        late = frame.session < state.telemetry_session or (
+            frame.session == state.telemetry_session
+            and state.last_seq is not None
+            and frame.seq <= state.last_seq
+        )
+        if late:
+            state.late_frames_total += 1
+        else:
+            if frame.session > state.telemetry_session:
+                state.telemetry_session = frame.session
+                state.last_seq = None  # a session whose birth we did not see: no baseline
+            if state.last_seq is not None and frame.seq > state.last_seq + 1:
+                state.gaps_total += frame.seq - state.last_seq - 1
+            state.last_seq = frame.seq
+            state.interval_s = frame.interval_s
+            if frame.host is not None:
+                state.host_readings = frame.host
+            for readings in frame.accelerators:
+                state.readings[readings.index] = readings
+            state.readings_ts = frame.ts
+            self._remember(state, frame, now)
+        state.session = max(state.session, frame.session)
+        return self._alive(state, frame.session, now, "telemetry")
+
+    def _reference_inventory(self, state: NodeState) -> None:
+        """A birth with at least as many accelerators becomes the reference; a part whose id changed
+        in a slot starts a fresh history."""
+        if len(state.accelerators) >= len(state.expected_accelerators):
+            old = {a.index: a.id for a in state.expected_accelerators}
+            for accel in state.accelerators:
+                if accel.index in old and old[accel.index] != accel.id:
+                    state.conditions.pop(accel.index, None)
+                    state.trend.forget(accel.index)
+            state.expected_accelerators = state.accelerators
+        for accel in state.accelerators:
+            c = state.conditions.get(accel.index)
+            if c is not None and c.aws != (accel.vendor == "aws"):
+                del state.conditions[accel.index]  # another kind of device in this slot
+
+    def _remember(self, state: NodeState, frame: Telemetry, now: float) -> None:
+        """Fold a frame newer than the last one into the node's conditions and trend; forget the
+        accelerators not heard of within the history window."""
+        if state.stream_since is None:
+            state.stream_since = now
+        trend = state.trend
+        prev = trend.newest_ts
+        if prev is None or frame.ts > prev:
+            cfg = self.rules
+            trend.append(frame.ts, frame.accelerators)
+            boot = state.host_facts.boot_time_s if state.host_facts is not None else 0.0
+            after = boot + cfg.gpu_pcie_boot_grace_s
+            conditions = state.conditions
+            watching = False
+            for r in frame.accelerators:
+                c = conditions.get(r.index)
+                if c is None:
+                    accel = state.accelerator(r.index, r.id)
+                    c = conditions[r.index] = GpuConditions(
+                        r.id, aws=accel is not None and accel.vendor == "aws"
+                    )
+                c.feed(frame.ts, r, cfg, prev_frame_ts=prev, pcie_after=after)
+                watching = watching or c.watch
+            state.watching = watching
+            horizon = frame.ts - self.history_window_s
+            if len(conditions) > len(frame.accelerators):
+                for index in [i for i, c in conditions.items() if c.last_ts is None or c.last_ts < horizon]:
+                    del conditions[index]
+            if frame.host is not None:
+                state.host_conditions.feed(frame.ts, now, frame.host, cfg)
+        present = {r.index for r in frame.accelerators if not r.lost}
+        for accel in state.expected_accelerators:
+            if accel.index in present:
+                state.missing_since.pop(accel.index, None)
+            else:
+                state.missing_since.setdefault(accel.index, frame.ts)
+        for probe in frame.probes:
+            if probe.state in ("failed", "timeout"):
+                state.probe_failing_since.setdefault(probe.name, frame.ts)
+                state.probe_failing_detail[probe.name] = probe.detail[:200]
+            else:
+                state.probe_failing_since.pop(probe.name, None)
+                state.probe_failing_detail.pop(probe.name, None)
+
+    def _event(self, state: NodeState, event: Event, now: float) -> list[NodeChange]:
+        state.events_total += 1
+        state.recent_events.append(event)
+        state.session = max(state.session, event.session)
+        return self._alive(state, event.session, now, "event")
+
+    def _alive(self, state: NodeState, session: int, now: float, reason: str) -> list[NodeChange]:
+        """Something arrived: the node is online unless it belongs to a session already over."""
+        if session <= state.offline_session and state.offline_reason == "status":
+            return []
+        state.last_seen = now if state.last_seen is None else max(state.last_seen, now)
+        if state.status == "online":
+            return []
+        previous = state.status
+        state.status = "online"
+        state.offline_since = None
+        state.offline_reason = ""
+        state.offline_task_raised = False
+        return [NodeChange(state.node, state.site, "online", now, reason, previous)]
+
+    def _offline(self, state: NodeState, since: float, reason: str) -> list[NodeChange]:
+        if state.status == "offline" and state.offline_reason == "status":
+            return []
+        previous = state.status
+        if state.status != "offline":
+            state.offline_since = since
+            state.offline_task_raised = False
+        state.status = "offline"
+        state.stream_since = None
+        state.offline_reason = reason
+        if previous == "offline":
+            return []  # silence became a confirmed offline status: same episode
+        return [NodeChange(state.node, state.site, "offline", since, reason, previous)]
+
+    # ---- time ---------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[NodeChange]:
+        """Mark nodes offline that stayed silent for ``silent_after_intervals`` intervals."""
+        changes: list[NodeChange] = []
+        for state in self.nodes.values():
+            if state.status != "online" or state.last_seen is None:
+                continue
+            if now - state.last_seen > self.silent_after_intervals * state.interval_s:
+                changes.extend(self._offline(state, state.last_seen, "silence"))
+        return changes

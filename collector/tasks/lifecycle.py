@@ -1,0 +1,690 @@
+"""Remediation tasks: findings become tasks in the store; the task lifecycle.
+
+One fault, one task:
+
+* A finding whose fingerprint (node, component, fault) an open task already holds is a repeat: an
+  occurrence adds its count and evidence; a lasting condition only refreshes ``last_active_at``.
+* A finding about a component that has an open task active within ``correlation_window_s`` joins
+  that task (its fingerprint is attached, its evidence appended). The task's action becomes the
+  strongest applicable one, except that the driver's own verdict (XID 154, NVML field 230) decides
+  once it is known, and a replacement criterion (REPLACE_HARDWARE) is never weakened.
+* Thermal and power findings of several nodes of one rack or row become one facility task
+  (``collector.tasks.correlate``).
+* Evidence-only findings (``opens=False``) join a task, never open one.
+
+Lifecycle: open → acknowledged → in_progress → resolved | dismissed. Resolution is verified:
+
+* an operator's resolve starts a verification: the task resolves when its condition stayed clear
+  for ``verify_window_s`` (REPLACE_HARDWARE: when a birth shows a new part in that slot); a fault
+  that comes back during verification reopens it one step up the escalation ladder;
+* a reboot (new boot id, birth with every accelerator of the reference inventory) verifies
+  REBOOT_NODE, RESET_GPU and DRAIN_NODE tasks of that node;
+* a task whose condition cleared by itself (no finding for ``verify_window_s`` while the node kept
+  reporting) auto-resolves, recorded as such; occurrence-only tasks asking for an intervention
+  wait for an operator instead.
+
+Escalation: a task about a component whose previous task (resolved within ``escalation_window_s``)
+had an action on the fault's ladder (RESET_GPU → REBOOT_NODE → REPLACE_HARDWARE by default) opens
+one step up. Every change writes a history entry: who, when, why. These functions run inside one
+``Store.write`` transaction and read no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Literal
+
+import msgspec
+
+from collector.config import RulesConfig
+from collector.fleet.state import NodeState
+from collector.rules.actions import (
+    DEFAULT_LADDER,
+    Action,
+    default_severity,
+    escalate,
+    rank,
+    runbook,
+    stronger,
+)
+from collector.rules.base import VERDICT_PREFIX, Finding
+from collector.store import TaskRecord, Transaction
+
+__all__ = [
+    "ACTOR",
+    "EVIDENCE_MAX",
+    "BirthSeen",
+    "TaskChange",
+    "TaskError",
+    "acknowledge",
+    "apply_finding",
+    "apply_work",
+    "assign",
+    "birth_before",
+    "comment",
+    "dismiss",
+    "offline_fingerprint",
+    "on_birth",
+    "request_resolve",
+    "resolve",
+    "review",
+]
+
+ACTOR: Final = "collector"
+EVIDENCE_MAX: Final = 20
+#: Actions a reboot of the node carries out (a reboot resets every GPU and drains the node).
+REBOOT_VERIFIES: Final = frozenset((Action.REBOOT_NODE, Action.RESET_GPU, Action.DRAIN_NODE))
+#: Resolutions that mean a step was taken: a fault returning after one of them escalates.
+ESCALATING_RESOLUTIONS: Final = frozenset(("verified", "rebooted", "replaced"))
+#: Occurrence-only tasks with these actions resolve by themselves once quiet.
+QUIET_RESOLVES: Final = frozenset((Action.OBSERVE, Action.RESTART_APP))
+
+Change = Literal[
+    "opened",
+    "repeated",
+    "correlated",
+    "refreshed",
+    "escalated",
+    "verification_failed",
+    "resolved",
+    "dismissed",
+    "merged",
+    "acknowledged",
+    "assigned",
+    "commented",
+    "verifying",
+]
+
+
+class TaskError(ValueError):
+    """An operator request that cannot be applied; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TaskChange(msgspec.Struct, frozen=True, kw_only=True):
+    """What happened to a task, for logs, metrics and notifiers."""
+
+    task_id: int
+    change: Change
+    fingerprint: str
+    node: str
+    action: str
+    severity: str
+    summary: str
+    count: int
+
+
+def offline_fingerprint(node: str) -> str:
+    """The fingerprint of a node's offline task (see ``rules.node.node_offline_rule``)."""
+    return f"{node}|node|offline"
+
+
+def _change(task: TaskRecord, change: Change, summary: str | None = None, **over: Any) -> TaskChange:
+    return TaskChange(
+        task_id=task.id,
+        change=change,
+        fingerprint=task.fingerprint,
+        node=task.node,
+        action=over.get("action", task.action),
+        severity=over.get("severity", task.severity),
+        summary=summary if summary is not None else task.summary,
+        count=over.get("count", task.count),
+    )
+
+
+def _evidence_entry(finding: Finding, at: float) -> dict[str, Any]:
+    return {
+        "at": at,
+        "rule": finding.rule,
+        "fault": finding.fault,
+        "node": finding.node,
+        "component": finding.component,
+        "action": finding.action.value,
+        "summary": finding.summary,
+        **finding.evidence,
+    }
+
+
+def _append_evidence(existing: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Keep the opening entry and the newest ones, ``EVIDENCE_MAX`` in all."""
+    merged = [*existing, entry]
+    if len(merged) <= EVIDENCE_MAX:
+        return merged
+    return [merged[0], *merged[-(EVIDENCE_MAX - 1) :]]
+
+
+def _ladder(finding: Finding) -> tuple[Action, ...]:
+    return finding.ladder or DEFAULT_LADDER
+
+
+def _ladder_of(task: TaskRecord) -> tuple[Action, ...]:
+    return tuple(Action(a) for a in task.ladder.split(",") if a) or DEFAULT_LADDER
+
+
+def _refresh_s(cfg: RulesConfig) -> float:
+    """How stale ``last_active_at`` may get before a lasting condition writes it again."""
+    return max(0.0, min(30.0, cfg.verify_window_s / 20))
+
+
+def _grace_s(cfg: RulesConfig) -> float:
+    """After an operator's resolve, findings this recent do not fail the verification yet."""
+    return min(60.0, cfg.verify_window_s / 10)
+
+
+def _decide(task: TaskRecord, finding: Finding) -> tuple[Action, str, str] | None:
+    """The task's new (action, source, why) once ``finding`` joins it; ``None``: unchanged."""
+    current = Action(task.action)
+    source = task.action_source
+    new = finding.action
+    if finding.verdict and new is Action.OBSERVE:
+        return None  # the driver says nothing is needed (any more): evidence, not a downgrade
+    if current is Action.REPLACE_HARDWARE and source in ("rule", "escalation"):
+        return None  # a replacement criterion stands
+    if new is Action.REPLACE_HARDWARE and not finding.verdict:
+        return (new, "rule", "a replacement criterion") if new is not current else None
+    if finding.verdict:
+        if source == "escalation" and rank(current) > rank(new):
+            return None
+        return (new, "driver", "the driver's own recovery verdict") if new is not current else None
+    if source == "driver":
+        return None
+    chosen = stronger(current, new)
+    return (chosen, source, "a stronger finding") if chosen is not current else None
+
+
+def _join(
+    tx: Transaction, task: TaskRecord, finding: Finding, at: float, cfg: RulesConfig, *, attached: bool
+) -> TaskChange | None:
+    """``finding`` joins ``task``: refresh, repeat or correlate; maybe change its action."""
+    fp = finding.fingerprint
+    decided = _decide(task, finding)
+    updates: dict[str, Any] = {}
+    history: list[tuple[str, str]] = []
+    change: Change
+    count = task.count
+    if attached and finding.condition and decided is None:
+        last = task.last_active_at or task.updated_at
+        verifying_failed = task.verify_since is not None and at - task.verify_since > _grace_s(cfg)
+        if at - last < _refresh_s(cfg) and not verifying_failed:
+            return None
+        updates["last_active_at"] = at
+        change = "refreshed"
+        if not task.auto_resolve:
+            updates["auto_resolve"] = True
+    else:
+        tx.attach_fault(task.id, fp, rule=finding.rule, at=at, count=finding.count)
+        if not finding.condition:
+            count = task.count + finding.count
+            updates["count"] = count
+        updates["evidence"] = _append_evidence(task.evidence, _evidence_entry(finding, at))
+        updates["last_active_at"] = at
+        if finding.condition and not task.auto_resolve:
+            updates["auto_resolve"] = True
+        if attached:
+            change = "repeated"
+            history.append(("repeated", f"occurrence {count}: {finding.summary}"))
+        else:
+            change = "correlated"
+            history.append(("correlated", f"{finding.fault} ({finding.rule}) joined: {finding.summary}"))
+    if decided is not None:
+        action, source, why = decided
+        updates.update(
+            action=action.value,
+            action_source=source,
+            severity=default_severity(action),
+            runbook=runbook(action),
+            summary=finding.summary,
+        )
+        history.append(("action_changed", f"{task.action} → {action.value}: {why} ({finding.fault})"))
+    if (
+        "summary" not in updates
+        and not finding.verdict
+        and finding.opens
+        and task.summary.startswith(VERDICT_PREFIX)
+    ):
+        # a task the driver's verdict opened: say what the fault is, and what the driver asks
+        updates["summary"] = f"{finding.summary} — {task.summary[0].lower()}{task.summary[1:]}"[:500]
+    elif "summary" in updates and finding.verdict and not task.summary.startswith(VERDICT_PREFIX):
+        updates["summary"] = f"{task.summary} — {finding.summary[0].lower()}{finding.summary[1:]}"[:500]
+    if finding.ladder and not task.ladder:
+        updates["ladder"] = ",".join(a.value for a in finding.ladder)
+    recovered = finding.verdict and finding.action is Action.OBSERVE
+    if task.verify_since is not None and at - task.verify_since > _grace_s(cfg) and not recovered:
+        failed = _verification_failed(task, finding, decided)
+        updates.update(failed[0])
+        history.extend(failed[1])
+        change = "verification_failed"
+    updates["updated_at"] = at
+    tx.update_task(task.id, **updates)
+    for kind, reason in history:
+        tx.add_history(
+            task.id,
+            at=at,
+            actor=ACTOR,
+            change=kind,
+            from_state=task.state,
+            to_state=updates.get("state", task.state),
+            reason=reason,
+        )
+    return _change(
+        task,
+        change,
+        finding.summary,
+        action=updates.get("action", task.action),
+        severity=updates.get("severity", task.severity),
+        count=count,
+    )
+
+
+def _verification_failed(
+    task: TaskRecord, finding: Finding, decided: tuple[Action, str, str] | None
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The fault returned while a resolve was being verified: back to work, one step up the ladder."""
+    current = decided[0] if decided is not None else Action(task.action)
+    nxt = escalate(current, _ladder_of(task))
+    updates: dict[str, Any] = {"verify_since": None, "state": "in_progress"}
+    reason = f"the fault returned while verifying the resolve: {finding.summary}"
+    if nxt is not None:
+        updates.update(
+            action=nxt.value,
+            action_source="escalation",
+            severity=default_severity(nxt),
+            runbook=runbook(nxt),
+            summary=f"{current.value} did not clear it: {finding.summary}",
+        )
+        reason += f"; escalated {current.value} → {nxt.value}"
+    return updates, [("verification_failed", reason)]
+
+
+def _escalation(
+    tx: Transaction, finding: Finding, at: float, cfg: RulesConfig
+) -> tuple[Action, TaskRecord] | None:
+    ladder = _ladder(finding)
+    if finding.action not in ladder or (finding.component == "node" and finding.fault == "offline"):
+        return None
+    for previous in tx.resolved_tasks_about(finding.node, finding.component, at - cfg.escalation_window_s):
+        try:
+            before = Action(previous.action)
+        except ValueError:
+            continue
+        if before not in ladder or previous.resolution not in ESCALATING_RESOLUTIONS:
+            continue
+        nxt = escalate(before, ladder)
+        if nxt is not None and ladder.index(nxt) > ladder.index(finding.action):
+            return nxt, previous
+        return None
+    return None
+
+
+def open_task(tx: Transaction, finding: Finding, at: float, cfg: RulesConfig) -> TaskChange:
+    """Open a task for ``finding`` (one step up its ladder when the fault came back)."""
+    action, source, escalated_from = finding.action, "driver" if finding.verdict else "rule", None
+    summary = finding.summary
+    reason = finding.summary
+    escalated = _escalation(tx, finding, at, cfg)
+    if escalated is not None:
+        action, previous = escalated
+        source, escalated_from = "escalation", previous.id
+        summary = f"{previous.action} (task {previous.id}) did not hold: {finding.summary}"
+        reason = (
+            f"escalated {finding.action.value} → {action.value}: task {previous.id} ({previous.action}) was "
+            f"resolved and the fault returned: {finding.summary}"
+        )
+    auto = finding.condition or action in QUIET_RESOLVES
+    task_id = tx.insert_task(
+        fingerprint=finding.fingerprint,
+        node=finding.node,
+        component=finding.component,
+        fault=finding.fault,
+        rule=finding.rule,
+        action=action.value,
+        severity=default_severity(action) if escalated else finding.severity,
+        summary=summary[:500],
+        runbook=runbook(action),
+        location=finding.location,
+        evidence=[_evidence_entry(finding, at)],
+        at=at,
+        count=finding.count,
+        action_source=source,
+        auto_resolve=auto,
+        ladder=",".join(a.value for a in finding.ladder),
+        escalated_from=escalated_from,
+    )
+    tx.add_history(
+        task_id, at=at, actor=ACTOR, change="opened", from_state=None, to_state="open", reason=reason
+    )
+    task = tx.get_task(task_id)
+    assert task is not None
+    return _change(task, "escalated" if escalated else "opened")
+
+
+def apply_finding(
+    tx: Transaction, finding: Finding, at: float, cfg: RulesConfig | None = None
+) -> TaskChange | None:
+    """Fold one finding into the tasks; ``None`` when nothing was written."""
+    from collector.tasks.correlate import facility_finding
+
+    cfg = cfg or RulesConfig()
+    held = tx.task_holding(finding.fingerprint)
+    if held is not None:
+        return _join(tx, held, finding, at, cfg, attached=True)
+    if finding.condition:
+        latest = tx.latest_task_holding(finding.fingerprint)
+        if latest is not None and latest.state == "dismissed" and latest.merged_into is None:
+            last = latest.last_active_at or latest.updated_at
+            if at - last < cfg.verify_window_s:  # dismissed while the condition lasts: stay quiet
+                if at - last >= _refresh_s(cfg):
+                    tx.update_task(latest.id, last_active_at=at)
+                return None
+    if finding.component != "node":
+        for task in tx.open_tasks_about(finding.node, finding.component):
+            if (
+                task.scope == "component"
+                and (task.last_active_at or task.updated_at) >= at - cfg.correlation_window_s
+            ):
+                return _join(tx, task, finding, at, cfg, attached=False)
+    if not finding.opens:
+        return None
+    facility = facility_finding(tx, finding, at, cfg)
+    if facility is not None:
+        return facility
+    return open_task(tx, finding, at, cfg)
+
+
+# ---- resolution ---------------------------------------------------------------------------------
+
+
+def _close(
+    tx: Transaction,
+    task: TaskRecord,
+    at: float,
+    *,
+    state: str,
+    resolution: str,
+    change: str,
+    reason: str,
+    actor: str = ACTOR,
+) -> TaskChange:
+    tx.update_task(
+        task.id, state=state, resolution=resolution, resolved_at=at, updated_at=at, verify_since=None
+    )
+    tx.add_history(
+        task.id, at=at, actor=actor, change=change, from_state=task.state, to_state=state, reason=reason
+    )
+    return _change(task, "resolved" if state == "resolved" else "dismissed", reason)
+
+
+def resolve(tx: Transaction, fingerprint: str, at: float, reason: str) -> TaskChange | None:
+    """The condition of ``fingerprint`` cleared by itself (e.g. the node came back online)."""
+    task = tx.task_holding(fingerprint)
+    if task is None:
+        return None
+    return _close(
+        tx, task, at, state="resolved", resolution="auto_resolved", change="auto_resolved", reason=reason
+    )
+
+
+def _watched(node: NodeState | None, since: float) -> bool:
+    """Whether the collector has been receiving the node's frames without a break since ``since``."""
+    return (
+        node is not None
+        and node.status == "online"
+        and node.stream_since is not None
+        and node.stream_since <= since
+    )
+
+
+def review(tx: Transaction, nodes: Mapping[str, NodeState], at: float, cfg: RulesConfig) -> list[TaskChange]:
+    """Resolve what has been verified and what cleared by itself (run periodically)."""
+    out: list[TaskChange] = []
+    window = cfg.verify_window_s
+    for task in tx.open_tasks():
+        if task.fault == "offline":
+            continue  # resolved when the node comes back
+        last = task.last_active_at or task.updated_at
+        node = nodes.get(task.node)
+        watched = task.scope != "component" or _watched(node, at - window)
+        if task.verify_since is not None:
+            if task.action == Action.REPLACE_HARDWARE.value:
+                continue  # only a new part in the slot verifies a replacement
+            if at - max(task.verify_since, last) >= window and watched:
+                out.append(
+                    _close(
+                        tx,
+                        task,
+                        at,
+                        state="resolved",
+                        resolution="verified",
+                        change="verified",
+                        reason=f"verified: no sign of the fault for {window:g} s after the resolve",
+                    )
+                )
+            continue
+        if task.auto_resolve and at - last >= window and watched:
+            out.append(
+                _close(
+                    tx,
+                    task,
+                    at,
+                    state="resolved",
+                    resolution="auto_resolved",
+                    change="auto_resolved",
+                    reason=f"cleared by itself: no sign of the fault for {window:g} s, no action recorded",
+                )
+            )
+    return out
+
+
+def on_birth(
+    tx: Transaction,
+    node: NodeState,
+    previous_boot_id: str,
+    previous_ids: Mapping[int, tuple[str, str]],
+    at: float,
+) -> list[TaskChange]:
+    """A birth arrived. A new boot id with every reference accelerator present verifies the node's
+    reboot-class tasks; a new part (id or serial) in a slot verifies its REPLACE_HARDWARE task.
+    ``previous_ids``: index → (id, serial) before this birth."""
+    out: list[TaskChange] = []
+    present = {a.index: a for a in node.accelerators}
+    expected = len(node.expected_accelerators)
+    healthy = len(present) >= expected
+    rebooted = bool(previous_boot_id) and bool(node.boot_id) and previous_boot_id != node.boot_id
+    for task in tx.open_tasks(node.node):
+        action = Action(task.action)
+        index = task.location.accelerator_index
+        if action is Action.REPLACE_HARDWARE and index is not None and index in present:
+            accel = present[index]
+            old_id, old_serial = task.location.accelerator_id, task.location.serial
+            if (old_id and accel.id != old_id) or (
+                old_serial and accel.serial and accel.serial != old_serial
+            ):
+                out.append(
+                    _close(
+                        tx,
+                        task,
+                        at,
+                        state="resolved",
+                        resolution="replaced",
+                        change="verified",
+                        reason=f"verified: a new part in slot {index} (serial {old_serial or old_id} → "
+                        f"{accel.serial or accel.id})",
+                    )
+                )
+            continue
+        if not rebooted or action not in REBOOT_VERIFIES or task.opened_at >= at:
+            continue
+        if healthy:
+            out.append(
+                _close(
+                    tx,
+                    task,
+                    at,
+                    state="resolved",
+                    resolution="rebooted",
+                    change="verified",
+                    reason=f"verified: the node rebooted (boot id {previous_boot_id} → {node.boot_id}) and "
+                    f"came back with all {expected} accelerators",
+                )
+            )
+        else:
+            tx.add_history(
+                task.id,
+                at=at,
+                actor=ACTOR,
+                change="reboot_seen",
+                from_state=task.state,
+                to_state=task.state,
+                reason=f"the node rebooted but came back with {len(present)} of {expected} accelerators: "
+                "not verified",
+            )
+    return out
+
+
+# ---- operator requests --------------------------------------------------------------------------
+
+
+def _get_open(tx: Transaction, task_id: int) -> TaskRecord:
+    task = tx.get_task(task_id)
+    if task is None:
+        raise TaskError(404, f"unknown task {task_id}")
+    if not task.is_open:
+        raise TaskError(409, f"task {task_id} is {task.state}")
+    return task
+
+
+def acknowledge(tx: Transaction, task_id: int, actor: str, at: float, note: str = "") -> TaskChange:
+    task = _get_open(tx, task_id)
+    if task.state != "open":
+        raise TaskError(409, f"task {task_id} is already {task.state}")
+    tx.update_task(task_id, state="acknowledged", updated_at=at)
+    tx.add_history(
+        task_id,
+        at=at,
+        actor=actor,
+        change="acknowledged",
+        from_state=task.state,
+        to_state="acknowledged",
+        reason=note,
+    )
+    return _change(task, "acknowledged")
+
+
+def assign(tx: Transaction, task_id: int, actor: str, assignee: str, at: float, note: str = "") -> TaskChange:
+    """Give the task to someone: it is now in progress."""
+    task = _get_open(tx, task_id)
+    tx.update_task(task_id, state="in_progress", assignee=assignee, updated_at=at)
+    reason = f"assigned to {assignee}" + (f": {note}" if note else "")
+    tx.add_history(
+        task_id,
+        at=at,
+        actor=actor,
+        change="assigned",
+        from_state=task.state,
+        to_state="in_progress",
+        reason=reason,
+    )
+    return _change(task, "assigned")
+
+
+def comment(tx: Transaction, task_id: int, actor: str, text: str, at: float) -> TaskChange:
+    task = tx.get_task(task_id)
+    if task is None:
+        raise TaskError(404, f"unknown task {task_id}")
+    tx.update_task(task_id, updated_at=at)
+    tx.add_history(
+        task_id, at=at, actor=actor, change="comment", from_state=task.state, to_state=task.state, reason=text
+    )
+    return _change(task, "commented")
+
+
+def request_resolve(
+    tx: Transaction, task_id: int, actor: str, at: float, note: str, cfg: RulesConfig
+) -> TaskChange:
+    """The operator says the action was carried out: verify it before resolving."""
+    task = _get_open(tx, task_id)
+    if task.verify_since is not None:
+        raise TaskError(409, f"task {task_id} is already being verified since its resolve")
+    if task.action == Action.REPLACE_HARDWARE.value:
+        what = "resolves when the node's birth shows a new part in the slot"
+    else:
+        what = f"resolves once the fault stays away for {cfg.verify_window_s:g} s"
+        if task.action in {a.value for a in REBOOT_VERIFIES}:
+            what += " (or the node reboots and comes back whole)"
+    tx.update_task(task_id, verify_since=at, state="in_progress", updated_at=at)
+    reason = f"resolve requested, verifying: {what}" + (f"; {note}" if note else "")
+    tx.add_history(
+        task_id,
+        at=at,
+        actor=actor,
+        change="verifying",
+        from_state=task.state,
+        to_state="in_progress",
+        reason=reason,
+    )
+    return _change(task, "verifying")
+
+
+def dismiss(tx: Transaction, task_id: int, actor: str, at: float, reason: str) -> TaskChange:
+    task = _get_open(tx, task_id)
+    return _close(
+        tx,
+        task,
+        at,
+        state="dismissed",
+        resolution="dismissed",
+        change="dismissed",
+        reason=reason,
+        actor=actor,
+    )
+
+
+# ---- one batch ------------------------------------------------------------------------------------
+
+
+class BirthSeen(msgspec.Struct, frozen=True, kw_only=True):
+    """A birth applied to the fleet state, and what the node looked like just before it."""
+
+    node: str
+    previous_boot_id: str
+    previous_ids: dict[int, tuple[str, str]]
+
+
+def birth_before(node: NodeState | None, name: str) -> BirthSeen:
+    """What ``on_birth`` needs to know about a node before its birth is applied."""
+    if node is None:
+        return BirthSeen(node=name, previous_boot_id="", previous_ids={})
+    return BirthSeen(
+        node=name,
+        previous_boot_id=node.boot_id,
+        previous_ids={a.index: (a.id, a.serial) for a in node.accelerators},
+    )
+
+
+def apply_work(
+    tx: Transaction,
+    *,
+    nodes: Mapping[str, NodeState],
+    at: float,
+    cfg: RulesConfig,
+    births: Sequence[BirthSeen] = (),
+    findings: Sequence[Finding] = (),
+    review_due: bool = False,
+) -> list[TaskChange]:
+    """Everything one batch or tick asks of the tasks, in one transaction: births first (they
+    verify reboots and replacements), then findings, then the periodic review."""
+    out: list[TaskChange] = []
+    for seen in births:
+        node = nodes.get(seen.node)
+        if node is not None:
+            out.extend(on_birth(tx, node, seen.previous_boot_id, seen.previous_ids, at))
+    for finding in findings:
+        change = apply_finding(tx, finding, at, cfg)
+        if change is not None:
+            out.append(change)
+    if review_due:
+        out.extend(review(tx, nodes, at, cfg))
+    return out

@@ -1,0 +1,235 @@
+"""The board in a real headless Chromium (Debian's, driven by Playwright): fleet view, task filters,
+acknowledging as an operator (a viewer is refused), the task page's evidence plots on a phone."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from collector.config import parse_config
+from collector.http.auth import hash_token
+from collector.service import Collector
+from collector.store import TaskQuery
+from devtools.broker import PrivateBroker
+from fleetops.wire import AcceleratorReadings, Telemetry
+from tests.helpers.collector import Publisher, birth, event, eventually, status
+from tests.helpers.paths import REPO
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = REPO / "artifacts"
+OPERATOR = "operator-token-" + "o" * 24
+VIEWER = "viewer-token-" + "v" * 24
+HOT = "gpu-r02-n02"
+LOST = "gpu-r01-n05"
+
+
+def _frame(node: str, seq: int, ts: float, temp: float, power: float, clock: float) -> Telemetry:
+    return Telemetry(
+        v=1,
+        node=node,
+        ts=ts,
+        session=1,
+        seq=seq,
+        interval_s=10.0,
+        accelerators=[
+            AcceleratorReadings(
+                index=i,
+                id=f"GPU-{node}-{i}",
+                temperature_celsius=temp if i == 1 else 41.0,
+                slowdown_temperature_celsius=87.0,
+                power_watts=power if i == 1 else 120.0,
+                power_limit_watts=700.0,
+                sm_clock_mhz=int(clock) if i == 1 else 1980,
+                utilization_percent=97.0,
+            )
+            for i in range(2)
+        ],
+    )
+
+
+@pytest.fixture
+async def collector(own_broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[Collector]:
+    config = parse_config(
+        {
+            "mqtt": {"url": own_broker.url, "client_id": f"collector-{uuid.uuid4().hex[:8]}"},
+            "store": {"path": str(tmp_path / "fleetops.db")},
+            "api": {"listen": "127.0.0.1:0"},
+            "auth": {
+                "tokens": [
+                    {"name": "alice", "role": "operator", "sha256": hash_token(OPERATOR)},
+                    {"name": "victor", "role": "viewer", "sha256": hash_token(VIEWER)},
+                ]
+            },
+        }
+    )
+    c = Collector(config)
+    await c.start()
+    await eventually(lambda: c.ingest.connected)
+    publisher = Publisher(own_broker.port)
+    try:
+        now = time.time()
+        for node, rack in ((HOT, "r02"), (LOST, "r01"), ("gpu-r01-n01", "r01")):
+            publisher.send(birth(node, 1, rack=rack, ts=now - 400), retain=True)
+            publisher.send(status(node, "online", 1, ts=now - 400), retain=True)
+        for seq in range(30):  # five minutes of frames: GPU 1 heats up, clocks down
+            ts = now - 300 + seq * 10
+            for node in (HOT, LOST, "gpu-r01-n01"):
+                heat = seq * 1.6 if node == HOT else 0.0
+                publisher.send(
+                    _frame(node, seq, ts, 45.0 + heat, 300.0 + heat * 5, 1980.0 - heat * 12), qos=0
+                )
+        lost = msgspec.structs.replace(event(LOST, "xid", data={"xid": 79}, index=1), ts=now - 15)
+        publisher.send(lost)
+        await eventually(lambda: c.store.list_tasks(TaskQuery(node=LOST))[0])
+    finally:
+        publisher.close()
+    yield c
+    await c.stop()
+
+
+@pytest.fixture(name="browser")
+async def browser_fixture() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless (import ``browser_fixture`` to use it elsewhere)."""
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        await b.close()
+
+
+async def open_page(browser: Browser, token: str = "", **context: Any) -> Page:
+    ctx = await browser.new_context(**context)
+    if token:
+        await ctx.add_init_script(f"sessionStorage.setItem('fleetops.token', {token!r});")
+    page = await ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: errors.append(msg.text) if msg.type == "error" and "403" not in msg.text else None,
+    )
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+async def _api(collector: Collector, path: str) -> Any:
+    headers = {"Authorization": f"Bearer {VIEWER}"}
+    async with aiohttp.ClientSession() as s, s.get(f"{collector.api_url}{path}", headers=headers) as r:
+        return await r.json()
+
+
+async def test_fleet_view_shows_sites_racks_nodes_and_health_in_words(
+    collector: Collector, browser: Browser
+) -> None:
+    page = await open_page(browser, VIEWER, viewport={"width": 1280, "height": 900})
+    await page.goto(f"{collector.api_url}/board/")
+    site = page.locator("section.site[data-site='demo']")
+    await expect(site).to_be_visible()
+    await expect(site.locator(".rack")).to_have_count(2)
+    lost = page.locator(f"li.node[data-node='{LOST}']")
+    await expect(lost).to_have_attribute("data-health", "critical")
+    await expect(lost.locator(".badge").first).to_have_text("‼critical")  # icon and word, not colour alone
+    await expect(lost.locator(".accel[data-health='critical']")).to_have_count(1)
+    await expect(page.locator(f"li.node[data-node='{HOT}'] .badge").first).to_have_text("✓ok")
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "board-fleet.png"), full_page=True)
+    await lost.locator("a").click()
+    await expect(page.locator("h1")).to_have_text(LOST)
+    await expect(page.locator("table.readings tbody tr")).to_have_count(2)
+    await expect(page.locator("text=XID 79").first).to_be_visible()
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_filter_tasks_then_acknowledge_as_operator_while_a_viewer_is_refused(
+    collector: Collector, browser: Browser
+) -> None:
+    (task,) = collector.store.list_tasks(TaskQuery(node=LOST))[0]
+    viewer = await open_page(browser, VIEWER)
+    await viewer.goto(f"{collector.api_url}/board/#/tasks")
+    await expect(viewer.locator("li.task")).to_have_count(1)
+    await viewer.select_option("#f-severity", "warning")
+    await expect(viewer.locator("#task-count")).to_have_text("0 tasks")
+    await viewer.select_option("#f-severity", "critical")
+    await viewer.select_option("#f-action", task.action)
+    await expect(viewer.locator(f"li.task[data-task='{task.id}']")).to_be_visible()
+    assert "severity=critical" in viewer.url
+    await viewer.locator(f"li.task[data-task='{task.id}'] a.title").click()
+    await expect(viewer.locator("#read-only")).to_be_visible()
+    ack = viewer.locator("button[data-verb='acknowledge']")
+    await expect(ack).to_have_attribute("aria-disabled", "true")
+    await ack.click(force=True)  # the page says no; the API is what refuses
+    await expect(viewer.locator("#status")).to_contain_text("403")
+    await expect(viewer.locator("#task-state .badge")).to_have_attribute("data-state", "open")
+    assert (await _api(collector, f"/api/v1/tasks/{task.id}"))["state"] == "open"
+
+    operator = await open_page(browser, OPERATOR)
+    await operator.goto(f"{collector.api_url}/board/#/tasks/{task.id}")
+    await expect(operator.locator("#signin")).to_have_text("alice · operator")
+    await operator.fill("#act-note", "on it, draining the node")
+    await operator.locator("button[data-verb='acknowledge']").click()
+    await expect(operator.locator("#task-state .badge")).to_have_attribute("data-state", "acknowledged")
+    await expect(operator.locator(".history")).to_contain_text("alice")
+    detail = await _api(collector, f"/api/v1/tasks/{task.id}")
+    assert detail["state"] == "acknowledged"
+    assert operator.errors == []  # type: ignore[attr-defined]
+
+
+async def test_task_page_on_a_phone_plots_the_readings_around_the_fault(
+    collector: Collector, browser: Browser
+) -> None:
+    (task,) = collector.store.list_tasks(TaskQuery(node=LOST))[0]
+    page = await open_page(
+        browser,
+        OPERATOR,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
+    await page.goto(f"{collector.api_url}/board/#/tasks/{task.id}")
+    await expect(page.locator("h1")).to_contain_text(f"Task #{task.id}")
+    plots = page.locator("figure.plot")
+    await expect(plots.first).to_be_visible()
+    temperature = page.locator("figure.plot[data-key='temperature_celsius'] svg.chart")
+    await expect(temperature).to_have_count(1)
+    points = int(await temperature.get_attribute("data-points") or 0)
+    assert points >= 10
+    assert await temperature.locator("circle.pt").count() == points
+    path = await temperature.locator("path.line").get_attribute("d")
+    assert path is not None
+    assert path.count("L") >= points - 1
+    await expect(temperature.locator("g.event")).to_have_count(1)  # the XID, marked on the plot
+    await expect(temperature.locator("line.limit")).to_have_count(1)  # the slowdown threshold
+    for key in ("power_watts", "sm_clock_mhz"):
+        await expect(page.locator(f"figure.plot[data-key='{key}'] circle.pt").first).to_be_attached()
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # no sideways scrolling on a phone
+    button = page.locator("button[data-verb='acknowledge']")
+    box = await button.bounding_box()
+    assert box is not None
+    assert box["height"] >= 44
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "board-task-phone.png"), full_page=True)
+    await page.locator("figure.plot").first.screenshot(path=str(ARTIFACTS / "board-plot-phone.png"))
+    # keyboard only: focus reaches the acknowledge button and Enter acknowledges
+    await button.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#task-state .badge")).to_have_attribute("data-state", "acknowledged")
+    assert page.errors == []  # type: ignore[attr-defined]

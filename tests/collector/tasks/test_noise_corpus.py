@@ -1,0 +1,141 @@
+"""The healthy-noise corpus: what healthy fleets do all the time raises **zero** tasks.
+
+GPU Boost power excursions, PCIe replays and link retraining at boot, a solo XID 13, 43 or 45, an
+NVML device count that drops for 30 s, an agent that restarts, and an hour of plain work on GPU and
+Trainium nodes. Every case runs through Mosquitto and the collector like the fault corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from agent.sim.scenario import Fault
+from fleetops.wire import AcceleratorReadings
+from tests.collector.tasks.test_tasks_simfleet import (
+    FakeClock,
+    Feed,
+    SimGpuNode,
+    SimTrainiumNode,
+    clock,
+    feed,
+)
+
+__all__ = ["clock", "feed"]
+
+
+async def test_an_hour_of_healthy_work_raises_nothing(feed: Feed, clock: FakeClock, tmp_path: Path) -> None:
+    gpus = [
+        SimGpuNode(f"gpu-quiet-n0{i}", clock, tmp_path, rack="rq1", slot=f"0{i}", seed=i) for i in range(1, 4)
+    ]
+    trn = SimTrainiumNode("trn-quiet-n01", clock, tmp_path, rack="rq2")
+    nodes = [*gpus, trn]
+    for node in nodes:
+        await feed.send(await node.start())
+    try:
+        await feed.run(nodes, 3600, step_s=30)
+    finally:
+        for node in nodes:
+            await node.stop()
+    assert feed.all_tasks() == []
+
+
+async def test_gpu_boost_power_excursions_raise_nothing(feed: Feed, clock: FakeClock, tmp_path: Path) -> None:
+    """Under GPU Boost, one-second power averages briefly exceed the enforced limit."""
+    node = SimGpuNode("gpu-boost-n01", clock, tmp_path, rack="rq3")
+    frames = 0
+
+    def boost(r: AcceleratorReadings) -> AcceleratorReadings:
+        if r.power_limit_watts is None or frames % 6 != 0:
+            return r
+        return msgspec.structs.replace(r, power_watts=r.power_limit_watts * 1.12)
+
+    node.tamper = boost
+    await feed.send(await node.start())
+    try:
+        for _ in range(90):
+            frames += 1
+            await feed.run([node], 10)
+    finally:
+        await node.stop()
+    assert feed.all_tasks() == []
+
+
+async def test_pcie_replays_and_link_training_at_boot_raise_nothing(
+    feed: Feed, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A node that just booted: links train up through lower widths and count replays meanwhile."""
+    node = SimGpuNode("gpu-boot-n01", clock, tmp_path, rack="rq4", boot_age_s=40)
+    booted = clock.now - 40
+    replays = 0
+
+    def training(r: AcceleratorReadings) -> AcceleratorReadings:
+        nonlocal replays
+        since_boot = clock.now - booted
+        if since_boot < 240:
+            replays += 37
+            return msgspec.structs.replace(r, pcie_replay_total=replays, pcie_link_width=8)
+        return msgspec.structs.replace(r, pcie_replay_total=replays)
+
+    node.tamper = training
+    await feed.send(await node.start())
+    try:
+        await feed.run([node], 1200)
+    finally:
+        await node.stop()
+    assert feed.all_tasks() == []
+
+
+@pytest.mark.parametrize("xid", [13, 43, 45])
+async def test_a_solo_application_xid_raises_nothing(
+    feed: Feed, clock: FakeClock, tmp_path: Path, xid: int
+) -> None:
+    name = f"gpu-app{xid}-n01"
+    node = SimGpuNode(
+        name, clock, tmp_path, [Fault(at_s=20, node=name, kind="xid", xid=xid, accelerator=2)], rack="rq5"
+    )
+    await feed.send(await node.start())
+    try:
+        await feed.run([node], 600)
+    finally:
+        await node.stop()
+    assert feed.collector.store.event_ids(name)  # the XID arrived and was stored...
+    assert feed.all_tasks() == []  # ...and asked for nothing
+
+
+async def test_an_nvml_count_that_drops_for_30_seconds_raises_nothing(
+    feed: Feed, clock: FakeClock, tmp_path: Path
+) -> None:
+    node = SimGpuNode("gpu-flap-n01", clock, tmp_path, rack="rq6")
+    await feed.send(await node.start())
+    try:
+        await feed.run([node], 120)
+        node.hidden = {3, 4}
+        await feed.run([node], 30)
+        node.hidden = set()
+        await feed.run([node], 600)
+    finally:
+        await node.stop()
+    assert feed.collector.state.nodes["gpu-flap-n01"].missing_since == {}
+    assert feed.all_tasks() == []
+
+
+async def test_an_agent_restart_raises_nothing(feed: Feed, clock: FakeClock, tmp_path: Path) -> None:
+    gpu = SimGpuNode("gpu-restart-n01", clock, tmp_path, rack="rq7")
+    trn = SimTrainiumNode("trn-restart-n01", clock, tmp_path, rack="rq7", slot="02")
+    for node in (gpu, trn):
+        await feed.send(await node.start())
+    try:
+        await feed.run([gpu, trn], 120)
+        for node in (gpu, trn):
+            await feed.send(node.restart_agent())
+        clock.now += 15
+        await feed.collector.pipeline.tick()
+        await feed.send(await gpu.rebirth())
+        await feed.send(await trn.start())
+        await feed.run([gpu, trn], 600)
+    finally:
+        await gpu.stop()
+    assert feed.all_tasks() == []
+    assert feed.collector.state.nodes["gpu-restart-n01"].status == "online"

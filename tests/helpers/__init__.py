@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: brokers, publishers, receivers, PKI, rule contexts."""
