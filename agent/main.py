@@ -30,7 +30,6 @@ __all__ = [
     "config_from_args",
     "leave_out_dev_only_modules",
     "main",
-    "release_memory_after",
 ]
 
 EXIT_OK: Final = 0
@@ -142,6 +141,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(agent: Agent) -> None:
+    from agent.system.memory import release_memory_after
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
@@ -154,18 +155,9 @@ async def _serve(agent: Agent) -> None:
             loop.remove_signal_handler(sig)
 
 
-async def release_memory_after(agents: Sequence[Agent]) -> None:
-    """Once every agent in this process sampled its first frame, hand back what startup freed
-    (``agent.system.memory``). Cancel it when the agents stop first."""
-    from agent.system.memory import release_startup_memory
-
-    await asyncio.gather(*(agent.first_frame() for agent in agents))
-    release_startup_memory()
-
-
 def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    from agent.probes.neuron.cli import add_replay_arguments as add_neuron
-    from agent.probes.nvidia.cli import add_replay_arguments as add_kmsg
+    from agent.cli.neuron import add_replay_arguments as add_neuron
+    from agent.cli.nvidia import add_replay_arguments as add_kmsg
 
     sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
     kmsg = sources.add_parser("kmsg", help="recorded kernel-log lines -> the events the agent would publish")
@@ -179,13 +171,13 @@ def _add_replay_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _replay_kmsg(args: argparse.Namespace) -> int:
-    from agent.probes.nvidia.cli import replay_kmsg_command
+    from agent.cli.nvidia import replay_kmsg_command
 
     return replay_kmsg_command(args)
 
 
 def _replay_neuron(args: argparse.Namespace) -> int:
-    from agent.probes.neuron.cli import replay_neuron_monitor
+    from agent.cli.neuron import replay_neuron_monitor
 
     return replay_neuron_monitor(args)
 
@@ -196,19 +188,19 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _add_probe_arguments(parser: argparse.ArgumentParser) -> None:
-    from agent.probes.nvidia.cli import add_probe_arguments
+    from agent.cli.nvidia import add_probe_arguments
 
     add_probe_arguments(parser)
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from agent.probes.nvidia.cli import probe_command
+    from agent.cli.nvidia import probe_command
 
     return probe_command(args)
 
 
 def _add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
-    from agent.sim.command import add_simulate_arguments
+    from agent.cli.simulate import add_simulate_arguments
 
     add_simulate_arguments(parser)
 

@@ -24,23 +24,7 @@ from agent.sim.gpu_model import make_simulated_gpu_probes
 from agent.sim.scenario import Scenario, ScenarioError, load_scenario
 from fleetops.logging import configure_logging
 
-__all__ = ["add_simulate_arguments", "fleet_layout", "make_probe_factory", "simulate_command"]
-
-
-def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--broker", required=True, metavar="URL", help="mqtt://host:port")
-    parser.add_argument("--site", default="demo")
-    parser.add_argument("--gpu-nodes", type=int, default=16, help="GPU nodes (8 per rack)")
-    parser.add_argument("--gpus", type=int, default=8, help="GPUs per GPU node")
-    parser.add_argument("--gpu-model", choices=("h100", "a100"), default="h100")
-    parser.add_argument("--trn-nodes", type=int, default=4, help="Trainium nodes")
-    parser.add_argument("--devices", type=int, default=16, help="Trainium devices per node")
-    parser.add_argument("--interval", type=float, default=10.0, help="frame interval in seconds")
-    parser.add_argument("--scenario", type=Path, default=None, help="fault schedule (TOML)")
-    parser.add_argument("--duration", type=float, default=0, help="seconds to run (0: until signalled)")
-    parser.add_argument("--state-dir", type=Path, required=True, help="per-node state and simulated files")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
+__all__ = ["fleet_layout", "make_probe_factory", "simulate_command"]
 
 
 def fleet_layout(site: str, gpu_nodes: int, gpus: int, trn_nodes: int, devices: int) -> list[NodeSpec]:
@@ -143,7 +127,7 @@ def simulate_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(fleet: SimulatedFleet, duration_s: float | None) -> None:
-    from agent.main import release_memory_after
+    from agent.system.memory import release_memory_after
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

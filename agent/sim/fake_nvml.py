@@ -18,7 +18,6 @@ raises ``NOT_SUPPORTED``. Errors are the real ``pynvml.NVMLError`` subclasses.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -37,32 +36,16 @@ from agent.probes.nvidia.nvml_facade import (
     Utilization,
     nvml_error,
 )
+from agent.probes.nvidia.recording import RECORDING_FORMAT, call_key, field_key
 
-__all__ = ["CALLS_KEPT", "RECORDING_FORMAT", "DeviceCalls", "FakeNvml", "Result", "call_key", "field_key"]
+__all__ = ["CALLS_KEPT", "DeviceCalls", "FakeNvml", "Result"]
 
-RECORDING_FORMAT: Final = "fleetops-nvml-recording/1"
 #: How many of the most recent calls ``FakeNvml.calls`` keeps (a long simulation must not grow).
 CALLS_KEPT: Final = 10_000
 
 #: One recorded answer: {"value": ...} or {"error": "NOT_SUPPORTED"}.
 Result = dict[str, Any]
 DeviceCalls = Mapping[str, Result]
-
-
-def call_key(method: str, *args: int) -> str:
-    if not args:
-        return method
-    return _call_key(method, tuple(int(a) for a in args))
-
-
-@functools.lru_cache(maxsize=1024)
-def _call_key(method: str, args: tuple[int, ...]) -> str:
-    # The probe asks the same few hundred (method, arguments) pairs every cycle.
-    return ":".join([method, *(str(a) for a in args)])
-
-
-def field_key(field_id: int, scope_id: int = 0) -> str:
-    return f"field:{field_id}" if scope_id == 0 else f"field:{field_id}:{scope_id}"
 
 
 class _EventSet:

@@ -31,8 +31,9 @@ import pynvml
 from agent.probes.base import Probe
 from agent.probes.kernel_log.follower import KmsgConfig, KmsgFollower
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
+from agent.probes.nvidia.recording import call_key, field_key
 from agent.probes.nvidia.xid import RECOVERY_ACTION_NAMES, XidKmsgHandler, XidReporter
-from agent.sim.fake_nvml import DeviceCalls, FakeNvml, call_key, field_key
+from agent.sim.fake_nvml import DeviceCalls, FakeNvml
 from agent.sim.scenario import GPU_FAULT_KINDS, Fault
 
 __all__ = [

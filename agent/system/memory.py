@@ -12,12 +12,20 @@ never an ``Agent`` (many run in one process) or a library user.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import gc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
+from typing import Protocol
 
-__all__ = ["release_startup_memory"]
+__all__ = ["FirstFrame", "release_memory_after", "release_startup_memory"]
+
+
+class FirstFrame(Protocol):
+    """What ``release_memory_after`` waits on: an agent's first sampled frame."""
+
+    def first_frame(self) -> Awaitable[None]: ...
 
 
 @cache
@@ -44,3 +52,10 @@ def release_startup_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+async def release_memory_after(agents: Sequence[FirstFrame]) -> None:
+    """Once every agent in this process sampled its first frame, hand back what startup freed.
+    Cancel it when the agents stop first."""
+    await asyncio.gather(*(agent.first_frame() for agent in agents))
+    release_startup_memory()

@@ -23,12 +23,13 @@ from collector.http.responses import error_response as _error
 from collector.http.responses import iso as _iso
 from collector.http.responses import json_response as _json
 from collector.http.tasks import AUTH_KEY, CLOCK_KEY, RULES_KEY, auth_middleware, register_task_routes
+from collector.http.views import task_detail, task_view
 from collector.metrics.endpoint import serve_metrics
 from collector.rules.actions import SEVERITIES, Action
-from collector.store import OPEN_STATES, TASK_STATES, FaultRecord, HistoryRecord, Store, TaskQuery, TaskRecord
+from collector.store import OPEN_STATES, TASK_STATES, Store, TaskQuery
 from fleetops.wire import valid_name
 
-__all__ = ["ReadyCheck", "create_app", "task_detail"]
+__all__ = ["ReadyCheck", "create_app"]
 
 log = structlog.get_logger("collector.http.app")
 
@@ -139,56 +140,6 @@ def _node_summary(node: NodeState, open_tasks: int) -> dict[str, Any]:
     }
 
 
-def _task_view(task: TaskRecord) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "fingerprint": task.fingerprint,
-        "node": task.node,
-        "component": task.component,
-        "fault": task.fault,
-        "rule": task.rule,
-        "state": task.state,
-        "action": task.action,
-        "severity": task.severity,
-        "summary": task.summary,
-        "runbook": task.runbook,
-        "location": msgspec.to_builtins(task.location),
-        "count": task.count,
-        "scope": task.scope,
-        "assignee": task.assignee,
-        "action_source": task.action_source,
-        "verification": {"since": _iso(task.verify_since)} if task.verify_since is not None else None,
-        "resolution": task.resolution,
-        "escalated_from": task.escalated_from,
-        "merged_into": task.merged_into,
-        "opened_at": _iso(task.opened_at),
-        "updated_at": _iso(task.updated_at),
-        "last_active_at": _iso(task.last_active_at),
-        "resolved_at": _iso(task.resolved_at),
-    }
-
-
-def _fault_view(fault: FaultRecord) -> dict[str, Any]:
-    return {
-        "fingerprint": fault.fingerprint,
-        "rule": fault.rule,
-        "first_at": _iso(fault.first_at),
-        "last_at": _iso(fault.last_at),
-        "count": fault.count,
-    }
-
-
-def _history_view(entry: HistoryRecord) -> dict[str, Any]:
-    return {
-        "at": _iso(entry.at),
-        "actor": entry.actor,
-        "change": entry.change,
-        "from_state": entry.from_state,
-        "to_state": entry.to_state,
-        "reason": entry.reason,
-    }
-
-
 async def _healthz(_request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
@@ -244,7 +195,7 @@ async def _node(request: web.Request) -> web.Response:
                 "late_frames_total": node.late_frames_total,
                 "stale_status_total": node.stale_status_total,
             },
-            "tasks": [_task_view(t) for t in tasks],
+            "tasks": [task_view(t) for t in tasks],
         }
     )
     return _json(body)
@@ -267,7 +218,7 @@ async def _tasks(request: web.Request) -> web.Response:
     tasks, total = await store.aread(lambda: store.list_tasks(query))
     return _json(
         {
-            "items": [_task_view(t) for t in tasks],
+            "items": [task_view(t) for t in tasks],
             "total": total,
             "limit": query.limit,
             "offset": query.offset,
@@ -275,26 +226,11 @@ async def _tasks(request: web.Request) -> web.Response:
     )
 
 
-async def task_detail(request: web.Request, task_id: int) -> web.Response:
-    """One task with its evidence, attached faults and history."""
-    store = request.app[_STORE_KEY]
-    task = await store.aread(lambda: store.get_task(task_id))
-    if task is None:
-        return _error(404, f"unknown task {task_id}")
-    history = await store.aread(lambda: store.task_history(task_id))
-    faults = await store.aread(lambda: store.task_faults(task_id))
-    body = _task_view(task)
-    body["evidence"] = task.evidence
-    body["faults"] = [_fault_view(f) for f in faults]
-    body["history"] = [_history_view(h) for h in history]
-    return _json(body)
-
-
 async def _task(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
     if not raw.isdigit() or len(raw) > 18:
         raise BadRequest(f"task id must be a positive integer, got {raw[:64]!r}")
-    return await task_detail(request, int(raw))
+    return await task_detail(request.app[_STORE_KEY], int(raw))
 
 
 def create_app(

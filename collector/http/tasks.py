@@ -17,6 +17,7 @@ from aiohttp import web
 
 from collector.config import AuthConfig, RulesConfig
 from collector.http.auth import AuthFailure, Principal, authorize
+from collector.http.views import task_detail
 from collector.store import Store, Transaction
 from collector.tasks.lifecycle import (
     TaskChange,
@@ -134,8 +135,6 @@ def _route(
     kind: type[Any], change: Change, store_key: web.AppKey[Store]
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
-        from collector.http.app import task_detail
-
         try:
             task_id = _task_id(request)
             body = await _body(request, kind)
@@ -155,7 +154,7 @@ def _route(
             node=result.node,
             action=result.action,
         )
-        return await task_detail(request, task_id)
+        return await task_detail(store, task_id)
 
     return handler
 

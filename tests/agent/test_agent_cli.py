@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import io
 import os
 import signal
 import subprocess
@@ -116,6 +117,37 @@ def test_agent_process_leaves_out_dev_only_modules(tmp_path: Path) -> None:
     )
     installed = sorted(n for n in ("rich", "greenlet") if importlib.util.find_spec(n) is not None)
     assert run.stdout.splitlines()[-1] == f"{installed} {'rich' not in installed}"
+
+
+def test_agent_process_never_loads_the_simulation(tmp_path: Path) -> None:
+    """Building the command line and running the agent's own commands leaves ``agent.sim`` unloaded:
+    only ``simulate`` and ``probe --simulate`` bring it in."""
+    cfg = write_config(
+        tmp_path / "a.toml", site="lab", node="n1", broker_url="mqtt://b:1883", state_dir=tmp_path
+    )
+    probe = (
+        "import sys\n"
+        "from agent.main import main\n"
+        "assert main(['check-config', '-c', sys.argv[1]]) == 0\n"
+        "print(sorted(n for n in sys.modules if n == 'agent.sim' or n.startswith('agent.sim.')))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, str(cfg)], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert run.stdout.splitlines()[-1] == "[]"
+
+
+def test_probe_with_an_unknown_simulated_model_names_the_models() -> None:
+    from agent.cli.nvidia import probe_command
+
+    buffer = io.StringIO()
+    assert (
+        probe_command(build_parser().parse_args(["probe", "--simulate", "--model", "no-such-gpu"]), buffer)
+        == 1
+    )
+    out = buffer.getvalue()
+    assert "unknown simulated model 'no-such-gpu'" in out
+    assert "h100" in out
 
 
 def test_subcommand_registry_takes_new_commands() -> None:

@@ -13,8 +13,9 @@ import pytest
 from agent.probes.kernel_log.follower import read_records
 from agent.probes.nvidia.nvml_facade import MemoryInfo, PciInfo, Utilization
 from agent.probes.nvidia.record import record
+from agent.probes.nvidia.recording import call_key
 from agent.probes.nvidia.xid import parse_xid_line
-from agent.sim.fake_nvml import CALLS_KEPT, FakeNvml, call_key
+from agent.sim.fake_nvml import CALLS_KEPT, FakeNvml
 from agent.sim.gpu_model import SimulatedNode
 from agent.sim.scenario import Fault
 from tests.helpers.paths import FIXTURES

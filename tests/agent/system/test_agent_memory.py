@@ -7,10 +7,9 @@ import platform
 from pathlib import Path
 
 from agent.config import parse_config
-from agent.main import release_memory_after
 from agent.node import Agent
 from agent.probes.base import EventSink, Sample
-from agent.system.memory import release_startup_memory
+from agent.system.memory import release_memory_after, release_startup_memory
 from devtools.broker import free_port
 from fleetops.wire import Accelerator
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.probes.neuron.cli import add_replay_arguments, replay_neuron_monitor
+from agent.cli.neuron import add_replay_arguments, replay_neuron_monitor
 from tests.helpers import paths
 
 FIXTURES = paths.FIXTURES / "neuron"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from agent.cli.nvidia import add_replay_arguments, replay_kmsg_command
 from agent.probes.base import EventDraft
 from agent.probes.kernel_log.follower import KmsgRecord, read_records
-from agent.probes.nvidia.cli import add_replay_arguments, replay_kmsg_command
 from agent.probes.nvidia.xid import (
     GpuDirectory,
     XidKmsgHandler,

@@ -20,8 +20,6 @@ from agent.probes.kernel_log.follower import read_records
 from agent.probes.nvidia.nvml_facade import NvmlFacade, RealNvml
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe, read_inventory
 from agent.probes.nvidia.xid import GpuDirectory, XidKmsgHandler, XidReporter
-from agent.sim.fake_nvml import FakeNvml
-from agent.sim.gpu_model import MODELS, SimulatedNode
 from fleetops.wire import Accelerator, AcceleratorReadings
 
 __all__ = ["add_probe_arguments", "add_replay_arguments", "probe_command", "replay_kmsg_command"]
@@ -30,7 +28,7 @@ __all__ = ["add_probe_arguments", "add_replay_arguments", "probe_command", "repl
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--simulate", action="store_true", help="read simulated GPUs instead of NVML")
-    parser.add_argument("--model", choices=sorted(MODELS), default="h100", help="simulated GPU model")
+    parser.add_argument("--model", default="h100", help="simulated GPU model (default h100)")
     parser.add_argument("--gpus", type=int, default=8, help="number of simulated GPUs")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed")
 
@@ -69,6 +67,13 @@ def probe_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Print what the agent sees on this node now. 0 ok, 2 NVML unavailable, 1 error."""
     with tempfile.TemporaryDirectory(prefix="fleetops-probe-") as tmp:
         if args.simulate:
+            from agent.sim.fake_nvml import FakeNvml  # the simulation loads only when asked for
+            from agent.sim.gpu_model import MODELS, SimulatedNode
+
+            if args.model not in MODELS:
+                models = ", ".join(sorted(MODELS))
+                print(f"unknown simulated model {args.model!r}; models: {models}", file=out)
+                return 1
             node = SimulatedNode(
                 "simulated", args.gpus, args.model, [], Path(tmp) / "kmsg.log", _Clock(), args.seed
             )
@@ -177,6 +182,8 @@ def replay_kmsg_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> i
     """Print, one JSON object per line, the events the agent would publish for a kernel-log file."""
     directory = GpuDirectory()
     if args.inventory is not None:
+        from agent.sim.fake_nvml import FakeNvml  # answers NVML calls from the recording
+
         fake = FakeNvml.from_recording(args.inventory)
         fake.nvmlInit()
         directory.update(read_inventory(fake)[1])

@@ -1,0 +1,2 @@
+"""The agent's operator subcommands other than ``run``: ``probe`` and ``replay`` (``simulate``
+lives with the simulation in ``agent.sim.command``)."""
