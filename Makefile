@@ -15,6 +15,7 @@ test:
 	$(PY) -m ruff check fleetops agent collector devtools tests $(wildcard bench)
 	$(PY) -m ruff format --check fleetops agent collector devtools tests $(wildcard bench)
 	$(PY) -m mypy
+	.venv/bin/lint-imports --no-cache
 	$(PY) -m pytest $(ARGS)
 
 unit:
