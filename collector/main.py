@@ -2,7 +2,7 @@
 
 fleetops-collector [run] [-c FILE] [--broker URL] [--db PATH] [--listen HOST:PORT]
 fleetops-collector check-config [-c FILE]
-fleetops-collector ops ...          (remote operations through the API: ``collector.cli.ops``)
+fleetops-collector ops ...          (remote operations, as ``fleetops ops``: ``collector.cli``)
 fleetops-collector --version
 """
 
@@ -92,9 +92,9 @@ async def _serve(config: CollectorConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["ops"]:
-        from collector.cli.ops import ops_main
+        from collector.cli.main import ops_main
 
-        return ops_main(argv[1:], prog="fleetops-collector ops")
+        return ops_main(argv[1:], prog="fleetops-collector")
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "run")
     args = _parser().parse_args(argv)

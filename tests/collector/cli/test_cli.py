@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.cli.main import main, render_table
+from collector.cli.main import main
+from collector.cli.render import render_table
 from collector.config import parse_config
 from collector.http.auth import hash_token
 from collector.service import Collector

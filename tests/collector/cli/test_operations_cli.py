@@ -39,7 +39,7 @@ async def ops(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
 
     def call() -> int:
-        from collector.cli.ops import ops_main
+        from collector.cli.main import ops_main
 
         return ops_main(list(argv), out)
 
