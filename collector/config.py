@@ -436,6 +436,10 @@ def _key_of(message: str) -> str:
     if unknown:
         name = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
         return f"{name}: unknown key"
+    missing = re.fullmatch(r"Object missing required field `(.*)`", text)
+    if missing:
+        name = f"{key}.{missing.group(1)}" if key else missing.group(1)
+        return f"{name}: required key missing"
     inner = re.match(r"([a-z_]+): (.*)", text, re.DOTALL)
     if key and inner:
         key, text = f"{key}.{inner.group(1)}", inner.group(2)
