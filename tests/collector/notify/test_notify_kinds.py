@@ -4,6 +4,8 @@ its settings, receiver keys checked per kind, and credentials marked so they sta
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any, get_args
 
@@ -17,6 +19,7 @@ from collector.notify.page import NotifierContext
 from collector.notify.registry import NOTIFIERS, build_notifier
 from collector.notify.settings import REDACTED, ReceiverSettings
 from tests.helpers.notify import OPSGENIE_KEY, ROUTING_KEY, WEBHOOK_SECRET
+from tests.helpers.paths import REPO
 
 #: the smallest valid entry of each kind
 MINIMAL: dict[str, dict[str, Any]] = {
@@ -180,3 +183,19 @@ def test_an_alertmanager_without_credentials_needs_no_private_file(tmp_path: Pat
     )
     os.chmod(path, 0o644)
     assert load_config(path).notify.receivers[0].name == "am"
+
+
+def test_the_receivers_in_the_shipped_sample_config_are_valid() -> None:
+    """The commented ``[[notify.*]]`` examples of packaging/config/collector.toml, uncommented (with
+    a routing key of the right length in place of its placeholder)."""
+    lines = (REPO / "packaging/config/collector.toml").read_text(encoding="utf-8").splitlines()
+    start = lines.index("# [[notify.receivers]]")
+    example = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        text = line.removeprefix("#").strip()
+        if text.startswith("[[notify.") or re.match(r"[a-z_]+ = ", text):
+            example.append(re.sub(r'^routing_key = ".*"', f'routing_key = "{ROUTING_KEY}"', text))
+    receivers = parse_config(tomllib.loads("\n".join(example))).notify.receivers
+    assert sorted(r.kind for r in receivers) == sorted(NOTIFIERS)
