@@ -466,7 +466,7 @@ def _explain_receiver(message: str, merged: Mapping[str, Any]) -> str:
     if settings is None or text != "unknown key":
         return message
     keys = ", ".join(["kind", *sorted(f.name for f in msgspec.structs.fields(settings))])
-    return f"{message} for a {kind!r} receiver (its keys: {keys})"
+    return f"{message} for kind {kind!r} (its keys: {keys})"
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -509,13 +509,18 @@ def parse_config(
         raise ConfigError(_explain_receiver(_key_of(str(exc)), merged)) from None
 
 
+#: keys that hold a credential for some kind, other than a URL: secret whatever kind they are given to
+_CREDENTIAL_KEYS: Final = frozenset(k for t in RECEIVER_KINDS.values() for k in t.SECRET_FIELDS) - {"url"}
+
+
 def _receiver_has_secrets(raw: object) -> bool:
     """A receiver entry holds a credential: a value in one of its kind's ``SECRET_FIELDS`` (a Slack
-    webhook URL is itself the credential) or a URL with a user or password in it."""
+    webhook URL is itself the credential), a key that is a credential of another kind (a misplaced
+    key is still a secret), or a URL with a user or password in it."""
     if not isinstance(raw, Mapping):
         return False
     settings = RECEIVER_KINDS.get(str(raw.get("kind")))
-    secret_fields = settings.SECRET_FIELDS if settings is not None else frozenset()
+    secret_fields = _CREDENTIAL_KEYS | (settings.SECRET_FIELDS if settings is not None else frozenset())
     url = raw.get("url")
     return any(raw.get(key) for key in secret_fields) or (isinstance(url, str) and url_has_credentials(url))
 

@@ -7,8 +7,8 @@ is stable for its whole life (trigger, acknowledge, resolve) and names the task 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 import msgspec
@@ -110,8 +110,7 @@ class Notifier(Protocol):
     async def send(self, page: Page) -> None: ...
 
 
-@dataclass(frozen=True)
-class NotifierContext:
+class NotifierContext(msgspec.Struct, frozen=True, kw_only=True):
     """What every notifier is built with besides its own settings: the HTTP session, the clock and
     the ``[notify]`` settings notifiers share."""
 
@@ -124,7 +123,7 @@ class NotifierContext:
 S = TypeVar("S", bound=ReceiverSettings)
 
 
-class NotifierBase(Generic[S]):
+class NotifierBase(ABC, Generic[S]):
     """The shared constructor: ``Kind(settings, context)``. A kind adds ``send`` (and derives what
     it needs from its settings in ``__init__`` after calling this one)."""
 
@@ -135,5 +134,6 @@ class NotifierBase(Generic[S]):
         self.session = context.session
         self.clock = context.clock
 
+    @abstractmethod
     async def send(self, page: Page) -> None:
-        raise NotImplementedError
+        """Deliver ``page``; raise ``TransientError`` or ``PermanentError`` when it was not taken."""

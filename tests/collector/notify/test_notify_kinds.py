@@ -108,7 +108,7 @@ def test_a_key_the_kind_does_not_take_is_an_error_naming_it(kind: str, key: str)
     with pytest.raises(ConfigError) as info:
         _receivers(_receiver(kind, **{key: "x" * 32}))
     message = str(info.value)
-    assert message.startswith(f"notify.receivers[0].{key}: unknown key for a {kind!r} receiver")
+    assert message.startswith(f"notify.receivers[0].{key}: unknown key for kind {kind!r}")
     assert "url" in message.partition("its keys: ")[2]
 
 
@@ -199,3 +199,17 @@ def test_the_receivers_in_the_shipped_sample_config_are_valid() -> None:
             example.append(re.sub(r'^routing_key = ".*"', f'routing_key = "{ROUTING_KEY}"', text))
     receivers = parse_config(tomllib.loads("\n".join(example))).notify.receivers
     assert sorted(r.kind for r in receivers) == sorted(NOTIFIERS)
+
+
+def test_a_credential_given_to_the_wrong_kind_still_makes_the_file_private(tmp_path: Path) -> None:
+    path = tmp_path / "collector.toml"
+    path.write_text(
+        '[[notify.receivers]]\nname = "am"\nkind = "alertmanager"\nurl = "http://127.0.0.1:9093"\n'
+        f'routing_key = "{ROUTING_KEY}"\n'
+    )
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_config(path)
+    os.chmod(path, 0o600)
+    with pytest.raises(ConfigError, match=r"routing_key: unknown key for kind 'alertmanager'"):
+        load_config(path)
