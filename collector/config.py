@@ -7,13 +7,21 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 import msgspec
 
+from collector.notify.alertmanager import AlertmanagerSettings
+from collector.notify.opsgenie import OpsgenieSettings
+from collector.notify.pagerduty import PagerDutySettings
+from collector.notify.settings import ReceiverName, ReceiverSettings, url_has_credentials
+from collector.notify.slack import SlackSettings
+from collector.notify.webhook import WebhookSettings
+
 __all__ = [
     "DEFAULT_PATH",
+    "RECEIVER_KINDS",
     "ApiConfig",
     "AuthConfig",
     "AuthToken",
@@ -275,43 +283,21 @@ class AuthConfig(_Section, frozen=True):
             raise ValueError("tokens: two tokens have the same sha256")
 
 
-_RECEIVER_NAME = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 _DEFAULT_GRAFANA_PATH: Final = "/d/fleetops-node/fleetops-node?var-site={site}&var-node={node}"
 
-
-class NotifyReceiver(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Where pages go: one notifier (docs/paging.md lists each kind's keys)."""
-
-    name: _RECEIVER_NAME
-    kind: Literal["alertmanager", "pagerduty", "slack", "webhook", "opsgenie"]
-    url: str
-    routing_key: str = ""  # pagerduty: the integration's 32-character routing key
-    secret: str = ""  # webhook: HMAC-SHA256 key
-    api_key: str = ""  # opsgenie: GenieKey
-    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
-    #: sustained sends per second (0: the kind's default: slack 1, others 10) and burst size
-    rate_per_s: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 0.0
-    burst: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
-    #: task fields that make one page of many tasks (site, rack, node, action, severity);
-    #: None: the kind's default (alertmanager groups by itself: [], others: site + action)
-    group_by: list[Literal["site", "rack", "node", "action", "severity"]] | None = None
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url: receiver {self.name!r} needs an http(s) URL, got {self.url!r}")
-        if self.kind == "pagerduty" and len(self.routing_key) != 32:
-            raise ValueError(f"routing_key: receiver {self.name!r} needs a 32-character routing key")
-        if self.kind == "webhook" and len(self.secret) < 16:
-            raise ValueError(f"secret: receiver {self.name!r} needs an HMAC secret of 16+ characters")
-        if self.kind == "opsgenie" and not self.api_key:
-            raise ValueError(f"api_key: receiver {self.name!r} needs an Opsgenie API key")
+#: One ``[[notify.receivers]]`` entry: the settings struct of its ``kind`` (each defined with its
+#: notifier in ``collector/notify/<kind>.py``; docs/paging.md lists each kind's keys).
+NotifyReceiver = AlertmanagerSettings | PagerDutySettings | SlackSettings | WebhookSettings | OpsgenieSettings
+#: kind → its settings struct
+RECEIVER_KINDS: Final[dict[str, type[ReceiverSettings]]] = {
+    str(t.__struct_config__.tag): t for t in get_args(NotifyReceiver)
+}
 
 
 class NotifyRoute(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Tasks matching every non-empty filter go to ``receiver``."""
 
-    receiver: _RECEIVER_NAME
+    receiver: ReceiverName
     severity: list[Literal["critical", "warning", "info"]] = []
     site: list[str] = []
     action: list[ActionName] = []
@@ -450,10 +436,37 @@ def _key_of(message: str) -> str:
     if unknown:
         name = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
         return f"{name}: unknown key"
+    missing = re.fullmatch(r"Object missing required field `(.*)`", text)
+    if missing:
+        name = f"{key}.{missing.group(1)}" if key else missing.group(1)
+        return f"{name}: required key missing"
     inner = re.match(r"([a-z_]+): (.*)", text, re.DOTALL)
     if key and inner:
         key, text = f"{key}.{inner.group(1)}", inner.group(2)
     return f"{key}: {text}" if key else text
+
+
+_RECEIVER_ERROR: Final = re.compile(r"notify\.receivers\[(\d+)\](?:\.(\w+))?: (.*)", re.DOTALL)
+
+
+def _explain_receiver(message: str, merged: Mapping[str, Any]) -> str:
+    """Say which kind a receiver's unknown key was given to and what that kind takes, or which
+    kinds there are."""
+    match = _RECEIVER_ERROR.fullmatch(message)
+    if match is None:
+        return message
+    index, key, text = int(match.group(1)), match.group(2), match.group(3)
+    if key == "kind":
+        return f"{message} (kinds: {', '.join(RECEIVER_KINDS)})"
+    notify = merged.get("notify")
+    receivers = notify.get("receivers") if isinstance(notify, Mapping) else None
+    entry = receivers[index] if isinstance(receivers, list) and index < len(receivers) else None
+    kind = entry.get("kind") if isinstance(entry, Mapping) else None
+    settings = RECEIVER_KINDS.get(str(kind))
+    if settings is None or text != "unknown key":
+        return message
+    keys = ", ".join(["kind", *sorted(f.name for f in msgspec.structs.fields(settings))])
+    return f"{message} for kind {kind!r} (its keys: {keys})"
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -493,7 +506,23 @@ def parse_config(
     try:
         return msgspec.convert(merged, CollectorConfig, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_key_of(str(exc))) from None
+        raise ConfigError(_explain_receiver(_key_of(str(exc)), merged)) from None
+
+
+#: keys that hold a credential for some kind, other than a URL: secret whatever kind they are given to
+_CREDENTIAL_KEYS: Final = frozenset(k for t in RECEIVER_KINDS.values() for k in t.SECRET_FIELDS) - {"url"}
+
+
+def _receiver_has_secrets(raw: object) -> bool:
+    """A receiver entry holds a credential: a value in one of its kind's ``SECRET_FIELDS`` (a Slack
+    webhook URL is itself the credential), a key that is a credential of another kind (a misplaced
+    key is still a secret), or a URL with a user or password in it."""
+    if not isinstance(raw, Mapping):
+        return False
+    settings = RECEIVER_KINDS.get(str(raw.get("kind")))
+    secret_fields = _CREDENTIAL_KEYS | (settings.SECRET_FIELDS if settings is not None else frozenset())
+    url = raw.get("url")
+    return any(raw.get(key) for key in secret_fields) or (isinstance(url, str) and url_has_credentials(url))
 
 
 def _has_secrets(raw: Mapping[str, Any]) -> bool:
@@ -503,11 +532,7 @@ def _has_secrets(raw: Mapping[str, Any]) -> bool:
     tokens = auth.get("tokens") if isinstance(auth, Mapping) else None
     password = mqtt.get("password") if isinstance(mqtt, Mapping) else None
     receivers = notify.get("receivers") if isinstance(notify, Mapping) else None
-    paging = any(
-        isinstance(r, Mapping)
-        and (r.get("routing_key") or r.get("secret") or r.get("api_key") or r.get("kind") == "slack")
-        for r in (receivers if isinstance(receivers, list) else [])
-    )  # a Slack incoming-webhook URL is itself the credential
+    paging = any(_receiver_has_secrets(r) for r in (receivers if isinstance(receivers, list) else []))
     return bool(tokens) or bool(password) or paging
 
 

@@ -8,17 +8,14 @@ so these pages are never grouped by fleetops.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
-import aiohttp
-
-from collector.config import NotifyReceiver
 from collector.notify.delivery import post_json
-from collector.notify.page import Page
+from collector.notify.page import NotifierBase, NotifierContext, Page
+from collector.notify.settings import GroupField, ReceiverSettings
 
-__all__ = ["ALERTNAME", "AlertmanagerNotifier", "alert_body"]
+__all__ = ["ALERTNAME", "AlertmanagerNotifier", "AlertmanagerSettings", "alert_body"]
 
 ALERTNAME: Final = "FleetopsTask"
 
@@ -66,29 +63,25 @@ def alert_body(page: Page, now: float, active_for_s: float) -> list[dict[str, An
     return [alert]
 
 
-class AlertmanagerNotifier:
+class AlertmanagerSettings(ReceiverSettings, frozen=True, kw_only=True, tag="alertmanager"):
+    """``kind = "alertmanager"``: ``url`` is Alertmanager's base URL (``http://127.0.0.1:9093``)."""
+
+    #: Alertmanager resolves an alert whose endsAt passes: active alerts must be re-sent
+    RESENDS: ClassVar[bool] = True
+
+    #: Alertmanager groups by labels itself (its route's group_by): one alert per task
+    group_by: tuple[GroupField, ...] = ()
+
+
+class AlertmanagerNotifier(NotifierBase[AlertmanagerSettings]):
     """``POST <url>/api/v2/alerts``; ``url`` is Alertmanager's base URL."""
 
-    #: the dispatcher re-sends this notifier's active pages; the others get each event once
-    resends_active = True
-    grouped_by_default = False
-
-    def __init__(
-        self,
-        receiver: NotifyReceiver,
-        session: aiohttp.ClientSession,
-        *,
-        clock: Callable[[], float],
-        resend_interval_s: float,
-    ) -> None:
-        self.name = receiver.name
-        base = receiver.url.rstrip("/")
+    def __init__(self, settings: AlertmanagerSettings, context: NotifierContext) -> None:
+        super().__init__(settings, context)
+        base = settings.url.rstrip("/")
         self.url = base if base.endswith("/api/v2/alerts") else f"{base}/api/v2/alerts"
-        self.timeout_s = receiver.timeout_s
-        self.session = session
-        self.clock = clock
         #: endsAt this far ahead: three missed re-sends, and never under 3 minutes
-        self.active_for_s = max(180.0, 3 * resend_interval_s)
+        self.active_for_s = max(180.0, 3 * context.resend_interval_s)
 
     async def send(self, page: Page) -> None:
         now = self.clock()

@@ -23,8 +23,8 @@ import structlog
 from collector.config import NotifyConfig
 from collector.notify.delivery import RetryPolicy
 from collector.notify.outbox import Delivery, OutboxDb
-from collector.notify.page import Notifier, Page, PageEvent, PermanentError, TransientError
-from collector.notify.registry import build_notifier, default_rate, group_by_of, resends_active
+from collector.notify.page import Notifier, NotifierContext, Page, PageEvent, PermanentError, TransientError
+from collector.notify.registry import build_notifier
 from collector.notify.router import RateLimiter, Router
 
 __all__ = ["Dispatcher", "grafana_link", "task_link"]
@@ -68,9 +68,9 @@ class Dispatcher:
         self.rng = rng
         self.router = Router(config.routes)
         self.policy = RetryPolicy(config.retry_initial_s, config.retry_max_s, config.give_up_after_s)
-        self.group_by = {r.name: group_by_of(r) for r in config.receivers}
-        self.limits = {r.name: RateLimiter(default_rate(r), r.burst, monotonic) for r in config.receivers}
-        self.resending = {r.name for r in config.receivers if resends_active(r)}
+        self.group_by = {r.name: r.group_by for r in config.receivers}
+        self.limits = {r.name: RateLimiter(r.rate_per_s, r.burst, monotonic) for r in config.receivers}
+        self.resending = {r.name for r in config.receivers if r.RESENDS}
         self.board_url = ""
         #: counters: sent_<event>, retries, failed, given_up, resent, resend_errors, routed, grouped
         self.stats: Counter[str] = Counter()
@@ -93,11 +93,12 @@ class Dispatcher:
         await asyncio.to_thread(self.db.open)
         if self._session is None:
             self._session = aiohttp.ClientSession()
+        context = NotifierContext(
+            session=self._session, clock=self.clock, resend_interval_s=self.config.resend_interval_s
+        )
         for receiver in self.config.receivers:
             if receiver.name not in self._given:
-                self._notifiers[receiver.name] = build_notifier(
-                    receiver, self._session, self.clock, self.config
-                )
+                self._notifiers[receiver.name] = build_notifier(receiver, context)
 
     async def start(self, board_url: str = "") -> None:
         await self.open(board_url)
@@ -105,7 +106,7 @@ class Dispatcher:
             self._task = asyncio.create_task(self._run(), name="notify-dispatcher")
         log.info(
             "notify_started",
-            receivers=[r.name for r in self.config.receivers],
+            receivers=[r.redacted() for r in self.config.receivers],
             routes=len(self.config.routes),
             board_url=self.board_url,
         )

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from urllib.parse import quote
 
-import aiohttp
-
-from collector.config import NotifyReceiver
 from collector.notify.delivery import post_json
-from collector.notify.page import Page
+from collector.notify.page import NotifierBase, NotifierContext, Page
+from collector.notify.settings import ReceiverSettings
 
-__all__ = ["OpsgenieNotifier", "create_body"]
+__all__ = ["OpsgenieNotifier", "OpsgenieSettings", "create_body"]
 
 MESSAGE_MAX: Final = 130
 _PRIORITY: Final = {"critical": "P1", "warning": "P3", "info": "P5"}
@@ -37,21 +34,29 @@ def create_body(page: Page) -> dict[str, Any]:
     }
 
 
-class OpsgenieNotifier:
-    """``url`` is the API base, e.g. ``https://api.opsgenie.com``."""
+class OpsgenieSettings(ReceiverSettings, frozen=True, kw_only=True, tag="opsgenie"):
+    """``kind = "opsgenie"``: the Alert API of an Opsgenie API integration."""
 
-    resends_active = False
-    grouped_by_default = True
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"api_key"})
 
-    def __init__(
-        self, receiver: NotifyReceiver, session: aiohttp.ClientSession, *, clock: Callable[[], float]
-    ) -> None:
-        self.name = receiver.name
-        self.base = receiver.url.rstrip("/")
-        self.headers = {"Authorization": f"GenieKey {receiver.api_key}"}
-        self.timeout_s = receiver.timeout_s
-        self.session = session
-        self.clock = clock
+    #: the API base: https://api.opsgenie.com, or https://api.eu.opsgenie.com for EU accounts
+    url: str = "https://api.opsgenie.com"
+    #: the integration's API key (sent as ``Authorization: GenieKey <api_key>``)
+    api_key: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.api_key:
+            raise ValueError(f"api_key: receiver {self.name!r} needs an Opsgenie API key")
+
+
+class OpsgenieNotifier(NotifierBase[OpsgenieSettings]):
+    """``POST <url>/v2/alerts`` to create, ``.../v2/alerts/<alias>/{acknowledge,close}`` after."""
+
+    def __init__(self, settings: OpsgenieSettings, context: NotifierContext) -> None:
+        super().__init__(settings, context)
+        self.base = settings.url.rstrip("/")
+        self.headers = {"Authorization": f"GenieKey {settings.api_key}"}
 
     async def send(self, page: Page) -> None:
         if page.event == "trigger":

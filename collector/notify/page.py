@@ -1,4 +1,5 @@
-"""What a notifier is given (a ``Page``), what it may raise, and the one method it has.
+"""What a notifier is given (its settings, a ``NotifierContext``, then ``Page`` after ``Page``), what
+it may raise, and the one method it has.
 
 A page covers one task, or several tasks of one incident grouped by the router; its ``dedup_key``
 is stable for its whole life (trigger, acknowledge, resolve) and names the task that opened it.
@@ -6,11 +7,28 @@ is stable for its whole life (trigger, acknowledge, resolve) and names the task 
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 
-__all__ = ["Notifier", "Page", "PageEvent", "PageTask", "PermanentError", "TransientError", "dedup_key"]
+from collector.notify.settings import ReceiverSettings
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = [
+    "Notifier",
+    "NotifierBase",
+    "NotifierContext",
+    "Page",
+    "PageEvent",
+    "PageTask",
+    "PermanentError",
+    "TransientError",
+    "dedup_key",
+]
 
 PageEvent = Literal["trigger", "acknowledge", "resolve"]
 
@@ -90,3 +108,32 @@ class Notifier(Protocol):
     name: str
 
     async def send(self, page: Page) -> None: ...
+
+
+class NotifierContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What every notifier is built with besides its own settings: the HTTP session, the clock and
+    the ``[notify]`` settings notifiers share."""
+
+    session: aiohttp.ClientSession
+    clock: Callable[[], float]
+    #: how often the dispatcher re-sends active pages of a kind that ``RESENDS``
+    resend_interval_s: float = 60.0
+
+
+S = TypeVar("S", bound=ReceiverSettings)
+
+
+class NotifierBase(ABC, Generic[S]):
+    """The shared constructor: ``Kind(settings, context)``. A kind adds ``send`` (and derives what
+    it needs from its settings in ``__init__`` after calling this one)."""
+
+    def __init__(self, settings: S, context: NotifierContext) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.timeout_s = settings.timeout_s
+        self.session = context.session
+        self.clock = context.clock
+
+    @abstractmethod
+    async def send(self, page: Page) -> None:
+        """Deliver ``page``; raise ``TransientError`` or ``PermanentError`` when it was not taken."""

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
-import aiohttp
 import msgspec
 
-from collector.config import NotifyReceiver
 from collector.notify.delivery import post_json
-from collector.notify.page import Page, PermanentError
+from collector.notify.page import NotifierBase, Page, PermanentError
+from collector.notify.settings import ReceiverSettings
 
-__all__ = ["BODY_MAX", "PagerDutyNotifier", "event_body"]
+__all__ = ["BODY_MAX", "PagerDutyNotifier", "PagerDutySettings", "event_body"]
 
 BODY_MAX: Final = 512 * 1024
 SUMMARY_MAX: Final = 1024
@@ -72,26 +70,28 @@ def event_body(page: Page, routing_key: str) -> dict[str, Any]:
     return body
 
 
-class PagerDutyNotifier:
+class PagerDutySettings(ReceiverSettings, frozen=True, kw_only=True, tag="pagerduty"):
+    """``kind = "pagerduty"``: an Events API v2 integration."""
+
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"routing_key"})
+
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    #: the integration's 32-character routing key
+    routing_key: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.routing_key) != 32:
+            raise ValueError(f"routing_key: receiver {self.name!r} needs a 32-character routing key")
+
+
+class PagerDutyNotifier(NotifierBase[PagerDutySettings]):
     """``POST <url>`` (``https://events.pagerduty.com/v2/enqueue``); 202 means accepted."""
 
-    resends_active = False
-    grouped_by_default = True
-
-    def __init__(
-        self, receiver: NotifyReceiver, session: aiohttp.ClientSession, *, clock: Callable[[], float]
-    ) -> None:
-        self.name = receiver.name
-        self.url = receiver.url
-        self.routing_key = receiver.routing_key
-        self.timeout_s = receiver.timeout_s
-        self.session = session
-        self.clock = clock
-
     async def send(self, page: Page) -> None:
-        encoded = msgspec.json.encode(event_body(page, self.routing_key))
+        encoded = msgspec.json.encode(event_body(page, self.settings.routing_key))
         if len(encoded) > BODY_MAX:
             raise PermanentError(f"event body is {len(encoded)} bytes, over PagerDuty's {BODY_MAX}")
         await post_json(
-            self.session, self.url, None, encoded=encoded, timeout_s=self.timeout_s, now=self.clock
+            self.session, self.settings.url, None, encoded=encoded, timeout_s=self.timeout_s, now=self.clock
         )

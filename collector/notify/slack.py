@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Annotated, Any, ClassVar, Final
 
-import aiohttp
+import msgspec
 
-from collector.config import NotifyReceiver
 from collector.notify.delivery import post_json
-from collector.notify.page import Page, PermanentError
+from collector.notify.page import NotifierBase, Page, PermanentError
+from collector.notify.settings import ReceiverSettings
 
-__all__ = ["SlackNotifier", "message_body"]
+__all__ = ["SlackNotifier", "SlackSettings", "message_body"]
 
 TEXT_MAX: Final = 3000  # a section block's text limit
 _ICON: Final = {"trigger": ":rotating_light:", "acknowledge": ":eyes:", "resolve": ":white_check_mark:"}
@@ -46,25 +45,21 @@ def message_body(page: Page) -> dict[str, Any]:
     }
 
 
-class SlackNotifier:
+class SlackSettings(ReceiverSettings, frozen=True, kw_only=True, tag="slack"):
+    """``kind = "slack"``: ``url`` is the incoming webhook's URL, itself the credential."""
+
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"url"})
+
+    #: Slack accepts about one message per second per webhook
+    rate_per_s: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 1.0
+
+
+class SlackNotifier(NotifierBase[SlackSettings]):
     """``POST <webhook url>`` with ``text`` (the notification fallback) and ``blocks``."""
-
-    resends_active = False
-    grouped_by_default = True
-    default_rate_per_s = 1.0
-
-    def __init__(
-        self, receiver: NotifyReceiver, session: aiohttp.ClientSession, *, clock: Callable[[], float]
-    ) -> None:
-        self.name = receiver.name
-        self.url = receiver.url
-        self.timeout_s = receiver.timeout_s
-        self.session = session
-        self.clock = clock
 
     async def send(self, page: Page) -> None:
         _, text = await post_json(
-            self.session, self.url, message_body(page), timeout_s=self.timeout_s, now=self.clock
+            self.session, self.settings.url, message_body(page), timeout_s=self.timeout_s, now=self.clock
         )
         if text.strip() != "ok":
             raise PermanentError(f"Slack answered {text[:200]!r} instead of 'ok'")

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
-import aiohttp
 import msgspec
 
-from collector.config import NotifyReceiver
 from collector.notify.delivery import post_json
-from collector.notify.page import Page
+from collector.notify.page import NotifierBase, Page
+from collector.notify.settings import ReceiverSettings
 
-__all__ = ["SCHEMA_VERSION", "WebhookNotifier", "sign", "verify_signature", "webhook_body"]
+__all__ = ["SCHEMA_VERSION", "WebhookNotifier", "WebhookSettings", "sign", "verify_signature", "webhook_body"]
 
 SCHEMA_VERSION: Final = 1
 TOLERANCE_S: Final = 300.0
@@ -56,32 +54,35 @@ def webhook_body(page: Page) -> dict[str, Any]:
     }
 
 
-class WebhookNotifier:
-    resends_active = False
-    grouped_by_default = True
+class WebhookSettings(ReceiverSettings, frozen=True, kw_only=True, tag="webhook"):
+    """``kind = "webhook"``: any HTTP(S) endpoint and the HMAC key shared with it."""
 
-    def __init__(
-        self, receiver: NotifyReceiver, session: aiohttp.ClientSession, *, clock: Callable[[], float]
-    ) -> None:
-        self.name = receiver.name
-        self.url = receiver.url
-        self.secret = receiver.secret
-        self.timeout_s = receiver.timeout_s
-        self.session = session
-        self.clock = clock
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"secret"})
+
+    #: HMAC-SHA256 key, 16+ characters
+    secret: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.secret) < 16:
+            raise ValueError(f"secret: receiver {self.name!r} needs an HMAC secret of 16+ characters")
+
+
+class WebhookNotifier(NotifierBase[WebhookSettings]):
+    """``POST <url>`` with the signed page (module docstring)."""
 
     async def send(self, page: Page) -> None:
         body = msgspec.json.encode(webhook_body(page))
         timestamp = str(int(self.clock()))
         headers = {
             "X-Fleetops-Timestamp": timestamp,
-            "X-Fleetops-Signature": sign(self.secret, timestamp, body),
+            "X-Fleetops-Signature": sign(self.settings.secret, timestamp, body),
             "Idempotency-Key": page.idempotency_key,
             "User-Agent": "fleetops-collector",
         }
         await post_json(
             self.session,
-            self.url,
+            self.settings.url,
             None,
             encoded=body,
             headers=headers,

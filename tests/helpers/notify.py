@@ -1,8 +1,9 @@
 """Loopback HTTP receivers that check the paging contracts, and store helpers for the notify tests.
 
-The receivers implement what PagerDuty Events v2, a Slack incoming webhook and a signed generic
-webhook document (the reference is docs/paging.md): they answer 400 to a body that breaks the
-contract, and can be told to fail the next requests (429 with Retry-After, 5xx, a slow answer).
+The receivers implement what PagerDuty Events v2, a Slack incoming webhook, Opsgenie's Alert API
+v2 and a signed generic webhook document (the reference is docs/paging.md): they answer a body
+that breaks the contract with 400 (Opsgenie: 401 for a bad key, 422 for a bad body), and can be
+told to fail the next requests (429 with Retry-After, 5xx, a slow answer).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from collector.store import Store, Transaction
 
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
 WEBHOOK_SECRET = "s3cret-for-the-test-receiver"
+OPSGENIE_KEY = "eb243592-faa2-4ba2-a551q-1afdf565c889"
+OPSGENIE_PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 PD_SEVERITIES = ("critical", "error", "warning", "info")
 
 
@@ -42,6 +45,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int
+    query: str = ""
 
     @property
     def json(self) -> Any:
@@ -107,6 +111,52 @@ def slack_problems(body: Any) -> list[str]:
     return problems
 
 
+def _too_long(value: Any, limit: int) -> bool:
+    return not isinstance(value, str) or len(value) > limit
+
+
+def opsgenie_problems(request: web.Request, body: Any) -> tuple[int, list[str]]:
+    """Violations of the Alert API v2 (create, acknowledge and close by alias) and the status
+    Opsgenie answers them with: 401 for a missing or wrong ``GenieKey``, 422 for a bad body, 404
+    for a path it does not serve."""
+    if request.headers.get("Authorization") != f"GenieKey {OPSGENIE_KEY}":
+        return 401, ["Authorization must be GenieKey <api key>"]
+    if not request.headers.get("Content-Type", "").startswith("application/json"):
+        return 422, ["Content-Type must be application/json"]
+    if not isinstance(body, dict):
+        return 422, ["body is not an object"]
+    parts = request.path.removeprefix("/og").split("/")  # ["", "v2", "alerts", alias?, verb?]
+    if parts[:3] != ["", "v2", "alerts"]:
+        return 404, [f"no such endpoint {request.path}"]
+    problems = []
+    if len(parts) == 3:  # create
+        message = body.get("message")
+        if not isinstance(message, str) or not 1 <= len(message) <= 130:
+            problems.append("message must be 1..130 characters")
+        for key, limit in (("alias", 512), ("description", 15000), ("entity", 512), ("source", 100)):
+            if key in body and _too_long(body[key], limit):
+                problems.append(f"{key} must be a string of at most {limit} characters")
+        if body.get("priority", "P3") not in OPSGENIE_PRIORITIES:
+            problems.append("priority must be P1..P5")
+        tags = body.get("tags", [])
+        if not isinstance(tags, list) or len(tags) > 20 or any(_too_long(t, 50) for t in tags):
+            problems.append("tags: at most 20 strings of at most 50 characters")
+        details = body.get("details", {})
+        if not isinstance(details, dict) or not all(isinstance(v, str) for v in details.values()):
+            problems.append("details must map strings to strings")
+        elif len(json.dumps(details)) > 8000:
+            problems.append("details over 8000 characters")
+        return (422 if problems else 202), problems
+    if len(parts) != 5 or parts[4] not in ("acknowledge", "close") or not parts[3]:
+        return 404, [f"no such endpoint {request.path}"]
+    if request.query.get("identifierType") != "alias":
+        problems.append("identifierType=alias required to act on an alert by its alias")
+    for key, limit in (("user", 100), ("source", 100), ("note", 25000)):
+        if key in body and _too_long(body[key], limit):
+            problems.append(f"{key} must be a string of at most {limit} characters")
+    return (422 if problems else 202), problems
+
+
 def webhook_problems(request: web.Request, raw: bytes, now: float) -> list[str]:
     ts = request.headers.get("X-Fleetops-Timestamp", "")
     sig = request.headers.get("X-Fleetops-Signature", "")
@@ -127,7 +177,7 @@ async def _handle(receiver: Receiver, request: web.Request) -> web.Response:
         status, extra, delay = receiver.script.pop(0)
         if delay:
             await asyncio.sleep(delay)
-        receiver.requests.append(Received(request.path, headers, raw, status))
+        receiver.requests.append(Received(request.path, headers, raw, status, request.query_string))
         return web.Response(status=status, text="busy", headers=extra)
     try:
         body = json.loads(raw)
@@ -139,6 +189,13 @@ async def _handle(receiver: Receiver, request: web.Request) -> web.Response:
     elif request.path.startswith("/slack"):
         problems = slack_problems(body)
         ok_status, ok_body = 200, "ok"
+    elif request.path.startswith("/og"):
+        og_status, problems = opsgenie_problems(request, body)
+        if problems:
+            receiver.requests.append(Received(request.path, headers, raw, og_status, request.query_string))
+            return web.Response(status=og_status, text="; ".join(problems))
+        answer = {"result": "Request will be processed", "took": 0.01, "requestId": "43a29c5c"}
+        ok_status, ok_body = 202, json.dumps(answer)
     elif request.path.startswith("/am-hook"):  # Alertmanager's own webhook: its format, unsigned
         problems = [] if isinstance(body, dict) and isinstance(body.get("alerts"), list) else ["no alerts"]
         ok_status, ok_body = 200, "{}"
@@ -146,7 +203,7 @@ async def _handle(receiver: Receiver, request: web.Request) -> web.Response:
         problems = webhook_problems(request, raw, receiver.clock() if receiver.clock else time.time())
         ok_status, ok_body = 200, "{}"
     status = 400 if problems else ok_status
-    receiver.requests.append(Received(request.path, headers, raw, status))
+    receiver.requests.append(Received(request.path, headers, raw, status, request.query_string))
     if problems:
         return web.Response(status=400, text="; ".join(problems))
     return web.Response(status=ok_status, text=ok_body)

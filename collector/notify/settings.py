@@ -1,0 +1,68 @@
+"""What every ``[[notify.receivers]]`` entry has, whatever its kind.
+
+Each notifier kind subclasses ``ReceiverSettings`` in its own module with ``tag="<kind>"``: its own
+keys, its defaults (``group_by``, ``rate_per_s``), whether the dispatcher re-sends its active pages
+(``RESENDS``) and which of its keys are credentials (``SECRET_FIELDS``). ``collector.config``
+composes the kinds into a tagged union on ``kind``, so a key that a kind does not take is an error
+naming that key. This module holds settings only (no I/O), so the configuration may import it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Final, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+__all__ = ["REDACTED", "GroupField", "ReceiverName", "ReceiverSettings", "url_has_credentials"]
+
+ReceiverName = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+#: task fields that make one page of many tasks
+GroupField = Literal["site", "rack", "node", "action", "severity"]
+REDACTED: Final = "<redacted>"
+
+
+def url_has_credentials(url: str) -> bool:
+    """Whether ``url`` carries a user or password (``https://user:pass@host/``)."""
+    return "@" in urlsplit(url).netloc
+
+
+class ReceiverSettings(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="kind"
+):
+    """The keys of every receiver. Subclasses override the defaults their kind needs."""
+
+    #: the dispatcher re-sends this kind's active pages (the receiver forgets what is not re-sent)
+    RESENDS: ClassVar[bool] = False
+    #: keys whose values are credentials: never logged, and they make the config file private
+    SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    name: ReceiverName
+    url: str
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
+    #: sustained sends per second and burst size (a token bucket)
+    rate_per_s: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 10.0
+    burst: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    #: tasks with equal values of these fields share one page ([]: every task its own page)
+    group_by: tuple[GroupField, ...] = ("site", "action")
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            shown = REDACTED if "url" in self.SECRET_FIELDS else repr(self.url)
+            raise ValueError(f"url: receiver {self.name!r} needs an http(s) URL, got {shown}")
+
+    @property
+    def kind(self) -> str:
+        """The ``kind`` key of this receiver (its struct's tag)."""
+        return str(type(self).__struct_config__.tag)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain values with every credential replaced, fit for logs and output."""
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        for key in self.SECRET_FIELDS:
+            if out.get(key):
+                out[key] = REDACTED
+        if isinstance(out.get("url"), str) and url_has_credentials(out["url"]):
+            out["url"] = REDACTED
+        return out
