@@ -1,10 +1,10 @@
 """Collector configuration: a TOML file, then ``FLEETOPS_<SECTION>__<KEY>`` environment variables,
-then command-line flags, validated into frozen structs. Errors name the offending key."""
+then command-line flags, validated into frozen structs. Errors name the offending key. The sections
+are defined here; the loader is ``fleetops.config``."""
 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -12,8 +12,11 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from fleetops.config import ConfigError, convert, merge, read_file
+
 __all__ = [
     "DEFAULT_PATH",
+    "SECRET_KEYS",
     "ApiConfig",
     "AuthConfig",
     "AuthToken",
@@ -36,7 +39,6 @@ __all__ = [
 ]
 
 DEFAULT_PATH: Final = Path("/etc/fleetops/collector.toml")
-ENV_PREFIX: Final = "FLEETOPS_"
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=365 * 86400)]
@@ -56,10 +58,6 @@ ActionName = Literal[
     "CONTACT_VENDOR",
     "OBSERVE",
 ]
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key."""
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -435,44 +433,35 @@ class CollectorConfig(_Section, frozen=True):
     operations: OperationsConfig = OperationsConfig()
 
 
-_SECTIONS: Final[dict[str, type[_Section]]] = {
-    f.name: f.type for f in msgspec.structs.fields(CollectorConfig) if isinstance(f.type, type)
-}
+#: The keys whose values are secrets (``*``: any receiver): a file that sets one must be readable by
+#: the collector only. A Slack incoming-webhook URL is itself the credential.
+SECRET_KEYS: Final = (
+    "auth.tokens",
+    "mqtt.password",
+    "notify.receivers.*.routing_key",
+    "notify.receivers.*.secret",
+    "notify.receivers.*.api_key",
+)
 
 
-def _key_of(message: str) -> str:
-    """Turn msgspec's ``... - at `$.mqtt.url``` into ``mqtt.url: ...``."""
-    text, sep, where = message.rpartition(" - at `$")
-    if not sep:
-        text, where = message, ""
-    key = where.rstrip("`").lstrip(".")
-    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", text)
-    if unknown:
-        name = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
-        return f"{name}: unknown key"
-    inner = re.match(r"([a-z_]+): (.*)", text, re.DOTALL)
-    if key and inner:
-        key, text = f"{key}.{inner.group(1)}", inner.group(2)
-    return f"{key}: {text}" if key else text
+def _secret_keys(raw: Mapping[str, Any]) -> list[str]:
+    notify = raw.get("notify")
+    receivers = notify.get("receivers") if isinstance(notify, Mapping) else None
+    slack = [
+        f"notify.receivers.{i}.url"
+        for i, r in enumerate(receivers if isinstance(receivers, list) else [])
+        if isinstance(r, Mapping) and r.get("kind") == "slack"
+    ]
+    return [*SECRET_KEYS, *slack]
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        cls = _SECTIONS.get(section)
-        if cls is None:
-            raise ConfigError(f"{name}: unknown section {section!r}")
-        fields = {f.name: f for f in msgspec.structs.fields(cls)}
-        field = fields.get(key)
-        if field is None:
-            raise ConfigError(f"{name}: unknown key {section}.{key}")
-        try:
-            out.setdefault(section, {})[key] = msgspec.convert(value, field.type, strict=False)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
+def _dotted(overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    """``{"mqtt": {"url": u}}`` → ``{"mqtt.url": u}``."""
+    out: dict[str, Any] = {}
+    for section, values in (overrides or {}).items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{section}: expected a table")
+        out.update({f"{section}.{key}": value for key, value in values.items()})
     return out
 
 
@@ -482,52 +471,10 @@ def parse_config(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CollectorConfig:
-    """Merge ``raw`` (parsed TOML), environment overrides and flag overrides, then validate."""
-    merged: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
-    for layer in (_env_overrides(env or {}), overrides or {}):
-        for section, values in layer.items():
-            target = merged.setdefault(section, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"{section}: expected a table")
-            target.update(values)
-    try:
-        return msgspec.convert(merged, CollectorConfig, strict=True)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_key_of(str(exc))) from None
-
-
-def _has_secrets(raw: Mapping[str, Any]) -> bool:
-    auth = raw.get("auth")
-    mqtt = raw.get("mqtt")
-    notify = raw.get("notify")
-    tokens = auth.get("tokens") if isinstance(auth, Mapping) else None
-    password = mqtt.get("password") if isinstance(mqtt, Mapping) else None
-    receivers = notify.get("receivers") if isinstance(notify, Mapping) else None
-    paging = any(
-        isinstance(r, Mapping)
-        and (r.get("routing_key") or r.get("secret") or r.get("api_key") or r.get("kind") == "slack")
-        for r in (receivers if isinstance(receivers, list) else [])
-    )  # a Slack incoming-webhook URL is itself the credential
-    return bool(tokens) or bool(password) or paging
-
-
-def _check_secret_file(file: Path, raw: Mapping[str, Any]) -> None:
-    """A file holding token hashes, passwords or paging keys must not be readable by group or
-    others, and broker URLs (which are logged) must not carry credentials."""
-    mqtt = raw.get("mqtt")
-    url = mqtt.get("url") if isinstance(mqtt, Mapping) else None
-    if isinstance(url, str) and "@" in url.split("://", 1)[-1].split("/", 1)[0]:
-        raise ConfigError(
-            "mqtt.url: must not contain credentials; set mqtt.username and mqtt.password instead"
-        )
-    if not _has_secrets(raw):
-        return
-    mode = file.stat().st_mode
-    if mode & 0o077:
-        raise ConfigError(
-            f"{file}: holds secrets ([auth] tokens, mqtt.password or [notify] keys) but its mode is "
-            f"{mode & 0o777:04o}; make it readable by the collector only (chmod 600)"
-        )
+    """Merge ``raw`` (parsed TOML), environment overrides and flag overrides (per section), then
+    validate (``fleetops.config``)."""
+    data = merge(raw, CollectorConfig, environ=env, overrides=_dotted(overrides))
+    return convert(data, CollectorConfig)
 
 
 def load_config(
@@ -538,16 +485,5 @@ def load_config(
 ) -> CollectorConfig:
     """Read ``path`` (default ``/etc/fleetops/collector.toml``; a missing default file means
     built-in defaults, a missing explicit file is an error) and apply env and flag overrides."""
-    file = path or DEFAULT_PATH
-    raw: dict[str, Any] = {}
-    try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        _check_secret_file(file, raw)
-    except FileNotFoundError:
-        if path is not None:
-            raise ConfigError(f"config file {file} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    raw, _ = read_file(path, default_path=DEFAULT_PATH, secrets=_secret_keys)
     return parse_config(raw, env=env, overrides=overrides)
