@@ -16,7 +16,6 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -24,6 +23,7 @@ from agent.operations.hooks import BUILTIN_PLACEHOLDERS, HookSpec, placeholders
 from agent.probes.registry import PROBES, ProbeSpec
 from agent.probes.runner import ProbeConfig
 from fleetops.config import ENV_PREFIX, ConfigError, convert, merge, read_file
+from fleetops.mqtt import MqttEndpoint, TlsFiles
 from fleetops.wire import NAME_PATTERN, OPERATIONS, valid_name
 
 __all__ = [
@@ -59,36 +59,21 @@ class NodeSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     slot: Label = ""
 
 
-class TlsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
+#: The agent's ``[mqtt.tls]`` table (``fleetops.mqtt.TlsFiles``).
+TlsSection = TlsFiles
 
 
-class MqttSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    url: str = "mqtt://localhost:1883"
+class MqttSection(MqttEndpoint, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The broker (``fleetops.mqtt.MqttEndpoint``: url, keepalive_s) and the agent's connection settings."""
+
     client_id: str = ""
     username: str | None = None
     password: str | None = None
-    tls: TlsSection = TlsSection()
-    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    tls: TlsFiles = TlsFiles()
     reconnect_min_s: Annotated[float, msgspec.Meta(ge=0.01, le=3600)] = 1.0
     reconnect_max_s: Annotated[float, msgspec.Meta(ge=0.01, le=3600)] = 60.0
     queue_max_frames: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 360
     queue_max_events: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 10_000
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-
-    @property
-    def tls_enabled(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts"
 
 
 class AgentSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -300,17 +285,6 @@ def _check_operations(ops: OperationsSection) -> None:
 
 
 def _check_mqtt(mqtt: MqttSection, *, check_files: bool) -> None:
-    parts = urlsplit(mqtt.url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ConfigError(f"mqtt.url: must be mqtt://host:port or mqtts://host:port, got {mqtt.url!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"mqtt.url: invalid port in {mqtt.url!r}") from None
-    if not parts.hostname:
-        raise ConfigError(f"mqtt.url: no host in {mqtt.url!r}")
-    if port == 0 or (parts.path not in ("", "/")) or parts.query:
-        raise ConfigError(f"mqtt.url: must be mqtt://host:port or mqtts://host:port, got {mqtt.url!r}")
     if mqtt.reconnect_max_s < mqtt.reconnect_min_s:
         raise ConfigError("mqtt.reconnect_max_s: must not be below mqtt.reconnect_min_s")
     if mqtt.password is not None and mqtt.username is None:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from fleetops.config import ConfigError, convert, merge, read_file
+from fleetops.mqtt import MqttEndpoint
 
 __all__ = [
     "DEFAULT_PATH",
@@ -75,12 +76,13 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), port
 
 
-class MqttConfig(_Section, frozen=True):
+class MqttConfig(MqttEndpoint, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The broker (``fleetops.mqtt.MqttEndpoint``: url, keepalive_s) and the collector's session."""
+
     url: str = "mqtt://127.0.0.1:1883"
     client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "fleetops-collector"
     session_expiry_s: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)] = 7 * 24 * 3600
     subscription: Annotated[str, msgspec.Meta(min_length=1)] = "fleetops/v1/+/+/#"
-    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
     reconnect_min_s: PositiveInt = 1
     reconnect_max_s: PositiveInt = 30
     username: str = ""
@@ -90,30 +92,15 @@ class MqttConfig(_Section, frozen=True):
     tls_key_file: str = ""
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"url: must look like mqtt://host:port or mqtts://host:port, got {self.url!r}")
-        try:
-            _ = parts.port
-        except ValueError as exc:
-            raise ValueError(f"url: bad port: {exc}") from None
+        super().__post_init__()
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s: must be >= reconnect_min_s")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_key_file: tls_cert_file and tls_key_file go together")
 
     @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-
-    @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts" or bool(self.tls_ca_file)
+        return self.tls_enabled or bool(self.tls_ca_file)
 
 
 class StoreConfig(_Section, frozen=True):
