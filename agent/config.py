@@ -3,7 +3,8 @@ command-line overrides, validated once at start into frozen structs.
 
 Errors name the key (``agent.interval_s: must be between 1 and 300``); unknown keys are errors. Each
 ``[probes.<name>]`` table is validated by the config struct its probe type registered in
-``agent.probes.registry.PROBES``.
+``agent.probes.registry.PROBES``. The sections are defined here; the loader (layers, environment
+parsing, error messages, the secret-file check) is ``fleetops.config``.
 """
 
 from __future__ import annotations
