@@ -3,7 +3,8 @@ command-line overrides, validated once at start into frozen structs.
 
 Errors name the key (``agent.interval_s: must be between 1 and 300``); unknown keys are errors. Each
 ``[probes.<name>]`` table is validated by the config struct its probe type registered in
-``agent.probes.registry.PROBES``.
+``agent.probes.registry.PROBES``. The sections are defined here; the loader (layers, environment
+parsing, error messages, the secret-file check) is ``fleetops.config``.
 """
 
 from __future__ import annotations
@@ -13,23 +14,23 @@ import binascii
 import os
 import re
 import socket
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
 from agent.operations.hooks import BUILTIN_PLACEHOLDERS, HookSpec, placeholders
 from agent.probes.registry import PROBES, ProbeSpec
 from agent.probes.runner import ProbeConfig
-from fleetops.secrets import secret_file_problem
+from fleetops.config import ENV_PREFIX, ConfigError, convert, merge, read_file
+from fleetops.mqtt import MqttEndpoint, TlsFiles
 from fleetops.wire import NAME_PATTERN, OPERATIONS, valid_name
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENV_PREFIX",
+    "SECRET_KEYS",
     "AgentConfig",
     "AgentSection",
     "ConfigError",
@@ -43,12 +44,8 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/fleetops/agent.toml")
-ENV_PREFIX: Final = "FLEETOPS_"
-_SECTIONS: Final = ("node", "mqtt", "agent", "spool", "probes", "operations")
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key."""
+#: The keys whose values are secrets: a file that sets one must be readable by its owner only.
+SECRET_KEYS: Final = ("mqtt.password",)
 
 
 Label = Annotated[str, msgspec.Meta(max_length=256)]
@@ -63,36 +60,21 @@ class NodeSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     slot: Label = ""
 
 
-class TlsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
+#: The agent's ``[mqtt.tls]`` table (``fleetops.mqtt.TlsFiles``).
+TlsSection = TlsFiles
 
 
-class MqttSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    url: str = "mqtt://localhost:1883"
+class MqttSection(MqttEndpoint, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The broker (``fleetops.mqtt.MqttEndpoint``: url, keepalive_s) and the agent's connection settings."""
+
     client_id: str = ""
     username: str | None = None
     password: str | None = None
-    tls: TlsSection = TlsSection()
-    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    tls: TlsFiles = TlsFiles()
     reconnect_min_s: Annotated[float, msgspec.Meta(ge=0.01, le=3600)] = 1.0
     reconnect_max_s: Annotated[float, msgspec.Meta(ge=0.01, le=3600)] = 60.0
     queue_max_frames: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 360
     queue_max_events: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 10_000
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-
-    @property
-    def tls_enabled(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts"
 
 
 class AgentSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -177,6 +159,10 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
 # -- loading -------------------------------------------------------------------------------------
 
 
+def _env_types(registry: Mapping[str, ProbeSpec[Any]]) -> dict[str, type[Any]]:
+    return {f"probes.{name}": spec.config_type for name, spec in registry.items()}
+
+
 def load_config(
     path: Path | None = None,
     *,
@@ -187,23 +173,8 @@ def load_config(
     check_files: bool = True,
 ) -> AgentConfig:
     """Read ``path`` (the default path is optional, an explicit one must exist), apply the environment
-    and ``overrides`` (dotted keys such as ``"mqtt.url"``), and validate."""
-    raw: dict[str, Any] = {}
-    source = ""
-    if path is None and DEFAULT_CONFIG_PATH.exists():
-        path = DEFAULT_CONFIG_PATH
-    if path is not None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        if (problem := secret_file_problem(path, raw)) is not None:
-            raise ConfigError(problem)
-        source = str(path)
+    and ``overrides`` (dotted keys such as ``"mqtt.url"``), and validate (``fleetops.config``)."""
+    raw, source = read_file(path, default_path=DEFAULT_CONFIG_PATH, secrets=SECRET_KEYS)
     return parse_config(
         raw,
         environ=os.environ if environ is None else environ,
@@ -227,17 +198,16 @@ def parse_config(
 ) -> AgentConfig:
     """Validate an already-parsed TOML document plus environment and overrides."""
     registry = PROBES if registry is None else registry
-    data = _deep_copy(raw)
-    for key, value in _env_overrides(environ or {}, registry):
-        _set_dotted(data, key, value)
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, key, value)
-
-    try:
-        parsed = msgspec.convert(data, _RawConfig, strict=True)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_explain(exc, _RawConfig)) from None
+    # Variables of sections the agent does not have (the collector's, on a shared host) are not ours.
+    data = merge(
+        raw,
+        _RawConfig,
+        environ=environ,
+        overrides=overrides,
+        env_types=_env_types(registry),
+        ignore_other_sections=True,
+    )
+    parsed = convert(data, _RawConfig)
 
     probes: dict[str, ProbeConfig] = {}
     for name in parsed.probes:
@@ -248,10 +218,7 @@ def parse_config(
         table = parsed.probes.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"probes.{name}: must be a table")
-        try:
-            probes[name] = msgspec.convert(table, spec.config_type, strict=True)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(_explain(exc, spec.config_type, prefix=f"probes.{name}")) from None
+        probes[name] = convert(table, spec.config_type, prefix=f"probes.{name}")
 
     node = parsed.node
     if not node.name:
@@ -319,17 +286,6 @@ def _check_operations(ops: OperationsSection) -> None:
 
 
 def _check_mqtt(mqtt: MqttSection, *, check_files: bool) -> None:
-    parts = urlsplit(mqtt.url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ConfigError(f"mqtt.url: must be mqtt://host:port or mqtts://host:port, got {mqtt.url!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"mqtt.url: invalid port in {mqtt.url!r}") from None
-    if not parts.hostname:
-        raise ConfigError(f"mqtt.url: no host in {mqtt.url!r}")
-    if port == 0 or (parts.path not in ("", "/")) or parts.query:
-        raise ConfigError(f"mqtt.url: must be mqtt://host:port or mqtts://host:port, got {mqtt.url!r}")
     if mqtt.reconnect_max_s < mqtt.reconnect_min_s:
         raise ConfigError("mqtt.reconnect_max_s: must not be below mqtt.reconnect_min_s")
     if mqtt.password is not None and mqtt.username is None:
@@ -344,143 +300,3 @@ def _check_mqtt(mqtt: MqttSection, *, check_files: bool) -> None:
             value = getattr(tls, key)
             if value and not os.access(value, os.R_OK):
                 raise ConfigError(f"mqtt.tls.{key}: cannot read {value}")
-
-
-_PATH_RE: Final = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_BOUND_RE: Final = re.compile(r"^Expected `(?P<type>\w+)` (?P<op>>=|<=|>|<) (?P<value>\S+)$")
-_TYPE_RE: Final = re.compile(r"^Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`$")
-
-
-def _explain(exc: msgspec.ValidationError, root: type[Any], prefix: str = "") -> str:
-    """Turn a msgspec validation error into ``key: what is wrong``."""
-    match = _PATH_RE.match(str(exc))
-    message = match.group("msg") if match else str(exc)
-    path = (match.group("path") or "") if match else ""
-    keys = [k for k in re.findall(r"\.(\w+)|\[[^\]]*\]", path) if k]
-    unknown = re.match(r"^Object contains unknown field `(?P<field>[^`]+)`$", message)
-    if unknown:
-        keys.append(unknown.group("field"))
-        message = "unknown key"
-    else:
-        bound = _BOUND_RE.match(message)
-        typed = _TYPE_RE.match(message)
-        if bound:
-            message = _describe_bounds(root, keys) or f"must be {bound.group('op')} {bound.group('value')}"
-        elif typed:
-            message = f"expected {typed.group('want')}, got {typed.group('got')}"
-        elif message.startswith("Invalid enum value"):
-            message = f"{message[0].lower()}{message[1:]}"
-        elif message.startswith("Expected"):
-            message = f"e{message[1:]}"
-    key = ".".join(([prefix] if prefix else []) + keys) or prefix or "config"
-    return f"{key}: {message}"
-
-
-def _describe_bounds(root: type[Any], keys: list[str]) -> str:
-    info: Any = msgspec.inspect.type_info(root)
-    for key in keys:
-        fields = getattr(info, "fields", None)
-        if fields is None:
-            return ""
-        match = [f for f in fields if f.name == key]
-        if not match:
-            return ""
-        info = match[0].type
-    lower = getattr(info, "ge", None)
-    if lower is None:
-        lower = getattr(info, "gt", None)
-    upper = getattr(info, "le", None)
-    if lower is not None and upper is not None:
-        return f"must be between {_number(lower)} and {_number(upper)}"
-    if lower is not None:
-        return f"must be at least {_number(lower)}"
-    if upper is not None:
-        return f"must be at most {_number(upper)}"
-    return ""
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(value)
-
-
-# -- environment ---------------------------------------------------------------------------------
-
-
-def _env_overrides(
-    environ: Mapping[str, str], registry: Mapping[str, ProbeSpec[Any]]
-) -> list[tuple[str, Any]]:
-    """``FLEETOPS_<SECTION>__<KEY>[__<KEY>]`` variables for our sections, parsed to the field's type.
-
-    Variables whose first part is not one of our sections are left to other programs.
-    """
-    found: list[tuple[str, Any]] = []
-    for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
-        if parts[0] not in _SECTIONS:
-            continue
-        if len(parts) < 2 or not all(parts):
-            raise ConfigError(f"{name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
-        key = ".".join(parts)
-        field_type = _field_type(parts, registry)
-        if field_type is None:
-            raise ConfigError(f"{name}: unknown key {key}")
-        found.append((key, _parse_env_value(name, environ[name], field_type)))
-    return found
-
-
-def _field_type(parts: list[str], registry: Mapping[str, ProbeSpec[Any]]) -> Any:
-    if parts[0] == "probes":
-        if len(parts) < 3 or parts[1] not in registry:
-            return None
-        info: Any = msgspec.inspect.type_info(registry[parts[1]].config_type)
-        rest = parts[2:]
-    else:
-        info = msgspec.inspect.type_info(_RawConfig)
-        rest = parts
-    for key in rest:
-        fields = getattr(info, "fields", None)
-        if fields is None:
-            return None
-        match = [f for f in fields if f.name == key]
-        if not match:
-            return None
-        info = match[0].type
-    return info
-
-
-def _parse_env_value(name: str, text: str, info: Any) -> Any:
-    if _accepts_str(info):
-        return text
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        raise ConfigError(f"{name}: cannot parse {text!r}") from None
-
-
-def _accepts_str(info: Any) -> bool:
-    if isinstance(info, msgspec.inspect.StrType | msgspec.inspect.LiteralType):
-        return True
-    if isinstance(info, msgspec.inspect.UnionType):
-        return any(_accepts_str(t) for t in info.types)
-    return False
-
-
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    target = data
-    for i, part in enumerate(parts[:-1]):
-        child = target.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(parts[: i + 1])}: must be a table")
-        target = child
-    target[parts[-1]] = value
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from collector.config import parse_config
-from collector.logging import configure_logging
 from collector.service import Collector
+from fleetops.logging import configure_logging
 
 
 async def serve(config_path: Path, out_path: Path) -> None:

@@ -1,10 +1,10 @@
 """Collector configuration: a TOML file, then ``FLEETOPS_<SECTION>__<KEY>`` environment variables,
-then command-line flags, validated into frozen structs. Errors name the offending key."""
+then command-line flags, validated into frozen structs. Errors name the offending key. The sections
+are defined here; the loader is ``fleetops.config``."""
 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
@@ -18,10 +18,13 @@ from collector.notify.pagerduty import PagerDutySettings
 from collector.notify.settings import ReceiverName, ReceiverSettings, url_has_credentials
 from collector.notify.slack import SlackSettings
 from collector.notify.webhook import WebhookSettings
+from fleetops.config import ConfigError, convert, merge, read_file
+from fleetops.mqtt import MqttEndpoint
 
 __all__ = [
     "DEFAULT_PATH",
     "RECEIVER_KINDS",
+    "SECRET_KEYS",
     "ApiConfig",
     "AuthConfig",
     "AuthToken",
@@ -44,7 +47,6 @@ __all__ = [
 ]
 
 DEFAULT_PATH: Final = Path("/etc/fleetops/collector.toml")
-ENV_PREFIX: Final = "FLEETOPS_"
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=365 * 86400)]
@@ -66,10 +68,6 @@ ActionName = Literal[
 ]
 
 
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key."""
-
-
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
 
@@ -85,12 +83,13 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), port
 
 
-class MqttConfig(_Section, frozen=True):
+class MqttConfig(MqttEndpoint, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The broker (``fleetops.mqtt.MqttEndpoint``: url, keepalive_s) and the collector's session."""
+
     url: str = "mqtt://127.0.0.1:1883"
     client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "fleetops-collector"
     session_expiry_s: Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)] = 7 * 24 * 3600
     subscription: Annotated[str, msgspec.Meta(min_length=1)] = "fleetops/v1/+/+/#"
-    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
     reconnect_min_s: PositiveInt = 1
     reconnect_max_s: PositiveInt = 30
     username: str = ""
@@ -100,30 +99,15 @@ class MqttConfig(_Section, frozen=True):
     tls_key_file: str = ""
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(f"url: must look like mqtt://host:port or mqtts://host:port, got {self.url!r}")
-        try:
-            _ = parts.port
-        except ValueError as exc:
-            raise ValueError(f"url: bad port: {exc}") from None
+        super().__post_init__()
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s: must be >= reconnect_min_s")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_key_file: tls_cert_file and tls_key_file go together")
 
     @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-
-    @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts" or bool(self.tls_ca_file)
+        return self.tls_enabled or bool(self.tls_ca_file)
 
 
 class StoreConfig(_Section, frozen=True):
@@ -421,29 +405,15 @@ class CollectorConfig(_Section, frozen=True):
     operations: OperationsConfig = OperationsConfig()
 
 
-_SECTIONS: Final[dict[str, type[_Section]]] = {
-    f.name: f.type for f in msgspec.structs.fields(CollectorConfig) if isinstance(f.type, type)
-}
-
-
-def _key_of(message: str) -> str:
-    """Turn msgspec's ``... - at `$.mqtt.url``` into ``mqtt.url: ...``."""
-    text, sep, where = message.rpartition(" - at `$")
-    if not sep:
-        text, where = message, ""
-    key = where.rstrip("`").lstrip(".")
-    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", text)
-    if unknown:
-        name = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
-        return f"{name}: unknown key"
-    missing = re.fullmatch(r"Object missing required field `(.*)`", text)
-    if missing:
-        name = f"{key}.{missing.group(1)}" if key else missing.group(1)
-        return f"{name}: required key missing"
-    inner = re.match(r"([a-z_]+): (.*)", text, re.DOTALL)
-    if key and inner:
-        key, text = f"{key}.{inner.group(1)}", inner.group(2)
-    return f"{key}: {text}" if key else text
+#: The keys whose values are secrets (``*``: any receiver): a file that sets one must be readable by
+#: the collector only. A Slack incoming-webhook URL is itself the credential.
+SECRET_KEYS: Final = (
+    "auth.tokens",
+    "mqtt.password",
+    "notify.receivers.*.routing_key",
+    "notify.receivers.*.secret",
+    "notify.receivers.*.api_key",
+)
 
 
 _RECEIVER_ERROR: Final = re.compile(r"notify\.receivers\[(\d+)\](?:\.(\w+))?: (.*)", re.DOTALL)
@@ -469,23 +439,36 @@ def _explain_receiver(message: str, merged: Mapping[str, Any]) -> str:
     return f"{message} for kind {kind!r} (its keys: {keys})"
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+#: keys that hold a credential for some kind, other than a URL: secret whatever kind they are given to
+_CREDENTIAL_KEYS: Final = frozenset(k for t in RECEIVER_KINDS.values() for k in t.SECRET_FIELDS) - {"url"}
+
+
+def _secret_keys(raw: Mapping[str, Any]) -> list[str]:
+    """The secret keys of this document: ``SECRET_KEYS``, and per receiver its kind's
+    ``SECRET_FIELDS`` (a Slack webhook URL is itself the credential), a key that is a credential of
+    another kind (a misplaced key is still a secret), and a URL with a user or password in it."""
+    notify = raw.get("notify")
+    receivers = notify.get("receivers") if isinstance(notify, Mapping) else None
+    keys = list(SECRET_KEYS)
+    for i, entry in enumerate(receivers if isinstance(receivers, list) else []):
+        if not isinstance(entry, Mapping):
             continue
-        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
-        cls = _SECTIONS.get(section)
-        if cls is None:
-            raise ConfigError(f"{name}: unknown section {section!r}")
-        fields = {f.name: f for f in msgspec.structs.fields(cls)}
-        field = fields.get(key)
-        if field is None:
-            raise ConfigError(f"{name}: unknown key {section}.{key}")
-        try:
-            out.setdefault(section, {})[key] = msgspec.convert(value, field.type, strict=False)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
+        settings = RECEIVER_KINDS.get(str(entry.get("kind")))
+        fields = _CREDENTIAL_KEYS | (settings.SECRET_FIELDS if settings is not None else frozenset())
+        url = entry.get("url")
+        if isinstance(url, str) and url_has_credentials(url):
+            fields = fields | {"url"}
+        keys.extend(f"notify.receivers.{i}.{field}" for field in sorted(fields))
+    return keys
+
+
+def _dotted(overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
+    """``{"mqtt": {"url": u}}`` → ``{"mqtt.url": u}``."""
+    out: dict[str, Any] = {}
+    for section, values in (overrides or {}).items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{section}: expected a table")
+        out.update({f"{section}.{key}": value for key, value in values.items()})
     return out
 
 
@@ -495,64 +478,13 @@ def parse_config(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CollectorConfig:
-    """Merge ``raw`` (parsed TOML), environment overrides and flag overrides, then validate."""
-    merged: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
-    for layer in (_env_overrides(env or {}), overrides or {}):
-        for section, values in layer.items():
-            target = merged.setdefault(section, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"{section}: expected a table")
-            target.update(values)
+    """Merge ``raw`` (parsed TOML), environment overrides and flag overrides (per section), then
+    validate (``fleetops.config``)."""
+    data = merge(raw, CollectorConfig, environ=env, overrides=_dotted(overrides))
     try:
-        return msgspec.convert(merged, CollectorConfig, strict=True)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_explain_receiver(_key_of(str(exc)), merged)) from None
-
-
-#: keys that hold a credential for some kind, other than a URL: secret whatever kind they are given to
-_CREDENTIAL_KEYS: Final = frozenset(k for t in RECEIVER_KINDS.values() for k in t.SECRET_FIELDS) - {"url"}
-
-
-def _receiver_has_secrets(raw: object) -> bool:
-    """A receiver entry holds a credential: a value in one of its kind's ``SECRET_FIELDS`` (a Slack
-    webhook URL is itself the credential), a key that is a credential of another kind (a misplaced
-    key is still a secret), or a URL with a user or password in it."""
-    if not isinstance(raw, Mapping):
-        return False
-    settings = RECEIVER_KINDS.get(str(raw.get("kind")))
-    secret_fields = _CREDENTIAL_KEYS | (settings.SECRET_FIELDS if settings is not None else frozenset())
-    url = raw.get("url")
-    return any(raw.get(key) for key in secret_fields) or (isinstance(url, str) and url_has_credentials(url))
-
-
-def _has_secrets(raw: Mapping[str, Any]) -> bool:
-    auth = raw.get("auth")
-    mqtt = raw.get("mqtt")
-    notify = raw.get("notify")
-    tokens = auth.get("tokens") if isinstance(auth, Mapping) else None
-    password = mqtt.get("password") if isinstance(mqtt, Mapping) else None
-    receivers = notify.get("receivers") if isinstance(notify, Mapping) else None
-    paging = any(_receiver_has_secrets(r) for r in (receivers if isinstance(receivers, list) else []))
-    return bool(tokens) or bool(password) or paging
-
-
-def _check_secret_file(file: Path, raw: Mapping[str, Any]) -> None:
-    """A file holding token hashes, passwords or paging keys must not be readable by group or
-    others, and broker URLs (which are logged) must not carry credentials."""
-    mqtt = raw.get("mqtt")
-    url = mqtt.get("url") if isinstance(mqtt, Mapping) else None
-    if isinstance(url, str) and "@" in url.split("://", 1)[-1].split("/", 1)[0]:
-        raise ConfigError(
-            "mqtt.url: must not contain credentials; set mqtt.username and mqtt.password instead"
-        )
-    if not _has_secrets(raw):
-        return
-    mode = file.stat().st_mode
-    if mode & 0o077:
-        raise ConfigError(
-            f"{file}: holds secrets ([auth] tokens, mqtt.password or [notify] keys) but its mode is "
-            f"{mode & 0o777:04o}; make it readable by the collector only (chmod 600)"
-        )
+        return convert(data, CollectorConfig)
+    except ConfigError as exc:
+        raise ConfigError(_explain_receiver(str(exc), data)) from None
 
 
 def load_config(
@@ -563,16 +495,5 @@ def load_config(
 ) -> CollectorConfig:
     """Read ``path`` (default ``/etc/fleetops/collector.toml``; a missing default file means
     built-in defaults, a missing explicit file is an error) and apply env and flag overrides."""
-    file = path or DEFAULT_PATH
-    raw: dict[str, Any] = {}
-    try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        _check_secret_file(file, raw)
-    except FileNotFoundError:
-        if path is not None:
-            raise ConfigError(f"config file {file} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    raw, _ = read_file(path, default_path=DEFAULT_PATH, secrets=_secret_keys)
     return parse_config(raw, env=env, overrides=overrides)

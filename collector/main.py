@@ -21,9 +21,9 @@ from typing import Any
 import structlog
 
 from collector.config import CollectorConfig, ConfigError, load_config
-from collector.logging import configure_logging
 from collector.service import Collector
 from collector.store import StoreError
+from fleetops.logging import configure_logging
 
 __all__ = ["main"]
 

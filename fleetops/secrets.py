@@ -1,21 +1,22 @@
 """Checks that keep secrets out of files others can read and out of what gets logged.
 
-``secret_file_problem`` is called by config loading (agent and collector) on the parsed TOML of a
-config file: a file that carries an MQTT password must be readable by its owner only (mode & 0o077
-== 0), and a broker URL must not carry credentials (URLs are logged; credentials go in
-``mqtt.username`` / ``mqtt.password``). It returns ``"key: what is wrong"`` or None, and never
-includes the secret itself.
+``secret_file_problem`` is called by the config loader (``fleetops.config.read_file``, for the agent
+and the collector) on the parsed TOML of a config file. The caller says which keys hold secrets
+(dotted keys, ``*`` for any list index or table key); a file where one of them is set must be
+readable by its owner only (mode & 0o077 == 0). Broker URLs must not carry credentials (URLs are
+logged; credentials go in ``mqtt.username`` / ``mqtt.password``). It returns ``"key: what is wrong"``
+or None, and never includes the secret itself.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["secret_file_problem", "url_has_credentials"]
+__all__ = ["find_secrets", "mode_problem", "secret_file_problem", "url_has_credentials"]
 
 
 def url_has_credentials(url: str) -> bool:
@@ -26,23 +27,65 @@ def url_has_credentials(url: str) -> bool:
         return False
 
 
-def secret_file_problem(path: Path, raw: Mapping[str, Any]) -> str | None:
-    """Why the config file ``path`` (parsed into ``raw``) must not be used, or None."""
-    mqtt = raw.get("mqtt")
-    if not isinstance(mqtt, Mapping):
-        return None
-    url = mqtt.get("url")
-    if isinstance(url, str) and url_has_credentials(url):
-        return "mqtt.url: must not contain credentials; set mqtt.username and mqtt.password instead"
-    if not mqtt.get("password"):
-        return None
+def find_secrets(raw: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+    """The dotted keys of ``keys`` (patterns, ``*`` for any index or table key) set non-empty in ``raw``."""
+    found: list[str] = []
+    for pattern in keys:
+        found.extend(_matches(raw, pattern.split("."), ""))
+    return found
+
+
+def _matches(value: Any, parts: list[str], at: str) -> list[str]:
+    if not parts:
+        return [at] if value not in (None, "", [], {}) else []
+    head, rest = parts[0], parts[1:]
+    if isinstance(value, Mapping):
+        items = list(value.items()) if head == "*" else [(head, value[head])] if head in value else []
+    elif isinstance(value, list) and (head == "*" or head.isdigit()):
+        items = [(str(i), v) for i, v in enumerate(value) if head in ("*", str(i))]
+    else:
+        return []
+    out: list[str] = []
+    for key, child in items:
+        out.extend(_matches(child, rest, f"{at}.{key}" if at else str(key)))
+    return out
+
+
+def mode_problem(path: Path, key: str) -> str | None:
+    """Why ``path``, holding the secret ``key``, is not private enough, or None."""
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
         return f"{path}: cannot check permissions: {exc.strerror or exc}"
     if mode & 0o077:
         return (
-            f"mqtt.password: {path} holds a password but is readable by group or others "
+            f"{key}: {path} holds a secret but is readable by group or others "
             f"(mode {mode & 0o777:04o}); chmod 600 it (owned by the service user)"
         )
     return None
+
+
+def secret_file_problem(
+    path: Path,
+    raw: Mapping[str, Any],
+    *,
+    secrets: Sequence[str] = ("mqtt.password",),
+    credential_free_urls: Sequence[str] = ("mqtt.url",),
+) -> str | None:
+    """Why the config file ``path`` (parsed into ``raw``) must not be used, or None."""
+    for key in credential_free_urls:
+        for where in find_secrets(raw, [key]):
+            url = _get(raw, where)
+            if isinstance(url, str) and url_has_credentials(url):
+                section = where.rpartition(".")[0]
+                hint = f"; set {section}.username and {section}.password instead" if section else ""
+                return f"{where}: must not contain credentials{hint}"
+    held = find_secrets(raw, secrets)
+    return mode_problem(path, held[0]) if held else None
+
+
+def _get(raw: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = raw
+    for part in dotted.split("."):
+        value = value[int(part)] if isinstance(value, list) else value[part]
+    return value
