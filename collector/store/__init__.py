@@ -7,6 +7,8 @@ Callers depend on ``StoreInterface`` and ``TransactionInterface`` and get a stor
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collector.config import StoreConfig
 from collector.store.errors import StoreError
 from collector.store.interface import StoreInterface, TransactionInterface
@@ -55,3 +57,12 @@ Transaction = SqliteTransaction
 def open_store(config: StoreConfig) -> StoreInterface:
     """The store that ``config`` describes, not yet opened (call ``open()``)."""
     return SqliteStore(config.path)
+
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    # mypy (which checks the product packages, not the tests) proves here that the SQLite classes
+    # implement the interfaces: a missing member or an incompatible signature fails the type check.
+    _STORE: StoreInterface = SqliteStore("")
+    _TRANSACTION: TransactionInterface = SqliteTransaction(sqlite3.connect(":memory:"))
