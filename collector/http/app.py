@@ -25,7 +25,8 @@ from collector.http.responses import json_response as _json
 from collector.http.tasks import AUTH_KEY, CLOCK_KEY, RULES_KEY, auth_middleware, register_task_routes
 from collector.metrics.endpoint import serve_metrics
 from collector.rules.actions import SEVERITIES, Action
-from collector.store import OPEN_STATES, TASK_STATES, FaultRecord, HistoryRecord, Store, TaskQuery, TaskRecord
+from collector.store import OPEN_STATES, TASK_STATES, FaultRecord, HistoryRecord, TaskQuery, TaskRecord
+from collector.store import StoreInterface as Store
 from fleetops.wire import valid_name
 
 __all__ = ["ReadyCheck", "create_app", "task_detail"]
