@@ -25,7 +25,9 @@ from collector.fleet.state import FleetState, NodeChange, NodeState
 from collector.ingest.acks import LinkTracker, ack_messages, rebirth_message
 from collector.ingest.client import InboundMessage, MqttIngest, Rejections, decode_inbound
 from collector.rules import Finding, RuleContext, evaluate_event, evaluate_node, evaluate_readings
-from collector.store import NodeRecord, Store, Transaction
+from collector.store import NodeRecord
+from collector.store import StoreInterface as Store
+from collector.store import TransactionInterface as Transaction
 from collector.tasks.lifecycle import (
     BirthSeen,
     TaskChange,

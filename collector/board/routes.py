@@ -27,7 +27,8 @@ from collector.http.responses import iso as _iso
 from collector.http.responses import json_response as _json
 from collector.http.tasks import PRINCIPAL_KEY
 from collector.rules.base import readings_evidence
-from collector.store import OPEN_STATES, Store, TaskQuery, TaskRecord
+from collector.store import OPEN_STATES, TaskQuery, TaskRecord
+from collector.store import StoreInterface as Store
 from fleetops.wire import valid_name
 
 __all__ = ["BOARD_DIR", "PagesLookup", "register_board"]

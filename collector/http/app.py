@@ -26,7 +26,8 @@ from collector.http.tasks import AUTH_KEY, CLOCK_KEY, RULES_KEY, auth_middleware
 from collector.http.views import task_detail, task_view
 from collector.metrics.endpoint import serve_metrics
 from collector.rules.actions import SEVERITIES, Action
-from collector.store import OPEN_STATES, TASK_STATES, Store, TaskQuery
+from collector.store import OPEN_STATES, TASK_STATES, TaskQuery
+from collector.store import StoreInterface as Store
 from fleetops.wire import valid_name
 
 __all__ = ["ReadyCheck", "create_app"]

@@ -18,7 +18,8 @@ from aiohttp import web
 from collector.config import AuthConfig, RulesConfig
 from collector.http.auth import AuthFailure, Principal, authorize
 from collector.http.views import task_detail
-from collector.store import Store, Transaction
+from collector.store import StoreInterface as Store
+from collector.store import TransactionInterface as Transaction
 from collector.tasks.lifecycle import (
     TaskChange,
     TaskError,

@@ -8,7 +8,7 @@ import msgspec
 from aiohttp import web
 
 from collector.http.responses import error_response, iso, json_response
-from collector.store import FaultRecord, HistoryRecord, Store, TaskRecord
+from collector.store import FaultRecord, HistoryRecord, StoreInterface, TaskRecord
 
 __all__ = ["fault_view", "history_view", "task_detail", "task_view"]
 
@@ -63,7 +63,7 @@ def history_view(entry: HistoryRecord) -> dict[str, Any]:
     }
 
 
-async def task_detail(store: Store, task_id: int) -> web.Response:
+async def task_detail(store: StoreInterface, task_id: int) -> web.Response:
     """One task with its evidence, attached faults and history (``GET /api/v1/tasks/{id}``, and the
     answer of every task change)."""
     task = await store.aread(lambda: store.get_task(task_id))

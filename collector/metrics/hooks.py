@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collector.metrics.registry import CollectorMetrics
 from collector.pipeline import Pipeline
-from collector.store import Store
+from collector.store import StoreInterface as Store
 
 __all__ = ["attach"]
 

@@ -16,6 +16,7 @@ import msgspec
 from collector.config import RulesConfig
 from collector.fleet.state import NodeState
 from collector.rules.actions import Action, Severity, default_severity
+from collector.store.records import TaskLocation
 from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, Event
 from fleetops.xid_catalog import XidCatalog
 
@@ -69,20 +70,6 @@ _EVIDENCE_FIELDS: Final = (
 
 #: How a finding that carries the driver's own recovery verdict begins its summary.
 VERDICT_PREFIX: Final = "Driver verdict:"
-
-
-class TaskLocation(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a technician finds the faulty part."""
-
-    site: str
-    room: str = ""
-    row: str = ""
-    rack: str = ""
-    slot: str = ""
-    accelerator_index: int | None = None
-    accelerator_id: str = ""
-    pci_bus_id: str = ""
-    serial: str = ""
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):

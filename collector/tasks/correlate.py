@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Final
 from collector.config import RulesConfig
 from collector.rules.actions import Action, default_severity, runbook
 from collector.rules.base import Finding, TaskLocation
-from collector.store import TaskRecord, Transaction
+from collector.store import TaskRecord
+from collector.store import TransactionInterface as Transaction
 
 if TYPE_CHECKING:
     from collector.tasks.lifecycle import TaskChange

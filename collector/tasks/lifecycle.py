@@ -48,7 +48,8 @@ from collector.rules.actions import (
     stronger,
 )
 from collector.rules.base import VERDICT_PREFIX, Finding
-from collector.store import TaskRecord, Transaction
+from collector.store import TaskRecord
+from collector.store import TransactionInterface as Transaction
 
 __all__ = [
     "ACTOR",
