@@ -53,6 +53,7 @@ from collector.rules.base import TaskLocation
 from collector.store import Store, TaskRecord, Transaction
 from collector.store.operations_schema import LIVE_STATES
 from collector.tasks.lifecycle import TaskError, request_resolve
+from collector.tasks.transition import create, transition
 from fleetops import wire
 
 __all__ = ["BREAKER_FINGERPRINT", "OperationsError", "OperationsService"]
@@ -79,15 +80,7 @@ def _describe(op: str, args: dict[str, str]) -> str:
 
 
 def _history(tx: Transaction, task: TaskRecord, at: float, actor: str, reason: str) -> None:
-    tx.add_history(
-        task.id,
-        at=at,
-        actor=actor,
-        change="operation",
-        from_state=task.state,
-        to_state=task.state,
-        reason=reason[:2000],
-    )
+    transition(tx, task, actor=actor, change="operation", reason=reason[:2000], at=at)
 
 
 class OperationsService:
@@ -242,7 +235,11 @@ class OperationsService:
         site = sites.most_common(1)[0][0] if sites else (fleet[0].site if fleet else "fleet")
         faults = [fp.split("|")[-1] for fp in self._recent_faults(conn, since)]
         action = _breaker_action(faults)
-        task_id = tx.insert_task(
+        task_id = create(
+            tx,
+            actor=ACTOR,
+            reason=reason,
+            at=now,
             fingerprint=BREAKER_FINGERPRINT,
             node="fleet",
             component="automation",
@@ -259,14 +256,10 @@ class OperationsService:
             ),
             location=TaskLocation(site=site),
             evidence=[{"at": now, "unhealthy_nodes": sorted(unhealthy)[:200], "fleet_size": len(fleet)}],
-            at=now,
             action_source="rule",
             auto_resolve=False,
             scope="fleet",
-        )
-        tx.add_history(
-            task_id, at=now, actor=ACTOR, change="opened", from_state=None, to_state="open", reason=reason
-        )
+        ).id
         db.set_breaker(conn, "tripped", now, ACTOR, reason, task_id)
         db.audit(conn, now, ACTOR, "breaker_tripped", task_id=task_id, detail=reason)
         log.error("operations_circuit_breaker_tripped", reason=reason, task_id=task_id)
@@ -732,17 +725,17 @@ class OperationsService:
             reason = f"re-armed by {actor}" + (f": {note}" if note else "")
             task = tx.get_task(current.task_id) if current.task_id is not None else None
             if task is not None and task.is_open:
-                tx.update_task(
-                    task.id, state="resolved", resolution="rearmed", resolved_at=now, updated_at=now
-                )
-                tx.add_history(
-                    task.id,
-                    at=now,
+                transition(
+                    tx,
+                    task,
+                    to_state="resolved",
                     actor=actor,
                     change="resolved",
-                    from_state=task.state,
-                    to_state="resolved",
                     reason=reason,
+                    at=now,
+                    resolution="rearmed",
+                    resolved_at=now,
+                    updated_at=now,
                 )
             db.set_breaker(conn, "armed", now, actor, note, current.task_id)
             db.audit(conn, now, actor, "breaker_rearmed", task_id=current.task_id, detail=note)

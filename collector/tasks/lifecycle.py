@@ -49,6 +49,15 @@ from collector.rules.actions import (
 )
 from collector.rules.base import VERDICT_PREFIX, Finding
 from collector.store import TaskRecord, Transaction
+from collector.tasks.transition import (
+    ACTOR,
+    TaskChange,
+    TaskError,
+    create,
+    refresh,
+    task_change,
+    transition,
+)
 
 __all__ = [
     "ACTOR",
@@ -70,7 +79,6 @@ __all__ = [
     "review",
 ]
 
-ACTOR: Final = "collector"
 EVIDENCE_MAX: Final = 20
 #: Actions a reboot of the node carries out (a reboot resets every GPU and drains the node).
 REBOOT_VERIFIES: Final = frozenset((Action.REBOOT_NODE, Action.RESET_GPU, Action.DRAIN_NODE))
@@ -79,60 +87,10 @@ ESCALATING_RESOLUTIONS: Final = frozenset(("verified", "rebooted", "replaced"))
 #: Occurrence-only tasks with these actions resolve by themselves once quiet.
 QUIET_RESOLVES: Final = frozenset((Action.OBSERVE, Action.RESTART_APP))
 
-Change = Literal[
-    "opened",
-    "repeated",
-    "correlated",
-    "refreshed",
-    "escalated",
-    "verification_failed",
-    "resolved",
-    "dismissed",
-    "merged",
-    "acknowledged",
-    "assigned",
-    "commented",
-    "verifying",
-]
-
-
-class TaskError(ValueError):
-    """An operator request that cannot be applied; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class TaskChange(msgspec.Struct, frozen=True, kw_only=True):
-    """What happened to a task, for logs, metrics and notifiers."""
-
-    task_id: int
-    change: Change
-    fingerprint: str
-    node: str
-    action: str
-    severity: str
-    summary: str
-    count: int
-
 
 def offline_fingerprint(node: str) -> str:
     """The fingerprint of a node's offline task (see ``rules.node.node_offline_rule``)."""
     return f"{node}|node|offline"
-
-
-def _change(task: TaskRecord, change: Change, summary: str | None = None, **over: Any) -> TaskChange:
-    return TaskChange(
-        task_id=task.id,
-        change=change,
-        fingerprint=task.fingerprint,
-        node=task.node,
-        action=over.get("action", task.action),
-        severity=over.get("severity", task.severity),
-        summary=summary if summary is not None else task.summary,
-        count=over.get("count", task.count),
-    )
 
 
 def _evidence_entry(finding: Finding, at: float) -> dict[str, Any]:
@@ -203,7 +161,7 @@ def _join(
     decided = _decide(task, finding)
     updates: dict[str, Any] = {}
     history: list[tuple[str, str]] = []
-    change: Change
+    change: Literal["refreshed", "repeated", "correlated", "verification_failed"]
     count = task.count
     if attached and finding.condition and decided is None:
         last = task.last_active_at or task.updated_at
@@ -258,18 +216,14 @@ def _join(
         history.extend(failed[1])
         change = "verification_failed"
     updates["updated_at"] = at
-    tx.update_task(task.id, **updates)
+    to_state = updates.pop("state", None)
+    if not history:
+        refresh(tx, task, **updates)
+    fields = updates  # the first row carries the field changes, the others note what else happened
     for kind, reason in history:
-        tx.add_history(
-            task.id,
-            at=at,
-            actor=ACTOR,
-            change=kind,
-            from_state=task.state,
-            to_state=updates.get("state", task.state),
-            reason=reason,
-        )
-    return _change(
+        transition(tx, task, to_state=to_state, actor=ACTOR, change=kind, reason=reason, at=at, **fields)
+        fields = {}
+    return task_change(
         task,
         change,
         finding.summary,
@@ -334,7 +288,11 @@ def open_task(tx: Transaction, finding: Finding, at: float, cfg: RulesConfig) ->
             f"resolved and the fault returned: {finding.summary}"
         )
     auto = finding.condition or action in QUIET_RESOLVES
-    task_id = tx.insert_task(
+    task = create(
+        tx,
+        actor=ACTOR,
+        reason=reason,
+        at=at,
         fingerprint=finding.fingerprint,
         node=finding.node,
         component=finding.component,
@@ -346,19 +304,13 @@ def open_task(tx: Transaction, finding: Finding, at: float, cfg: RulesConfig) ->
         runbook=runbook(action),
         location=finding.location,
         evidence=[_evidence_entry(finding, at)],
-        at=at,
         count=finding.count,
         action_source=source,
         auto_resolve=auto,
         ladder=",".join(a.value for a in finding.ladder),
         escalated_from=escalated_from,
     )
-    tx.add_history(
-        task_id, at=at, actor=ACTOR, change="opened", from_state=None, to_state="open", reason=reason
-    )
-    task = tx.get_task(task_id)
-    assert task is not None
-    return _change(task, "escalated" if escalated else "opened")
+    return task_change(task, "escalated" if escalated else "opened")
 
 
 def apply_finding(
@@ -377,7 +329,7 @@ def apply_finding(
             last = latest.last_active_at or latest.updated_at
             if at - last < cfg.verify_window_s:  # dismissed while the condition lasts: stay quiet
                 if at - last >= _refresh_s(cfg):
-                    tx.update_task(latest.id, last_active_at=at)
+                    refresh(tx, latest, last_active_at=at)
                 return None
     if finding.component != "node":
         for task in tx.open_tasks_about(finding.node, finding.component):
@@ -402,19 +354,27 @@ def _close(
     task: TaskRecord,
     at: float,
     *,
-    state: str,
+    state: Literal["resolved", "dismissed"],
     resolution: str,
     change: str,
     reason: str,
     actor: str = ACTOR,
 ) -> TaskChange:
-    tx.update_task(
-        task.id, state=state, resolution=resolution, resolved_at=at, updated_at=at, verify_since=None
+    return transition(
+        tx,
+        task,
+        to_state=state,
+        actor=actor,
+        change=change,
+        reason=reason,
+        at=at,
+        report="resolved" if state == "resolved" else "dismissed",
+        summary=reason,
+        resolution=resolution,
+        resolved_at=at,
+        updated_at=at,
+        verify_since=None,
     )
-    tx.add_history(
-        task.id, at=at, actor=actor, change=change, from_state=task.state, to_state=state, reason=reason
-    )
-    return _change(task, "resolved" if state == "resolved" else "dismissed", reason)
 
 
 def resolve(tx: Transaction, fingerprint: str, at: float, reason: str) -> TaskChange | None:
@@ -531,15 +491,14 @@ def on_birth(
                 )
             )
         else:
-            tx.add_history(
-                task.id,
-                at=at,
+            transition(
+                tx,
+                task,
                 actor=ACTOR,
                 change="reboot_seen",
-                from_state=task.state,
-                to_state=task.state,
                 reason=f"the node rebooted but came back with {len(present)} of {expected} accelerators: "
                 "not verified",
+                at=at,
             )
     return out
 
@@ -560,45 +519,40 @@ def acknowledge(tx: Transaction, task_id: int, actor: str, at: float, note: str 
     task = _get_open(tx, task_id)
     if task.state != "open":
         raise TaskError(409, f"task {task_id} is already {task.state}")
-    tx.update_task(task_id, state="acknowledged", updated_at=at)
-    tx.add_history(
-        task_id,
-        at=at,
+    return transition(
+        tx,
+        task,
+        to_state="acknowledged",
         actor=actor,
         change="acknowledged",
-        from_state=task.state,
-        to_state="acknowledged",
         reason=note,
+        at=at,
+        updated_at=at,
     )
-    return _change(task, "acknowledged")
 
 
 def assign(tx: Transaction, task_id: int, actor: str, assignee: str, at: float, note: str = "") -> TaskChange:
     """Give the task to someone: it is now in progress."""
     task = _get_open(tx, task_id)
-    tx.update_task(task_id, state="in_progress", assignee=assignee, updated_at=at)
     reason = f"assigned to {assignee}" + (f": {note}" if note else "")
-    tx.add_history(
-        task_id,
-        at=at,
+    return transition(
+        tx,
+        task,
+        to_state="in_progress",
         actor=actor,
         change="assigned",
-        from_state=task.state,
-        to_state="in_progress",
         reason=reason,
+        at=at,
+        assignee=assignee,
+        updated_at=at,
     )
-    return _change(task, "assigned")
 
 
 def comment(tx: Transaction, task_id: int, actor: str, text: str, at: float) -> TaskChange:
     task = tx.get_task(task_id)
     if task is None:
         raise TaskError(404, f"unknown task {task_id}")
-    tx.update_task(task_id, updated_at=at)
-    tx.add_history(
-        task_id, at=at, actor=actor, change="comment", from_state=task.state, to_state=task.state, reason=text
-    )
-    return _change(task, "commented")
+    return transition(tx, task, actor=actor, change="comment", reason=text, at=at, updated_at=at)
 
 
 def request_resolve(
@@ -614,18 +568,18 @@ def request_resolve(
         what = f"resolves once the fault stays away for {cfg.verify_window_s:g} s"
         if task.action in {a.value for a in REBOOT_VERIFIES}:
             what += " (or the node reboots and comes back whole)"
-    tx.update_task(task_id, verify_since=at, state="in_progress", updated_at=at)
     reason = f"resolve requested, verifying: {what}" + (f"; {note}" if note else "")
-    tx.add_history(
-        task_id,
-        at=at,
+    return transition(
+        tx,
+        task,
+        to_state="in_progress",
         actor=actor,
         change="verifying",
-        from_state=task.state,
-        to_state="in_progress",
         reason=reason,
+        at=at,
+        verify_since=at,
+        updated_at=at,
     )
-    return _change(task, "verifying")
 
 
 def dismiss(tx: Transaction, task_id: int, actor: str, at: float, reason: str) -> TaskChange:
