@@ -17,6 +17,7 @@ from collector.config import RulesConfig
 from collector.rules.actions import Action, default_severity, runbook
 from collector.rules.base import Finding, TaskLocation
 from collector.store import TaskRecord, Transaction
+from collector.tasks.join import join
 from collector.tasks.transition import ACTOR, TaskChange, create, transition
 
 __all__ = ["FACILITY_ACTIONS", "facility_finding", "facility_fingerprint"]
@@ -31,8 +32,6 @@ def facility_fingerprint(site: str, scope: str, name: str, kind: str) -> str:
 
 def facility_finding(tx: Transaction, finding: Finding, at: float, cfg: RulesConfig) -> TaskChange | None:
     """Join or open a facility task for ``finding``; ``None`` when it stays a per-GPU matter."""
-    from collector.tasks.lifecycle import _join
-
     kind = FACILITY_ACTIONS.get(finding.action)
     loc = finding.location
     if kind is None or "facility" in cfg.disabled or not loc.rack:
@@ -42,7 +41,7 @@ def facility_finding(tx: Transaction, finding: Finding, at: float, cfg: RulesCon
         existing.append(tx.task_holding(facility_fingerprint(loc.site, "row", loc.row, kind)))
     for task in existing:
         if task is not None:
-            return _join(tx, task, finding, at, cfg, attached=False)
+            return join(tx, task, finding, at, cfg, attached=False)
     candidates = [
         t
         for t in tx.open_facility_candidates(
@@ -113,7 +112,7 @@ def facility_finding(tx: Transaction, finding: Finding, at: float, cfg: RulesCon
             resolved_at=at,
             updated_at=at,
         )
-    change = _join(tx, task, finding, at, cfg, attached=False)
+    change = join(tx, task, finding, at, cfg, attached=False)
     return change or TaskChange(
         task_id=task_id,
         change="opened",
