@@ -11,16 +11,14 @@ dozens of GPU tasks into the one call a facility engineer needs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from collector.config import RulesConfig
 from collector.rules.actions import Action, default_severity, runbook
 from collector.rules.base import Finding, TaskLocation
-from collector.store import TaskRecord
-from collector.store import TransactionInterface as Transaction
-
-if TYPE_CHECKING:
-    from collector.tasks.lifecycle import TaskChange
+from collector.store import TaskRecord, TransactionInterface
+from collector.tasks.join import join
+from collector.tasks.transition import ACTOR, TaskChange, create, transition
 
 __all__ = ["FACILITY_ACTIONS", "facility_finding", "facility_fingerprint"]
 
@@ -32,10 +30,10 @@ def facility_fingerprint(site: str, scope: str, name: str, kind: str) -> str:
     return f"{site}|{scope}:{name}|facility:{kind}"
 
 
-def facility_finding(tx: Transaction, finding: Finding, at: float, cfg: RulesConfig) -> TaskChange | None:
+def facility_finding(
+    tx: TransactionInterface, finding: Finding, at: float, cfg: RulesConfig
+) -> TaskChange | None:
     """Join or open a facility task for ``finding``; ``None`` when it stays a per-GPU matter."""
-    from collector.tasks.lifecycle import ACTOR, TaskChange, _join
-
     kind = FACILITY_ACTIONS.get(finding.action)
     loc = finding.location
     if kind is None or "facility" in cfg.disabled or not loc.rack:
@@ -45,7 +43,7 @@ def facility_finding(tx: Transaction, finding: Finding, at: float, cfg: RulesCon
         existing.append(tx.task_holding(facility_fingerprint(loc.site, "row", loc.row, kind)))
     for task in existing:
         if task is not None:
-            return _join(tx, task, finding, at, cfg, attached=False)
+            return join(tx, task, finding, at, cfg, attached=False)
     candidates = [
         t
         for t in tx.open_facility_candidates(
@@ -74,7 +72,11 @@ def facility_finding(tx: Transaction, finding: Finding, at: float, cfg: RulesCon
         f"{len(nodes)} nodes of {scope} {name} show {kind} faults within {cfg.facility_window_s / 60:g} min "
         f"({', '.join(sorted(nodes))}): check the {scope}'s {what} first"
     )
-    task_id = tx.insert_task(
+    task = create(
+        tx,
+        actor=ACTOR,
+        reason=summary,
+        at=at,
         fingerprint=fingerprint,
         node="",
         component=f"{scope}:{name}",
@@ -94,34 +96,25 @@ def facility_finding(tx: Transaction, finding: Finding, at: float, cfg: RulesCon
                 "summaries": [t.summary for t in members][-10:],
             }
         ],
-        at=at,
         scope=scope,
     )
-    tx.add_history(
-        task_id, at=at, actor=ACTOR, change="opened", from_state=None, to_state="open", reason=summary
-    )
+    task_id = task.id
     for member in members:
         tx.move_faults(member.id, task_id)
-        tx.update_task(
-            member.id,
-            state="dismissed",
+        transition(
+            tx,
+            member,
+            to_state="dismissed",
+            actor=ACTOR,
+            change="merged",
+            reason=f"merged into {scope} task {task_id}: {what} problem of the {scope}",
+            at=at,
             resolution="merged",
             merged_into=task_id,
             resolved_at=at,
             updated_at=at,
         )
-        tx.add_history(
-            member.id,
-            at=at,
-            actor=ACTOR,
-            change="merged",
-            from_state=member.state,
-            to_state="dismissed",
-            reason=f"merged into {scope} task {task_id}: {what} problem of the {scope}",
-        )
-    task = tx.get_task(task_id)
-    assert task is not None
-    change = _join(tx, task, finding, at, cfg, attached=False)
+    change = join(tx, task, finding, at, cfg, attached=False)
     return change or TaskChange(
         task_id=task_id,
         change="opened",
