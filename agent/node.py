@@ -417,7 +417,7 @@ class Agent:
     def emit(self, draft: EventDraft) -> None:
         """The event sink: safe from any thread; the event is stamped and queued on the loop."""
         ts = draft.ts if draft.ts is not None else self._clock.time()
-        event_id = uuid.uuid4().hex
+        event_id = draft.id or uuid.uuid4().hex
         loop = self._loop
         if loop is None or loop.is_closed():
             self.stats.events_lost += 1
