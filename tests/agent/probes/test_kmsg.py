@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from agent.probes.base import EventDraft, stable_event_id
@@ -208,3 +210,30 @@ def test_stable_event_ids_name_the_handler_the_record_and_the_index() -> None:
         stable_event_id("xid", "kmsg:b:1021", 1),
     }
     assert len(distinct) == 5
+
+
+def _saved_offset(state: Path) -> int:
+    try:
+        return int(msgspec.json.decode(state.read_bytes())["offset"])
+    except (OSError, msgspec.DecodeError, KeyError):
+        return -1
+
+
+async def test_the_position_is_saved_only_after_the_agent_loop_took_the_events(tmp_path: Path) -> None:
+    log, state = tmp_path / "kern.log", tmp_path / "kmsg.state"
+    log.write_text("")
+    seen: list[KmsgRecord] = []
+    follower = _follower(log, state, seen)
+    await follower.start(_sink)
+    log.write_text("[ 1.000000] one\n[ 2.000000] two\n")
+    # The agent's loop is busy (here: blocked by this very test), so the events the handlers
+    # emitted are not in the spool yet: the follower reads on, but must not save past them.
+    for _ in range(500):
+        if len(seen) == 2:
+            break
+        time.sleep(0.01)  # noqa: ASYNC251 - blocking the loop is the point
+    time.sleep(0.3)  # noqa: ASYNC251 - several of the reader's ticks and save attempts
+    assert len(seen) == 2
+    assert _saved_offset(state) < log.stat().st_size
+    await _wait_for(lambda: _saved_offset(state) == log.stat().st_size)  # the loop ran: saved
+    await follower.stop()
