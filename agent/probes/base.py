@@ -29,7 +29,8 @@ class EventDraft(msgspec.Struct, frozen=True, kw_only=True):
 
     ``id`` is the event's identity when the probe can derive it from its source record (see
     ``stable_event_id``), so that reading the same record again after a crash gives the same id and
-    the collector drops the copy; empty: the agent gives the event a fresh random id.
+    the collector drops the copy; the agent scopes it to the node (site and name) to make the wire
+    id. Empty: the agent gives the event a fresh random id.
     """
 
     kind: str
