@@ -27,7 +27,7 @@ import structlog
 from agent import __version__
 from agent.config import AgentConfig
 from agent.operations.commands import CommandHandler
-from agent.probes.base import EventDraft, Probe
+from agent.probes.base import EventDraft, Probe, stable_event_id
 from agent.probes.host import HostFactsReader
 from agent.probes.runner import Clock as Clock
 from agent.probes.runner import FrameContent, ProbeRunner, SystemClock
@@ -417,7 +417,11 @@ class Agent:
     def emit(self, draft: EventDraft) -> None:
         """The event sink: safe from any thread; the event is stamped and queued on the loop."""
         ts = draft.ts if draft.ts is not None else self._clock.time()
-        event_id = uuid.uuid4().hex
+        # A probe's stable id names a record on this node; scoped to the node, it stays the same
+        # when the record is read again and never meets another node's (event ids are global).
+        event_id = (
+            stable_event_id("node", f"{self.site}/{self.node}/{draft.id}") if draft.id else uuid.uuid4().hex
+        )
         loop = self._loop
         if loop is None or loop.is_closed():
             self.stats.events_lost += 1

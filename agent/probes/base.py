@@ -7,6 +7,7 @@ reports discrete events through the sink it was given at start.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Literal, Protocol
 
@@ -14,7 +15,7 @@ import msgspec
 
 from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, HostReadings
 
-__all__ = ["EventDraft", "EventSink", "Probe", "Sample", "Unsupported"]
+__all__ = ["EventDraft", "EventSink", "Probe", "Sample", "Unsupported", "stable_event_id"]
 
 Severity = Literal["info", "warning", "critical", "fatal"]
 
@@ -24,7 +25,13 @@ class Unsupported(Exception):
 
 
 class EventDraft(msgspec.Struct, frozen=True, kw_only=True):
-    """An event as a probe reports it; the agent adds node, id, session and sequence."""
+    """An event as a probe reports it; the agent adds node, session and sequence.
+
+    ``id`` is the event's identity when the probe can derive it from its source record (see
+    ``stable_event_id``), so that reading the same record again after a crash gives the same id and
+    the collector drops the copy; the agent scopes it to the node (site and name) to make the wire
+    id. Empty: the agent gives the event a fresh random id.
+    """
 
     kind: str
     severity: Severity
@@ -37,9 +44,23 @@ class EventDraft(msgspec.Struct, frozen=True, kw_only=True):
     ts: float | None = None
     source: str = ""
     data: dict[str, DataValue] = {}
+    id: str = ""
 
 
-#: Receives events as they happen. Safe to call from any thread.
+def stable_event_id(tag: str, record_key: str, index: int = 0) -> str:
+    """The id of the ``index``-th event a handler (``tag``) derived from one source record.
+
+    ``record_key`` names the record where it was read (``/dev/kmsg``: boot id and sequence number;
+    a file: its identity and the record's byte offset). 32 hex digits, like a random event id.
+    """
+    digest = hashlib.sha256(f"{tag}\x1f{record_key}\x1f{index}".encode()).hexdigest()
+    return digest[:32]
+
+
+#: Receives events as they happen. Safe to call from any thread. The agent's sink queues each draft
+#: on its event loop, where it is written to the durable spool in order: a callback that a probe
+#: schedules on that loop (``call_soon_threadsafe``) after ``emit`` returned runs once the draft
+#: is durable. Sources that keep a read position use this to save it only then.
 EventSink = Callable[[EventDraft], None]
 
 

@@ -17,7 +17,7 @@ import structlog
 
 from agent.config import AgentConfig, parse_config
 from agent.node import Agent, AgentError, SessionCounter
-from agent.probes.base import EventDraft, EventSink, Probe, Sample
+from agent.probes.base import EventDraft, EventSink, Probe, Sample, stable_event_id
 from agent.sim.fleet import NodeSpec, SimulatedFleet, demo_fleet, run_fleet
 from agent.uplink.publisher import MemoryQueue, Outgoing
 from devtools.broker import PrivateBroker, free_port
@@ -229,6 +229,37 @@ async def test_event_sink_is_thread_safe_and_stamps_events(tmp_path: Path) -> No
     assert all(e.ts == 123.0 for e in xids)  # the probe's own time is kept
     assert sent[0].kind == "agent_started"
     assert sent[0].ts > 1e9  # stamped from the clock when the draft had none
+
+
+async def _stable_ids(state_dir: Path, node: str) -> list[str]:
+    """The wire ids one agent gives two drafts that carry a probe's stable id."""
+    probe = FakeAccelProbe()
+    events = RecordingQueue(100)
+    agent = Agent(config(state_dir, node=node), [probe], event_queue=events)
+    task = asyncio.ensure_future(agent.run())
+    for _ in range(500):
+        if probe.emit is not None and agent.running:
+            break
+        await asyncio.sleep(0.01)
+    assert probe.emit is not None
+    for record in ("file:/var/log/kern.log:42:0", "file:/var/log/kern.log:42:100"):
+        probe.emit(EventDraft(kind="xid", severity="critical", id=stable_event_id("xid", record)))
+    for _ in range(500):
+        if len(events.decoded(wire.Event)) >= 3:
+            break
+        await asyncio.sleep(0.01)
+    agent.stop()
+    await asyncio.wait_for(task, 10)
+    return [e.id for e in events.decoded(wire.Event) if e.kind == "xid"]
+
+
+async def test_a_probes_stable_event_id_is_kept_and_scoped_to_the_node(tmp_path: Path) -> None:
+    first = await _stable_ids(tmp_path / "a", "n1")
+    again = await _stable_ids(tmp_path / "b", "n1")  # the same records read again (a new process)
+    other = await _stable_ids(tmp_path / "c", "n2")  # another node with an identical file
+    assert len(first) == len(set(first)) == 2
+    assert again == first
+    assert not set(other) & set(first)
 
 
 async def test_invalid_readings_and_events_are_dropped_and_counted(tmp_path: Path) -> None:

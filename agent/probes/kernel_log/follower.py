@@ -7,8 +7,12 @@ handlers. Parsers for particular lines (NVIDIA XIDs, ``NEURON_HW_ERR=``) are han
 
 Its position is remembered in a state file so that a restart does not raise old lines again:
 for ``/dev/kmsg`` the boot id and the last sequence number; for a plain file the inode and the
-byte offset. It runs as a probe (name ``kmsg``) with a daemon reader thread, so it never blocks
-the event loop, and it survives garbage, undecodable bytes and truncated lines.
+byte offset. The position saved is only ever one whose events are already in the agent's durable
+spool (see ``EventSink``): a SIGKILL at any moment loses no event; at worst records read after the
+last save are read again, and since every record carries a ``key`` naming where it was read (boot
+id and sequence, or file identity and offset), the events derived from it get the same ids again
+and the collector drops the copies. It runs as a probe (name ``kmsg``) with a daemon reader
+thread, so it never blocks the event loop, and it survives garbage, undecodable bytes and truncated lines.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ class KmsgRecord(msgspec.Struct, frozen=True, kw_only=True):
     ts_us: int | None
     message: str
     priority: int | None = None
+    #: Where the record was read, stable across re-reads: ``kmsg:<boot id>:<seq>`` for the device,
+    #: ``file:<path>:<inode>:<offset>`` for a file; empty for records without a source position.
+    key: str = ""
 
 
 #: Receives each record, on the follower's reader thread. Must not block for long.
@@ -207,8 +214,12 @@ class KmsgFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._position = _Position(path=config.path)
+        #: The last read position whose events are known to be in the spool (what is saved).
+        self._durable: _Position | None = None
+        self._durable_lock = threading.Lock()
+        self._barrier_sent: _Position | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._last_save = 0.0
-        self._dirty = False
         self.records_total = 0
         self.malformed_total = 0
         self.handler_errors_total = 0
@@ -227,6 +238,7 @@ class KmsgFollower:
         if path == DEV_KMSG:
             await asyncio.to_thread(_check_device, path)
         await asyncio.to_thread(self._load_position)
+        self._loop = asyncio.get_running_loop()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="kmsg-follower", daemon=True)
         self._thread.start()
@@ -243,6 +255,10 @@ class KmsgFollower:
         thread = self._thread
         if thread is not None:
             await asyncio.to_thread(thread.join, 5.0)
+        if thread is None or not thread.is_alive():
+            # The reader has exited and the loop ran every event it emitted before the join
+            # returned: they are in the spool, so the read position itself is durable.
+            self._mark_durable(msgspec.structs.replace(self._position))
         self._save_position(force=True)
         _log.info("kmsg_follower_stopped", records=self.records_total, malformed=self.malformed_total)
 
@@ -273,7 +289,25 @@ class KmsgFollower:
                 ticker(now)
             except Exception as exc:
                 self._log_once(f"ticker:{ticker!r}", "kmsg_ticker_failed", error=repr(exc))
+        self._request_durable()
         self._save_position()
+
+    def _request_durable(self) -> None:
+        """Ask the agent's loop to confirm the current read position once the events emitted so
+        far (queued on that loop before this request) are in the spool."""
+        loop = self._loop
+        if loop is None or self._position == self._barrier_sent:
+            return
+        snapshot = msgspec.structs.replace(self._position)
+        try:
+            loop.call_soon_threadsafe(self._mark_durable, snapshot)
+        except RuntimeError:  # the loop is closed: nothing more reaches the spool
+            return
+        self._barrier_sent = snapshot
+
+    def _mark_durable(self, position: _Position) -> None:
+        with self._durable_lock:
+            self._durable = position
 
     def _follow_device(self) -> None:
         boot_id = self._boot_id_fn()
@@ -303,10 +337,11 @@ class KmsgFollower:
                         continue
                     if record.seq is not None and record.seq <= skip_upto:
                         continue
+                    if record.seq is not None:
+                        record = msgspec.structs.replace(record, key=f"kmsg:{boot_id}:{record.seq}")
                     self._dispatch(record)
                     if record.seq is not None:
                         self._position.seq = record.seq
-                        self._dirty = True
                 self._tick()
         finally:
             os.close(fd)
@@ -382,14 +417,15 @@ class KmsgFollower:
             lines = data.split(b"\n")
             pending = lines.pop()
             for raw in lines:
+                at = self._position.offset
                 self._position.offset += len(raw) + 1
-                self._dirty = True
                 record = parse(raw[:MAX_LINE_BYTES].decode("utf-8", errors="replace"))
                 if record is None:
                     if raw.strip():
                         self.malformed_total += 1
                     continue
-                self._dispatch(record)
+                key = f"file:{self.config.path}:{self._position.inode}:{at}"
+                self._dispatch(msgspec.structs.replace(record, key=key))
             if len(pending) > 4 * MAX_LINE_BYTES:  # a runaway line without newline: drop it
                 self._position.offset += len(pending)
                 self.malformed_total += 1
@@ -409,23 +445,32 @@ class KmsgFollower:
             return
         if saved.path == self.config.path:
             self._position = saved
+            self._barrier_sent = msgspec.structs.replace(saved)
 
     def _save_position(self, *, force: bool = False) -> None:
+        """Write the last durable position (never the read position ahead of the spool)."""
         state_file = self.config.state_file
-        if not state_file or not self._dirty:
+        with self._durable_lock:
+            position, self._durable = self._durable, None
+        if not state_file or position is None:
             return
         now = time.monotonic()
         if not force and now - self._last_save < _STATE_SAVE_INTERVAL_S:
+            with self._durable_lock:
+                if self._durable is None:
+                    self._durable = position  # not yet: keep it for the next save
             return
         self._last_save = now
         target = Path(state_file)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(target.name + ".tmp")
-            tmp.write_bytes(msgspec.json.encode(self._position))
+            tmp.write_bytes(msgspec.json.encode(position))
             os.replace(tmp, target)
-            self._dirty = False
         except OSError as exc:
+            with self._durable_lock:
+                if self._durable is None:
+                    self._durable = position
             self._log_once("save", "kmsg_state_save_failed", state_file=state_file, error=exc.strerror)
 
     def _log_once(self, key: str, event: str, **fields: object) -> None:

@@ -24,7 +24,7 @@ from typing import Final, Protocol
 import msgspec
 import structlog
 
-from agent.probes.base import EventDraft, EventSink, Severity
+from agent.probes.base import EventDraft, EventSink, Severity, stable_event_id
 
 __all__ = ["KNOWN_KINDS", "MARKER", "HasMessage", "make_hw_err_handler", "parse_hw_err"]
 
@@ -97,7 +97,9 @@ def make_hw_err_handler(
 
     ``inventory_lookup(device_index)`` returns the accelerator id the birth inventory gave that
     device (``None`` if unknown); the event carries it so consumers can join on it, and falls back
-    to the serial number in the line. The handler never raises: failures are counted and logged once.
+    to the serial number in the line. A record with a ``key`` gives an event whose id derives from
+    it, so the same record read twice is one event for the collector. The handler never raises:
+    failures are counted and logged once.
     """
     failures = 0
 
@@ -114,6 +116,9 @@ def make_hw_err_handler(
             known_id = inventory_lookup(index) if index is not None else None
             if known_id:
                 draft = msgspec.structs.replace(draft, accelerator_id=known_id)
+            key = getattr(record, "key", "")  # KmsgRecord.key: where the record was read
+            if isinstance(key, str) and key:
+                draft = msgspec.structs.replace(draft, id=stable_event_id("neuron_hw_error", key))
             emit(draft)
         except Exception as exc:
             failures += 1

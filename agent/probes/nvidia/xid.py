@@ -18,7 +18,7 @@ from typing import Final
 import msgspec
 import structlog
 
-from agent.probes.base import EventDraft, EventSink, Severity
+from agent.probes.base import EventDraft, EventSink, Severity, stable_event_id
 from agent.probes.kernel_log.follower import KmsgRecord
 from fleetops.wire import Accelerator, DataValue
 from fleetops.xid_catalog import XidCatalog, load_catalog
@@ -268,16 +268,19 @@ class XidOccurrence(msgspec.Struct, frozen=True, kw_only=True):
     pci_id: str = ""
     uuid: str = ""
     line: XidLine | None = None
+    #: The kernel-log record it came from (``KmsgRecord.key``); empty for NVML events.
+    record_key: str = ""
 
 
 class _Burst:
-    __slots__ = ("draft", "first_ts", "folded", "last_ts", "window_end")
+    __slots__ = ("draft", "first_key", "first_ts", "folded", "last_ts", "window_end")
 
     def __init__(self, draft: EventDraft, window_end: float) -> None:
         self.draft = draft
         self.window_end = window_end
         self.folded = 0
         self.first_ts: float | None = None
+        self.first_key = ""  # record key of the first repeat folded into this window
         self.last_ts = 0.0
 
 
@@ -350,7 +353,8 @@ class XidReporter:
         burst = self._bursts.get(key)
         if burst is not None and occ.ts < burst.window_end:
             burst.folded += 1
-            burst.first_ts = occ.ts if burst.first_ts is None else burst.first_ts
+            if burst.first_ts is None:
+                burst.first_ts, burst.first_key = occ.ts, occ.record_key
             burst.last_ts = occ.ts
             return []
         draft = self._draft(occ)
@@ -391,6 +395,9 @@ class XidReporter:
                     ts=burst.last_ts,
                     message=f"{burst.draft.message} (repeated {burst.folded} times)",
                     data={**burst.draft.data, "folded": True},
+                    # stable when the first folded repeat has a source record: a re-read that folds
+                    # the same repeats gives the follow-up the same id
+                    id=stable_event_id("xid_fold", burst.first_key) if burst.first_key else "",
                 )
             )
             # the burst goes on: keep folding into a fresh window instead of re-raising at once
@@ -451,6 +458,7 @@ class XidReporter:
             ts=occ.ts,
             source=occ.source,
             data=data,
+            id=stable_event_id("xid", occ.record_key) if occ.record_key else "",
         )
 
     def _send(self, drafts: list[EventDraft]) -> None:
@@ -495,7 +503,11 @@ class XidKmsgHandler:
         self.lines_total += 1
         use_record = self._use_record_time and record.ts_us is not None
         ts = record.ts_us / 1e6 if use_record and record.ts_us is not None else self._clock()
-        self.reporter.report(XidOccurrence(xid=line.xid, ts=ts, source="kmsg", pci_id=line.pci_id, line=line))
+        self.reporter.report(
+            XidOccurrence(
+                xid=line.xid, ts=ts, source="kmsg", pci_id=line.pci_id, line=line, record_key=record.key
+            )
+        )
 
     def tick(self, now: float) -> None:
         self.reporter.flush(now)

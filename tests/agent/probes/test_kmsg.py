@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from agent.probes.base import EventDraft
+from agent.probes.base import EventDraft, stable_event_id
 from agent.probes.kernel_log.follower import (
     KmsgConfig,
     KmsgConfigError,
@@ -21,6 +24,8 @@ from agent.probes.kernel_log.follower import (
     parse_text_line,
     read_records,
 )
+from agent.probes.kernel_log.probe import KernelLogProbe
+from agent.probes.nvidia.xid import XidReporter
 from tests.helpers.paths import FIXTURES
 
 KMSG = FIXTURES / "kmsg"
@@ -157,3 +162,78 @@ async def test_garbage_and_failing_handlers_do_not_stop_the_follower(tmp_path: P
     await follower.stop()
     assert follower.handler_errors_total == len(seen)
     assert sum("NVRM: Xid" in r.message for r in seen) == 15 + 4
+
+
+async def _read_events(log: Path, records: int = 5) -> list[EventDraft]:
+    """Every event one fresh kernel-log probe derives from ``log`` (no saved position)."""
+    events: list[EventDraft] = []
+    follower = KmsgFollower(KmsgConfig(path=str(log), format="text", state_file="", poll_interval_s=0.02))
+    reporter = XidReporter(fold_window_s=30.0)
+    probe = KernelLogProbe(follower, reporter, clock=lambda: 1000.0)
+    await probe.start(events.append)
+    await _wait_for(lambda: follower.records_total == records)
+    await probe.stop()
+    reporter.close()  # the folded follow-up of the repeated XID
+    return events
+
+
+async def test_reading_the_same_records_again_gives_the_same_event_ids(tmp_path: Path) -> None:
+    log = tmp_path / "kern.log"
+    xid = "NVRM: Xid (PCI:0000:{bus}:00): {xid}, pid=77, name=python3, Graphics Exception\n"
+    log.write_text(
+        xid.format(bus="18", xid=13)
+        + xid.format(bus="18", xid=13)  # folded into the first one's window
+        + xid.format(bus="18", xid=13)
+        + xid.format(bus="3b", xid=79)
+        + "NEURON_HW_ERR=DMA_ERROR nd-id=3 nc-id=1 action=TERMINATE_INSTANCE\n"
+    )
+    first = await _read_events(log)
+    again = await _read_events(log)
+    assert [(e.kind, e.count) for e in first] == [("xid", 1), ("xid", 1), ("neuron_hw_error", 1), ("xid", 2)]
+    assert [e.id for e in again] == [e.id for e in first]
+    ids = [e.id for e in first]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)  # within the wire's event id pattern
+
+    log.write_text("kernel: one line more in front\n" + log.read_text())
+    shifted = await _read_events(log, records=6)
+    assert not {e.id for e in shifted} & set(ids)  # another place in the file is another record
+
+
+def test_stable_event_ids_name_the_handler_the_record_and_the_index() -> None:
+    assert stable_event_id("xid", "kmsg:b:1021") == stable_event_id("xid", "kmsg:b:1021")
+    distinct = {
+        stable_event_id("xid", "kmsg:b:1021"),
+        stable_event_id("xid", "kmsg:b:1022"),
+        stable_event_id("xid", "kmsg:c:1021"),
+        stable_event_id("neuron_hw_error", "kmsg:b:1021"),
+        stable_event_id("xid", "kmsg:b:1021", 1),
+    }
+    assert len(distinct) == 5
+
+
+def _saved_offset(state: Path) -> int:
+    try:
+        return int(msgspec.json.decode(state.read_bytes())["offset"])
+    except (OSError, msgspec.DecodeError, KeyError):
+        return -1
+
+
+async def test_the_position_is_saved_only_after_the_agent_loop_took_the_events(tmp_path: Path) -> None:
+    log, state = tmp_path / "kern.log", tmp_path / "kmsg.state"
+    log.write_text("")
+    seen: list[KmsgRecord] = []
+    follower = _follower(log, state, seen)
+    await follower.start(_sink)
+    log.write_text("[ 1.000000] one\n[ 2.000000] two\n")
+    # The agent's loop is busy (here: blocked by this very test), so the events the handlers
+    # emitted are not in the spool yet: the follower reads on, but must not save past them.
+    for _ in range(500):
+        if len(seen) == 2:
+            break
+        time.sleep(0.01)  # noqa: ASYNC251 - blocking the loop is the point
+    time.sleep(0.3)  # noqa: ASYNC251 - several of the reader's ticks and save attempts
+    assert len(seen) == 2
+    assert _saved_offset(state) < log.stat().st_size
+    await _wait_for(lambda: _saved_offset(state) == log.stat().st_size)  # the loop ran: saved
+    await follower.stop()
