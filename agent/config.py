@@ -20,7 +20,8 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from agent.operations.hooks import BUILTIN_PLACEHOLDERS, HookSpec, placeholders
+from agent.operations.hooks import BUILTIN_PLACEHOLDERS, placeholders
+from agent.operations.settings import OperationsSection
 from agent.probes.registry import PROBES, ProbeSpec
 from agent.probes.runner import ProbeConfig
 from fleetops.config import ENV_PREFIX, ConfigError, convert, merge, read_file
@@ -98,23 +99,6 @@ class SpoolSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ack_timeout_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 60.0
     memory_max_events: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 1000
     rebirth_min_interval_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
-
-
-class OperationsSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Remote operations (``agent/operations/commands.py``): off unless enabled, with the collector's public
-    keys, the operations this node allows and the hook that carries out each one."""
-
-    enabled: bool = False
-    #: key id → Ed25519 public key (32 bytes, base64), as ``fleetops-collector ops keygen`` prints it
-    keys: dict[str, str] = {}
-    allow: list[str] = []
-    max_skew_s: Annotated[float, msgspec.Meta(ge=0, le=300)] = 30.0
-    max_ttl_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 300.0
-    max_pending: Annotated[int, msgspec.Meta(ge=1, le=100)] = 4
-    hooks: dict[str, HookSpec] = {}
-
-    def public_keys(self) -> dict[str, bytes]:
-        return {key_id: base64.b64decode(text, validate=True) for key_id, text in self.keys.items()}
 
 
 class _RawConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from agent.probes.base import Probe
 from agent.probes.host import HostProbe, HostProbeConfig
-from agent.probes.kernel_log.follower import KmsgConfig
+from agent.probes.kmsg import KmsgConfig
 from agent.sim.command import fleet_layout
 from agent.sim.fleet import NodeSpec, SimulatedFleet
 from agent.sim.gpu_model import make_simulated_gpu_probes

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import msgspec
 
 from agent.probes.base import EventDraft, Unsupported
-from agent.probes.kernel_log.follower import read_records
+from agent.probes.kmsg import read_records
 from agent.probes.nvidia.nvml_facade import NvmlFacade, RealNvml
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe, read_inventory
 from agent.probes.nvidia.xid import GpuDirectory, XidKmsgHandler, XidReporter

@@ -30,8 +30,8 @@ from typing import Any, Final
 
 import structlog
 
-from agent.config import OperationsSection
 from agent.operations.hooks import HookOutcome, HookSpec, render_argv, run_hook
+from agent.operations.settings import OperationsSection
 from fleetops import wire
 
 __all__ = ["CommandHandler", "CommandRejected", "CommandVerifier", "ReplaySet"]

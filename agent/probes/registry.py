@@ -15,7 +15,7 @@ import msgspec
 
 from agent.probes.base import Probe
 from agent.probes.host import HostProbe, HostProbeConfig
-from agent.probes.kernel_log.follower import KmsgConfig
+from agent.probes.kmsg import KmsgConfig
 from agent.probes.neuron.probe import NeuronProbeConfig
 from agent.probes.nvidia.nvml_probe import NvmlConfig
 from agent.probes.runner import Clock, ProbeConfig
@@ -89,8 +89,8 @@ def _neuron(config: NeuronProbeConfig, context: ProbeContext) -> Probe:
 
 
 def _kmsg(config: KmsgConfig, context: ProbeContext) -> Probe:
-    from agent.probes.kernel_log.follower import make_kmsg_probe
-    from agent.probes.kernel_log.probe import KernelLogProbe
+    from agent.probes.kernel_log import KernelLogProbe
+    from agent.probes.kmsg import make_kmsg_probe
 
     reporter = context.shared.xid_reporter(fold_window_s=config.xid_fold_window_s)
     lookup = context.shared.neuron_lookup

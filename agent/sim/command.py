@@ -76,8 +76,8 @@ def make_probe_factory(
             )
             return probes
         # Loaded only where Trainium nodes are simulated (a GPU-only run leaves them out).
-        from agent.probes.kernel_log.follower import KmsgConfig, KmsgFollower
-        from agent.probes.kernel_log.probe import KernelLogProbe
+        from agent.probes.kernel_log import KernelLogProbe
+        from agent.probes.kmsg import KmsgConfig, KmsgFollower
         from agent.probes.nvidia.xid import XidReporter
         from agent.sim.fake_monitor import make_simulated_trainium_probes
 

@@ -29,7 +29,7 @@ import msgspec
 import pynvml
 
 from agent.probes.base import Probe
-from agent.probes.kernel_log.follower import KmsgConfig, KmsgFollower
+from agent.probes.kmsg import KmsgConfig, KmsgFollower
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
 from agent.probes.nvidia.recording import call_key, field_key
 from agent.probes.nvidia.xid import RECOVERY_ACTION_NAMES, XidKmsgHandler, XidReporter

@@ -19,7 +19,7 @@ import msgspec
 import structlog
 
 from agent.probes.base import EventDraft, EventSink, Severity, stable_event_id
-from agent.probes.kernel_log.follower import KmsgRecord
+from agent.probes.kmsg import KmsgRecord
 from fleetops.wire import Accelerator, DataValue
 from fleetops.xid_catalog import XidCatalog, load_catalog
 

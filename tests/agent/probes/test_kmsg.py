@@ -13,7 +13,8 @@ import msgspec
 import pytest
 
 from agent.probes.base import EventDraft, stable_event_id
-from agent.probes.kernel_log.follower import (
+from agent.probes.kernel_log import KernelLogProbe
+from agent.probes.kmsg import (
     KmsgConfig,
     KmsgConfigError,
     KmsgFollower,
@@ -24,7 +25,6 @@ from agent.probes.kernel_log.follower import (
     parse_text_line,
     read_records,
 )
-from agent.probes.kernel_log.probe import KernelLogProbe
 from agent.probes.nvidia.xid import XidReporter
 from tests.helpers.paths import FIXTURES
 

@@ -10,7 +10,7 @@ import msgspec
 import pynvml
 import pytest
 
-from agent.probes.kernel_log.follower import read_records
+from agent.probes.kmsg import read_records
 from agent.probes.nvidia.nvml_facade import MemoryInfo, PciInfo, Utilization
 from agent.probes.nvidia.record import record
 from agent.probes.nvidia.recording import call_key

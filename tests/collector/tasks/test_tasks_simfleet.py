@@ -22,7 +22,7 @@ import msgspec
 import pytest
 
 from agent.probes.base import EventDraft
-from agent.probes.kernel_log.follower import parse_text_line
+from agent.probes.kmsg import parse_text_line
 from agent.probes.neuron.frame import NeuronFrames
 from agent.probes.neuron.hw_err import parse_hw_err
 from agent.probes.neuron.report import parse_report

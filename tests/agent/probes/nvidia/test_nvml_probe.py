@@ -12,7 +12,7 @@ import pynvml
 import pytest
 
 from agent.probes.base import EventDraft, Unsupported
-from agent.probes.kernel_log.follower import KmsgRecord
+from agent.probes.kmsg import KmsgRecord
 from agent.probes.nvidia.edges import DeviceRead, EdgeState, detect_edges
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlConfigError, NvmlProbe, load_nvml_config
 from agent.probes.nvidia.record import record

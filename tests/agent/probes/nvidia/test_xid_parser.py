@@ -11,7 +11,7 @@ import pytest
 
 from agent.cli.nvidia import add_replay_arguments, replay_kmsg_command
 from agent.probes.base import EventDraft
-from agent.probes.kernel_log.follower import KmsgRecord, read_records
+from agent.probes.kmsg import KmsgRecord, read_records
 from agent.probes.nvidia.xid import (
     GpuDirectory,
     XidKmsgHandler,

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from agent.probes.base import EventSink, Sample
-from agent.probes.kernel_log.follower import KmsgFollower
+from agent.probes.kmsg import KmsgFollower
 from agent.probes.neuron.hw_err import make_hw_err_handler
 from agent.probes.nvidia.xid import XidKmsgHandler, XidReporter
 from fleetops.wire import Accelerator
