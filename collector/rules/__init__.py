@@ -1,13 +1,16 @@
 """Health rules: pure functions from an event or a node's state to ``Finding``s.
 
-One module per family: ``xid`` (NVIDIA's catalog), ``gpu``, ``trainium``, ``node``; the registry
-(``registry``) lists them. Facility correlation (many nodes of a rack or row at once) works on
-tasks, in ``collector.tasks.correlate``. docs/rules.md describes every rule and its settings.
+One module per rule family: ``xid`` (NVIDIA's catalog), ``gpu_events``, ``gpu_state``,
+``gpu_thermal``, ``gpu_power``, ``gpu_pcie``, ``gpu_nvlink``, ``accelerators``, ``trainium``, ``node``;
+the registry (``registry``) lists them and the evaluator (``evaluator``) runs them, guarded.
+Facility correlation (many nodes of a rack or row at once) works on tasks, in
+``collector.tasks.correlate``. docs/rules.md describes every rule and its settings.
 """
 
 from __future__ import annotations
 
 from collector.rules.base import Finding, RuleContext, TaskLocation
+from collector.rules.evaluator import Conclusion, Gpu, RuleErrors
 from collector.rules.registry import (
     EVENT_RULES,
     NODE_RULES,
@@ -28,11 +31,14 @@ __all__ = [
     "NODE_RULES",
     "READINGS_RULES",
     "RECOVERY_ACTIONS",
+    "Conclusion",
     "EventRule",
     "Finding",
+    "Gpu",
     "NodeRule",
     "ReadingsRule",
     "RuleContext",
+    "RuleErrors",
     "TaskLocation",
     "evaluate_event",
     "evaluate_node",

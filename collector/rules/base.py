@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -18,6 +18,9 @@ from collector.fleet.state import NodeState
 from collector.rules.actions import Action, Severity, default_severity
 from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, Event
 from fleetops.xid_catalog import XidCatalog
+
+if TYPE_CHECKING:
+    from collector.rules.evaluator import RuleErrors
 
 __all__ = [
     "VERDICT_PREFIX",
@@ -126,6 +129,8 @@ class RuleContext:
     config: RulesConfig = field(default_factory=RulesConfig)
     #: every node, read-only (for rules that look beyond one node, e.g. a hang's peers)
     fleet: Mapping[str, NodeState] | None = None
+    #: where rule exceptions are counted (``None``: a process-wide fallback counter)
+    errors: RuleErrors | None = None
 
     def enabled(self, rule: str) -> bool:
         return rule not in self.config.disabled

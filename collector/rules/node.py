@@ -3,13 +3,11 @@ pressure, a probe failing persistently. Each is a lasting condition with a for-d
 
 from __future__ import annotations
 
-from typing import Final
-
 from collector.fleet.state import NodeState
 from collector.rules.actions import Action, default_severity
 from collector.rules.base import Finding, RuleContext, TaskLocation, duration_text, iso, node_location
 
-__all__ = ["NODE_READINGS_RULES", "NODE_TIME_RULES", "node_offline_rule"]
+__all__ = ["clock_skew_rule", "disk_rule", "memory_rule", "node_offline_rule", "probe_rule"]
 
 
 def _node_finding(
@@ -172,7 +170,3 @@ def probe_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
             )
         )
     return out
-
-
-NODE_TIME_RULES: Final = (node_offline_rule,)
-NODE_READINGS_RULES: Final = (clock_skew_rule, disk_rule, memory_rule, probe_rule)

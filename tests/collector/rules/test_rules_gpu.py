@@ -10,7 +10,7 @@ import pytest
 
 from collector.rules import evaluate_event, evaluate_readings
 from collector.rules.actions import Action
-from collector.rules.gpu import LOST_LADDER
+from collector.rules.gpu_events import LOST_LADDER
 from fleetops.wire import AcceleratorReadings
 from tests.helpers.collector import SITE
 from tests.helpers.rules import T0, ctx, fleet_with_birth, gpu_event, h100, node_with
