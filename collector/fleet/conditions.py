@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from collector.config import RulesConfig
+from fleetops.pcie import GPU_IDLE, pcie_degraded
 from fleetops.wire import AcceleratorReadings, HostReadings
 
 __all__ = [
@@ -39,12 +40,10 @@ __all__ = [
     "Share",
     "Streak",
     "Sustained",
-    "pcie_low",
 ]
 
 HW_THERMAL_SLOWDOWN: Final = 0x40
 HW_POWER_BRAKE: Final = 0x80
-GPU_IDLE: Final = 0x1
 
 
 class Sustained:
@@ -194,18 +193,6 @@ def _near(r: AcceleratorReadings, margin: float) -> bool | None:
     return t >= slow - margin
 
 
-def pcie_low(r: AcceleratorReadings) -> bool | None:
-    """The link below its maximum width, or below its maximum generation while not idle."""
-    if r.pcie_link_width is None or r.pcie_link_width_max is None:
-        return None
-    if r.pcie_link_width < r.pcie_link_width_max:
-        return True
-    if r.pcie_link_gen is None or r.pcie_link_gen_max is None:
-        return False
-    idle = r.clock_event_reasons is not None and bool(r.clock_event_reasons & GPU_IDLE)
-    return None if idle else r.pcie_link_gen < r.pcie_link_gen_max
-
-
 class GpuConditions:
     """One accelerator's conditions, fed with every frame that carries it (agent-time order).
 
@@ -302,7 +289,7 @@ class GpuConditions:
         if self.pcie_after != pcie_after:  # a new boot: the PCIe conditions start afresh
             self.pcie_after, self.pcie_low, self.pcie_replays = pcie_after, Sustained(), Rise()
         if ts >= pcie_after:
-            low = pcie_low(r)
+            low = pcie_degraded(r)  # None (idle at a lower generation): the streak holds
             sustained = self.pcie_low
             if low or sustained.active or sustained.run_start is not None:
                 sustained.step(ts, low, low, cfg.gpu_pcie_for_s)

@@ -111,6 +111,16 @@ TABLE: list[tuple[str, Series, int, dict[str, Any], set[tuple[str, Action]]]] = 
     ("PCIe Gen4 under load", gpu0(pcie_link_gen=4), 32, {}, {("pcie_degraded", Action.INSPECT_HARDWARE)}),
     ("PCIe Gen1 while idle", gpu0(pcie_link_gen=1, clock_event_reasons=0x1), 32, {}, set()),
     (
+        "PCIe Gen4 under load, idle at Gen1 between",
+        lambda i, ts: [
+            h100(0, pcie_link_gen=1, clock_event_reasons=0x1) if i % 2 else h100(0, pcie_link_gen=4),
+            h100(1),
+        ],
+        32,
+        {},
+        {("pcie_degraded", Action.INSPECT_HARDWARE)},
+    ),
+    (
         "PCIe replays 120/min",
         lambda i, ts: [h100(0, pcie_replay_total=20 * i), h100(1)],
         20,
