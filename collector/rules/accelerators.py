@@ -18,11 +18,11 @@ __all__ = ["accelerator_count_rule"]
 
 
 def accelerator_count_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
-    """Fewer accelerators than the reference (birth) inventory for ``accelerator_missing_grace_s``:
+    """Fewer accelerators than the reference (birth) inventory for ``accelerator_count.missing_grace_s``:
     a count that flaps for a minute raises nothing. A GPU NVML calls lost is ``gpu_lost``'s."""
     if node.readings_ts is None:
         return []
-    grace = ctx.config.accelerator_missing_grace_s
+    grace = ctx.config.accelerator_count.missing_grace_s
     out: list[Finding] = []
     expected = {a.index: a for a in node.expected_accelerators}
     for index, since in sorted(node.missing_since.items()):

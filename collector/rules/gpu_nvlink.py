@@ -28,19 +28,19 @@ def nvlink_links_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
 
 
 def nvlink_errors_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
-    """NVLink errors rising faster than ``gpu_nvlink_errors_per_min`` over ``gpu_nvlink_window_s``."""
+    """NVLink errors rising faster than ``gpu_nvlink.errors_per_min`` over ``gpu_nvlink.window_s``."""
     cfg = ctx.config
     if gpu.readings.lost or not gpu.readings.nvlink_links_total:
         return None
-    rate = rise_per_min(gpu.node, gpu.conditions, gpu.conditions.nvlink, cfg.gpu_nvlink_window_s)
-    if rate is None or rate < cfg.gpu_nvlink_errors_per_min:
+    rate = rise_per_min(gpu.node, gpu.conditions, gpu.conditions.nvlink, cfg.gpu_nvlink.window_s)
+    if rate is None or rate < cfg.gpu_nvlink.errors_per_min:
         return None
     return Conclusion(
         fault="nvlink_errors",
         action=Action.INSPECT_HARDWARE,
         summary=f"{gpu.label}: NVLink errors rising {rate:.0f}/min "
-        f"(threshold {cfg.gpu_nvlink_errors_per_min:g}/min): check the NVLink connections",
+        f"(threshold {cfg.gpu_nvlink.errors_per_min:g}/min): check the NVLink connections",
         rule="nvlink_errors",
-        window_s=cfg.gpu_nvlink_window_s,
+        window_s=cfg.gpu_nvlink.window_s,
         extra={"rate_per_min": round(rate, 1)},
     )

@@ -1,5 +1,5 @@
 """NVIDIA GPU PCIe: the link below its maximum, replays rising. Both INSPECT_HARDWARE (reseat,
-check the riser and slot). Both count only from ``gpu_pcie_boot_grace_s`` after boot."""
+check the riser and slot). Both count only from ``gpu_pcie.boot_grace_s`` after boot."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def _counting(gpu: Gpu) -> bool:
 
 
 def gpu_pcie_link_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
-    """The link degraded (``fleetops.pcie.pcie_degraded``) for ``gpu_pcie_for_s``."""
-    c, r, for_s = gpu.conditions, gpu.readings, ctx.config.gpu_pcie_for_s
+    """The link degraded (``fleetops.pcie.pcie_degraded``) for ``gpu_pcie.for_s``."""
+    c, r, for_s = gpu.conditions, gpu.readings, ctx.config.gpu_pcie.for_s
     if not _counting(gpu) or not c.pcie_low.active:
         return None
     return Conclusion(
@@ -45,19 +45,19 @@ def gpu_pcie_link_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
 
 
 def gpu_pcie_replays_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
-    """Replays rising faster than ``gpu_pcie_replay_per_min`` over ``gpu_pcie_replay_window_s``."""
+    """Replays rising faster than ``gpu_pcie.replay_per_min`` over ``gpu_pcie.replay_window_s``."""
     cfg = ctx.config
     if not _counting(gpu):
         return None
-    rate = rise_per_min(gpu.node, gpu.conditions, gpu.conditions.pcie_replays, cfg.gpu_pcie_replay_window_s)
-    if rate is None or rate < cfg.gpu_pcie_replay_per_min:
+    rate = rise_per_min(gpu.node, gpu.conditions, gpu.conditions.pcie_replays, cfg.gpu_pcie.replay_window_s)
+    if rate is None or rate < cfg.gpu_pcie.replay_per_min:
         return None
     return Conclusion(
         fault="pcie_replays",
         action=Action.INSPECT_HARDWARE,
         summary=f"{gpu.label}: PCIe replays rising {rate:.1f}/min "
-        f"(threshold {cfg.gpu_pcie_replay_per_min:g}/min): check the link, riser and slot",
+        f"(threshold {cfg.gpu_pcie.replay_per_min:g}/min): check the link, riser and slot",
         rule="gpu_pcie_replays",
-        window_s=cfg.gpu_pcie_replay_window_s,
+        window_s=cfg.gpu_pcie.replay_window_s,
         extra={"rate_per_min": round(rate, 2)},
     )

@@ -11,12 +11,12 @@ __all__ = ["gpu_power_brake_rule", "gpu_power_over_limit_rule"]
 
 
 def gpu_power_brake_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
-    """HW power brake for ``gpu_throttle_share`` of ``gpu_throttle_window_s``."""
+    """HW power brake for ``gpu_throttle.share`` of ``gpu_throttle.window_s``."""
     if gpu.readings.lost:
         return None
     return share_conclusion(
         gpu.conditions.power_brake,
-        ctx.config.gpu_throttle_window_s,
+        ctx.config.gpu_throttle.window_s,
         rule="gpu_power_brake",
         fault="power:brake",
         action=Action.CHECK_POWER,
@@ -25,8 +25,8 @@ def gpu_power_brake_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
 
 
 def gpu_power_over_limit_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
-    """Power above the enforced limit (× ``gpu_power_over_ratio``) for ``gpu_power_over_share`` of
-    ``gpu_power_window_s`` (a GPU Boost excursion lasts a moment; clears under half that share)."""
+    """Power above the enforced limit (× ``gpu_power.over_ratio``) for ``gpu_power.over_share`` of
+    ``gpu_power.window_s`` (a GPU Boost excursion lasts a moment; clears under half that share)."""
     r = gpu.readings
     if r.lost:
         return None
@@ -34,7 +34,7 @@ def gpu_power_over_limit_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
     limit = f"{r.power_limit_watts:g} W" if r.power_limit_watts is not None else "?"
     return share_conclusion(
         gpu.conditions.power_over,
-        ctx.config.gpu_power_window_s,
+        ctx.config.gpu_power.window_s,
         rule="gpu_power_over_limit",
         fault="power:over_limit",
         action=Action.CHECK_POWER,

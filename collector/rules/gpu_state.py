@@ -76,7 +76,7 @@ def remap_pending_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
 def retired_pages_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
     r = gpu.readings
     retired = (r.retired_pages_single_bit or 0) + (r.retired_pages_double_bit or 0)
-    limit = ctx.config.gpu_retired_pages_max
+    limit = ctx.config.retired_pages.max
     if r.lost or retired < limit:
         return None
     return Conclusion(

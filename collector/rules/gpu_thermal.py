@@ -28,31 +28,31 @@ def share_conclusion(
 
 
 def gpu_temperature_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
-    """Temperature within ``gpu_temperature_margin_c`` of the slowdown threshold for
-    ``gpu_temperature_for_s`` (clears ``gpu_temperature_hysteresis_c`` lower)."""
+    """Temperature within ``gpu_temperature.margin_c`` of the slowdown threshold for
+    ``gpu_temperature.for_s`` (clears ``gpu_temperature.hysteresis_c`` lower)."""
     cfg, c, r = ctx.config, gpu.conditions, gpu.readings
     if r.lost or not c.hot.active:
         return None
     return Conclusion(
         fault="thermal:temperature",
         action=Action.CHECK_COOLING,
-        summary=f"{gpu.label} at {r.temperature_celsius:g} °C, within {cfg.gpu_temperature_margin_c:g} °C of "
+        summary=f"{gpu.label} at {r.temperature_celsius:g} °C, within {cfg.gpu_temperature.margin_c:g} °C of "
         f"its slowdown threshold ({r.slowdown_temperature_celsius:g} °C) for "
-        f"{duration_text(cfg.gpu_temperature_for_s)} or more",
+        f"{duration_text(cfg.gpu_temperature.for_s)} or more",
         rule="gpu_temperature",
-        window_s=cfg.gpu_temperature_for_s,
+        window_s=cfg.gpu_temperature.for_s,
         extra={"since": c.hot.since},
     )
 
 
 def gpu_thermal_slowdown_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
-    """HW thermal slowdown active for ``gpu_throttle_share`` of ``gpu_throttle_window_s`` (clears
-    under ``gpu_throttle_clear_share``)."""
+    """HW thermal slowdown active for ``gpu_throttle.share`` of ``gpu_throttle.window_s`` (clears
+    under ``gpu_throttle.clear_share``)."""
     if gpu.readings.lost:
         return None
     return share_conclusion(
         gpu.conditions.thermal_slowdown,
-        ctx.config.gpu_throttle_window_s,
+        ctx.config.gpu_throttle.window_s,
         rule="gpu_thermal_slowdown",
         fault="thermal:hw_slowdown",
         action=Action.CHECK_COOLING,

@@ -60,7 +60,7 @@ def neuron_hw_error_rule(event: Event, ctx: RuleContext) -> Finding | None:
     place = where(event.accelerator_index)
     if "HANG_ON_COLLECTIVES" in error:
         named = event.data.get("peers") or event.data.get("peer_nodes")
-        found = hang_peers(ctx.fleet, event.node, event.ts, ctx.config.facility_window_s)
+        found = hang_peers(ctx.fleet, event.node, event.ts, ctx.config.facility.window_s)
         if named:
             who = f"peers {named}"
         elif found:
@@ -116,16 +116,16 @@ def missing_event_rule(event: Event, ctx: RuleContext) -> Finding | None:
 
 
 def trn_ecc_rule(gpu: Gpu, ctx: RuleContext) -> Finding | None:
-    """Uncorrected HBM or SRAM ECC counts rising by ``trn_ecc_rise_count`` within
-    ``trn_ecc_window_s``: REPLACE_HARDWARE, while they keep rising within the window."""
+    """Uncorrected HBM or SRAM ECC counts rising by ``trn_ecc.rise_count`` within
+    ``trn_ecc.window_s``: REPLACE_HARDWARE, while they keep rising within the window."""
     cfg = ctx.config
     node, index, c, latest = gpu.node, gpu.index, gpu.conditions, gpu.readings
     if c.trn_aggregate is None or c.trn_sram is None or c.last_ts is None:
         return None  # not a Trainium device
     rise = c.trn_aggregate.total + c.trn_sram.total
-    if rise < cfg.trn_ecc_rise_count:
+    if rise < cfg.trn_ecc.rise_count:
         return None
-    since = c.last_ts - cfg.trn_ecc_window_s
+    since = c.last_ts - cfg.trn_ecc.window_s
     return Finding(
         node=node.node,
         component=latest.id,
@@ -133,7 +133,7 @@ def trn_ecc_rule(gpu: Gpu, ctx: RuleContext) -> Finding | None:
         action=Action.REPLACE_HARDWARE,
         severity=default_severity(Action.REPLACE_HARDWARE),
         summary=f"Trainium device {index}: uncorrected ECC errors rose by {rise} within "
-        f"{duration_text(cfg.trn_ecc_window_s)}: a replacement criterion",
+        f"{duration_text(cfg.trn_ecc.window_s)}: a replacement criterion",
         location=accelerator_location(node, index, latest.id),
         rule="trn_ecc",
         evidence={
