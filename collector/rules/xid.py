@@ -11,7 +11,7 @@
   same GPC/TPC, 31 on the same GPU).
 * XID 154 is the driver's own verdict and wins (``verdict=True``).
 * An XID the catalog does not know is an OBSERVE task naming it, never silence.
-* ``xid.overrides`` (XID → action) and ``xid.ignore`` in ``[rules]`` take precedence.
+* ``overrides`` (XID → action) and ``ignore`` in ``[rules.xid]`` take precedence.
 """
 
 from __future__ import annotations
