@@ -11,6 +11,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 import msgspec
+import structlog
 
 from collector.notify.alertmanager import AlertmanagerSettings
 from collector.notify.opsgenie import OpsgenieSettings
@@ -18,11 +19,27 @@ from collector.notify.pagerduty import PagerDutySettings
 from collector.notify.settings import ReceiverName, ReceiverSettings, url_has_credentials
 from collector.notify.slack import SlackSettings
 from collector.notify.webhook import WebhookSettings
-from fleetops.config import ConfigError, convert, merge, read_file
+from collector.rules.settings import (
+    AcceleratorCountSettings,
+    ClockSkewSettings,
+    FacilitySettings,
+    GpuNvlinkSettings,
+    GpuPcieSettings,
+    GpuPowerSettings,
+    GpuTemperatureSettings,
+    GpuThrottleSettings,
+    NodePressureSettings,
+    ProbeFailingSettings,
+    RetiredPagesSettings,
+    TrnEccSettings,
+    XidSettings,
+)
+from fleetops.config import ENV_PREFIX, ConfigError, convert, merge, read_file
 from fleetops.mqtt import MqttEndpoint
 
 __all__ = [
     "DEFAULT_PATH",
+    "FLAT_RULE_KEYS",
     "RECEIVER_KINDS",
     "SECRET_KEYS",
     "ApiConfig",
@@ -42,9 +59,13 @@ __all__ = [
     "RulesConfig",
     "StoreConfig",
     "load_config",
+    "migrate_rules",
     "parse_config",
+    "rules_config",
     "split_host_port",
 ]
+
+log = structlog.get_logger("collector.config")
 
 DEFAULT_PATH: Final = Path("/etc/fleetops/collector.toml")
 
@@ -181,64 +202,108 @@ RULE_NAMES: Final[frozenset[str]] = frozenset(
 
 
 class RulesConfig(_Section, frozen=True):
-    """Health rules, noise control and the task lifecycle (docs/rules.md describes each key)."""
+    """Health rules, noise control and the task lifecycle (docs/rules.md describes each key).
+
+    The task lifecycle's keys are ``[rules]``'s own; each rule family's settings are its own table,
+    ``[rules.<family>]``, a struct defined with the rules (``collector.rules.settings``). The flat
+    keys of earlier versions (``gpu_pcie_for_s``) still work: ``FLAT_RULE_KEYS`` maps each to its
+    table, and a one-time warning names the new key."""
 
     #: rule names to switch off (see docs/rules.md for the names)
     disabled: list[str] = []
-    # --- tasks
+    # --- the task lifecycle
     correlation_window_s: Seconds = 120.0
     verify_window_s: Annotated[float, msgspec.Meta(ge=1, le=30 * 86400)] = 600.0
     escalation_window_s: Seconds = 7 * 86400.0
     review_interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
     history_window_s: Annotated[float, msgspec.Meta(ge=60, le=86400)] = 600.0
     evidence_readings: Annotated[int, msgspec.Meta(ge=0, le=120)] = 12
-    # --- XIDs
-    xid_ignore: list[Annotated[int, msgspec.Meta(ge=1, le=100_000)]] = []
-    xid_overrides: dict[str, ActionName] = {}
-    xid_app_repeat_count: Annotated[int, msgspec.Meta(ge=2, le=10_000)] = 3
-    xid_app_repeat_window_s: Seconds = 3600.0
-    # --- GPU
-    gpu_temperature_margin_c: Annotated[float, msgspec.Meta(ge=0, le=50)] = 5.0
-    gpu_temperature_hysteresis_c: Annotated[float, msgspec.Meta(ge=0, le=30)] = 3.0
-    gpu_temperature_for_s: Seconds = 300.0
-    gpu_throttle_window_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 600.0
-    gpu_throttle_share: Ratio = 0.2
-    gpu_throttle_clear_share: Ratio = 0.05
-    gpu_power_over_ratio: Annotated[float, msgspec.Meta(ge=1, le=3)] = 1.05
-    gpu_power_window_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 300.0
-    gpu_power_over_share: Ratio = 0.5
-    gpu_pcie_boot_grace_s: Seconds = 600.0
-    gpu_pcie_for_s: Seconds = 300.0
-    gpu_pcie_replay_per_min: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    gpu_pcie_replay_window_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 600.0
-    gpu_nvlink_errors_per_min: Annotated[float, msgspec.Meta(gt=0)] = 60.0
-    gpu_nvlink_window_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 600.0
-    gpu_retired_pages_max: Annotated[int, msgspec.Meta(ge=1)] = 60
-    accelerator_missing_grace_s: Seconds = 120.0
-    # --- Trainium
-    trn_ecc_rise_count: Annotated[int, msgspec.Meta(ge=1)] = 1
-    trn_ecc_window_s: Annotated[float, msgspec.Meta(ge=1, le=30 * 86400)] = 3600.0
-    # --- node
-    node_clock_skew_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
-    node_clock_skew_for_s: Seconds = 300.0
-    node_disk_used_ratio: Ratio = 0.95
-    node_memory_available_ratio: Ratio = 0.03
-    node_pressure_for_s: Seconds = 300.0
-    node_probe_failing_for_s: Seconds = 600.0
-    # --- facility correlation
-    facility_window_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 900.0
-    facility_rack_min_nodes: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 3
-    facility_row_min_racks: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 2
+    # --- each rule family
+    xid: XidSettings = XidSettings()
+    gpu_temperature: GpuTemperatureSettings = GpuTemperatureSettings()
+    gpu_throttle: GpuThrottleSettings = GpuThrottleSettings()
+    gpu_power: GpuPowerSettings = GpuPowerSettings()
+    gpu_pcie: GpuPcieSettings = GpuPcieSettings()
+    gpu_nvlink: GpuNvlinkSettings = GpuNvlinkSettings()
+    retired_pages: RetiredPagesSettings = RetiredPagesSettings()
+    accelerator_count: AcceleratorCountSettings = AcceleratorCountSettings()
+    trn_ecc: TrnEccSettings = TrnEccSettings()
+    clock_skew: ClockSkewSettings = ClockSkewSettings()
+    node_pressure: NodePressureSettings = NodePressureSettings()
+    probe_failing: ProbeFailingSettings = ProbeFailingSettings()
+    facility: FacilitySettings = FacilitySettings()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.disabled) - RULE_NAMES)
         if unknown:
             raise ValueError(f"disabled: unknown rule {unknown[0]!r}; rules: {', '.join(sorted(RULE_NAMES))}")
-        for key in self.xid_overrides:
-            if not key.isdigit() or not 1 <= int(key) <= 100_000:
-                raise ValueError(f"xid_overrides: key {key!r} is not an XID number")
-        if self.gpu_throttle_clear_share > self.gpu_throttle_share:
-            raise ValueError("gpu_throttle_clear_share: must be <= gpu_throttle_share")
+
+
+#: The flat ``[rules]`` keys of earlier versions → (their table, their key there).
+FLAT_RULE_KEYS: Final[dict[str, tuple[str, str]]] = {
+    "xid_ignore": ("xid", "ignore"),
+    "xid_overrides": ("xid", "overrides"),
+    "xid_app_repeat_count": ("xid", "app_repeat_count"),
+    "xid_app_repeat_window_s": ("xid", "app_repeat_window_s"),
+    "gpu_temperature_margin_c": ("gpu_temperature", "margin_c"),
+    "gpu_temperature_hysteresis_c": ("gpu_temperature", "hysteresis_c"),
+    "gpu_temperature_for_s": ("gpu_temperature", "for_s"),
+    "gpu_throttle_window_s": ("gpu_throttle", "window_s"),
+    "gpu_throttle_share": ("gpu_throttle", "share"),
+    "gpu_throttle_clear_share": ("gpu_throttle", "clear_share"),
+    "gpu_power_over_ratio": ("gpu_power", "over_ratio"),
+    "gpu_power_window_s": ("gpu_power", "window_s"),
+    "gpu_power_over_share": ("gpu_power", "over_share"),
+    "gpu_pcie_boot_grace_s": ("gpu_pcie", "boot_grace_s"),
+    "gpu_pcie_for_s": ("gpu_pcie", "for_s"),
+    "gpu_pcie_replay_per_min": ("gpu_pcie", "replay_per_min"),
+    "gpu_pcie_replay_window_s": ("gpu_pcie", "replay_window_s"),
+    "gpu_nvlink_errors_per_min": ("gpu_nvlink", "errors_per_min"),
+    "gpu_nvlink_window_s": ("gpu_nvlink", "window_s"),
+    "gpu_retired_pages_max": ("retired_pages", "max"),
+    "accelerator_missing_grace_s": ("accelerator_count", "missing_grace_s"),
+    "trn_ecc_rise_count": ("trn_ecc", "rise_count"),
+    "trn_ecc_window_s": ("trn_ecc", "window_s"),
+    "node_clock_skew_s": ("clock_skew", "skew_s"),
+    "node_clock_skew_for_s": ("clock_skew", "for_s"),
+    "node_disk_used_ratio": ("node_pressure", "disk_used_ratio"),
+    "node_memory_available_ratio": ("node_pressure", "memory_available_ratio"),
+    "node_pressure_for_s": ("node_pressure", "for_s"),
+    "node_probe_failing_for_s": ("probe_failing", "for_s"),
+    "facility_window_s": ("facility", "window_s"),
+    "facility_rack_min_nodes": ("facility", "rack_min_nodes"),
+    "facility_row_min_racks": ("facility", "row_min_racks"),
+}
+#: flat keys already warned about in this process (the deprecation warning is logged once)
+_WARNED: Final[set[str]] = set()
+
+
+def migrate_rules(raw: Mapping[str, Any], *, warn: bool = True) -> dict[str, Any]:
+    """``[rules]`` with every flat key of earlier versions moved to its table. A flat key and its
+    new key both given is an error; a flat key alone is logged once (``warn``)."""
+    out: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for old, (table, key) in FLAT_RULE_KEYS.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        target = out.setdefault(table, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"rules.{table}: expected a table")
+        if key in target:
+            raise ConfigError(
+                f"rules.{old}: given twice, as rules.{old} and rules.{table}.{key}; keep the latter"
+            )
+        target[key] = value
+        if warn and old not in _WARNED:
+            _WARNED.add(old)
+            log.warning("config_key_deprecated", key=f"rules.{old}", use=f"rules.{table}.{key}")
+    return out
+
+
+def rules_config(raw: Mapping[str, Any] | None = None, /, **keys: Any) -> RulesConfig:
+    """A ``RulesConfig`` from ``[rules]`` as a mapping (flat keys of earlier versions accepted,
+    without warning), validated."""
+    return convert(migrate_rules({**(raw or {}), **keys}, warn=False), RulesConfig, prefix="rules")
 
 
 _SHA256_HEX = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
@@ -462,13 +527,43 @@ def _secret_keys(raw: Mapping[str, Any]) -> list[str]:
     return keys
 
 
+def _flatten(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}.{key}"))
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
+
+
 def _dotted(overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
     """``{"mqtt": {"url": u}}`` → ``{"mqtt.url": u}``."""
     out: dict[str, Any] = {}
     for section, values in (overrides or {}).items():
         if not isinstance(values, Mapping):
             raise ConfigError(f"{section}: expected a table")
-        out.update({f"{section}.{key}": value for key, value in values.items()})
+        out.update(_flatten(values, section))
+    return out
+
+
+def _migrate_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """``FLEETOPS_RULES__<FLAT_KEY>`` of earlier versions → ``FLEETOPS_RULES__<TABLE>__<KEY>``; both
+    given is an error."""
+    out = dict(env or {})
+    prefix = f"{ENV_PREFIX}RULES__"
+    for old, (table, key) in FLAT_RULE_KEYS.items():
+        name = f"{prefix}{old.upper()}"
+        if name not in out:
+            continue
+        new = f"{prefix}{table.upper()}__{key.upper()}"
+        if new in out:
+            raise ConfigError(f"{name}: given twice, as {name} and {new}; keep the latter")
+        out[new] = out.pop(name)
+        if old not in _WARNED:
+            _WARNED.add(old)
+            log.warning("config_key_deprecated", key=name, use=new)
+    return out
     return out
 
 
@@ -479,8 +574,14 @@ def parse_config(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> CollectorConfig:
     """Merge ``raw`` (parsed TOML), environment overrides and flag overrides (per section), then
-    validate (``fleetops.config``)."""
-    data = merge(raw, CollectorConfig, environ=env, overrides=_dotted(overrides))
+    validate (``fleetops.config``). Flat ``[rules]`` keys of earlier versions are moved to their
+    tables in each layer (``migrate_rules``), so a later layer overrides an earlier one whichever
+    spelling each uses."""
+    layers = [
+        {k: migrate_rules(v) if k == "rules" and isinstance(v, Mapping) else v for k, v in layer.items()}
+        for layer in (raw, overrides or {})
+    ]
+    data = merge(layers[0], CollectorConfig, environ=_migrate_env(env), overrides=_dotted(layers[1]))
     try:
         return convert(data, CollectorConfig)
     except ConfigError as exc:

@@ -24,7 +24,7 @@ from collector.config import CollectorConfig
 from collector.fleet.state import FleetState, NodeChange, NodeState
 from collector.ingest.acks import LinkTracker, ack_messages, rebirth_message
 from collector.ingest.client import InboundMessage, MqttIngest, Rejections, decode_inbound
-from collector.rules import Finding, RuleContext, evaluate_event, evaluate_node, evaluate_readings
+from collector.rules import Finding, RuleContext, RuleErrors, evaluate_event, evaluate_node, evaluate_readings
 from collector.store import NodeRecord
 from collector.store import StoreInterface as Store
 from collector.store import TransactionInterface as Transaction
@@ -171,6 +171,8 @@ class Pipeline:
         self.catalog = catalog
         self.clock = clock
         self.rejections = Rejections()
+        #: rule exceptions per rule (a rule that raises is skipped; its subject is still stored)
+        self.rule_errors = RuleErrors()
         #: per-node link facts: clock skew, event sequence gaps, rebirth requests
         self.links = LinkTracker()
         #: counters: messages_<channel>, batches, events_new, events_duplicate, tasks_<change>, acks,
@@ -234,6 +236,7 @@ class Pipeline:
             offline_grace_s=self.config.liveness.offline_grace_s,
             config=self.config.rules,
             fleet=self.state.nodes,
+            errors=self.rule_errors,
         )
 
     async def process(self, batch: list[InboundMessage]) -> list[TaskChange]:
@@ -271,10 +274,11 @@ class Pipeline:
                 changes.extend(self.state.apply(topic.site, message, now, retained=msg.retained))
                 for observe in self.message_observers:
                     observe(topic.site, message, now)
-                findings: list[Finding] = []
                 if isinstance(message, Event):
-                    findings = evaluate_event(message, self._context(self.state.nodes.get(message.node), now))
-                    events.append((message, topic.site, findings))
+                    # the evaluator guards each rule: whatever the rules do, the event is stored
+                    # and acknowledged
+                    context = self._context(self.state.nodes.get(message.node), now)
+                    events.append((message, topic.site, evaluate_event(message, context)))
                 elif isinstance(message, Telemetry):
                     framed.add(message.node)
             except Exception as exc:  # a bug must not stop ingest: count it, log it (rate-limited)

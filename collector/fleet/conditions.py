@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from collector.config import RulesConfig
+from fleetops.pcie import GPU_IDLE, pcie_degraded
 from fleetops.wire import AcceleratorReadings, HostReadings
 
 __all__ = [
@@ -39,12 +40,10 @@ __all__ = [
     "Share",
     "Streak",
     "Sustained",
-    "pcie_low",
 ]
 
 HW_THERMAL_SLOWDOWN: Final = 0x40
 HW_POWER_BRAKE: Final = 0x80
-GPU_IDLE: Final = 0x1
 
 
 class Sustained:
@@ -194,18 +193,6 @@ def _near(r: AcceleratorReadings, margin: float) -> bool | None:
     return t >= slow - margin
 
 
-def pcie_low(r: AcceleratorReadings) -> bool | None:
-    """The link below its maximum width, or below its maximum generation while not idle."""
-    if r.pcie_link_width is None or r.pcie_link_width_max is None:
-        return None
-    if r.pcie_link_width < r.pcie_link_width_max:
-        return True
-    if r.pcie_link_gen is None or r.pcie_link_gen_max is None:
-        return False
-    idle = r.clock_event_reasons is not None and bool(r.clock_event_reasons & GPU_IDLE)
-    return None if idle else r.pcie_link_gen < r.pcie_link_gen_max
-
-
 class GpuConditions:
     """One accelerator's conditions, fed with every frame that carries it (agent-time order).
 
@@ -266,7 +253,7 @@ class GpuConditions:
             aggregate, sram = self.trn_aggregate, self.trn_sram
             assert aggregate is not None
             assert sram is not None
-            window = cfg.trn_ecc_window_s
+            window = cfg.trn_ecc.window_s
             aggregate.step(prev_frame_ts, ts, r.ecc_aggregate_uncorrected_total, window, False)
             sram.step(prev_frame_ts, ts, r.sram_ecc_uncorrected_total, window, False)
             self.watch = r.lost or aggregate.total > 0 or sram.total > 0
@@ -274,18 +261,18 @@ class GpuConditions:
         t, slow = r.temperature_celsius, r.slowdown_temperature_celsius
         hot = self.hot
         if t is not None and slow is not None:
-            margin = cfg.gpu_temperature_margin_c
+            margin = cfg.gpu_temperature.margin_c
             if hot.active or t >= slow - margin:
                 hot.step(
                     ts,
                     t >= slow - margin,
-                    t >= slow - margin - cfg.gpu_temperature_hysteresis_c,
-                    cfg.gpu_temperature_for_s,
+                    t >= slow - margin - cfg.gpu_temperature.hysteresis_c,
+                    cfg.gpu_temperature.for_s,
                 )
             else:
                 hot.run_start = None
         reasons = r.clock_event_reasons or 0
-        window, enter, clear = cfg.gpu_throttle_window_s, cfg.gpu_throttle_share, cfg.gpu_throttle_clear_share
+        window, enter, clear = cfg.gpu_throttle.window_s, cfg.gpu_throttle.share, cfg.gpu_throttle.clear_share
         held = bool(reasons & HW_THERMAL_SLOWDOWN)
         if held or self.thermal_slowdown is not None:
             self.thermal_slowdown = _share(self.thermal_slowdown, prev, ts, held, window, enter, clear)
@@ -293,21 +280,21 @@ class GpuConditions:
         if held or self.power_brake is not None:
             self.power_brake = _share(self.power_brake, prev, ts, held, window, enter, clear)
         watts, limit = r.power_watts, r.power_limit_watts
-        held = watts is not None and bool(limit) and watts > (limit or 0.0) * cfg.gpu_power_over_ratio
+        held = watts is not None and bool(limit) and watts > (limit or 0.0) * cfg.gpu_power.over_ratio
         if held or self.power_over is not None:
-            ratio = cfg.gpu_power_over_share
+            ratio = cfg.gpu_power.over_share
             self.power_over = _share(
-                self.power_over, prev, ts, held, cfg.gpu_power_window_s, ratio, ratio / 2
+                self.power_over, prev, ts, held, cfg.gpu_power.window_s, ratio, ratio / 2
             )
         if self.pcie_after != pcie_after:  # a new boot: the PCIe conditions start afresh
             self.pcie_after, self.pcie_low, self.pcie_replays = pcie_after, Sustained(), Rise()
         if ts >= pcie_after:
-            low = pcie_low(r)
+            low = pcie_degraded(r)  # None (idle at a lower generation): the streak holds
             sustained = self.pcie_low
             if low or sustained.active or sustained.run_start is not None:
-                sustained.step(ts, low, low, cfg.gpu_pcie_for_s)
+                sustained.step(ts, low, low, cfg.gpu_pcie.for_s)
             after = prev_frame_ts if prev_frame_ts is not None and prev_frame_ts >= pcie_after else None
-            self.pcie_replays.step(after, ts, r.pcie_replay_total, cfg.gpu_pcie_replay_window_s, True)
+            self.pcie_replays.step(after, ts, r.pcie_replay_total, cfg.gpu_pcie.replay_window_s, True)
         links = r.nvlink_links_total
         if links or self.nvlink.runs:
             crc, replay, recovery = (
@@ -319,7 +306,7 @@ class GpuConditions:
                 errors = None
             else:
                 errors = (crc or 0) + (replay or 0) + (recovery or 0)
-            self.nvlink.step(prev_frame_ts, ts, errors, cfg.gpu_nvlink_window_s, True)
+            self.nvlink.step(prev_frame_ts, ts, errors, cfg.gpu_nvlink.window_s, True)
         up = r.nvlink_links_up
         self.watch = bool(
             r.lost
@@ -328,8 +315,7 @@ class GpuConditions:
             or r.remap_pending
             or r.retired_pages_pending
             or r.recovery_action
-            or (r.retired_pages_single_bit or 0) + (r.retired_pages_double_bit or 0)
-            >= cfg.gpu_retired_pages_max
+            or (r.retired_pages_single_bit or 0) + (r.retired_pages_double_bit or 0) >= cfg.retired_pages.max
             or (up is not None and links and up < links)
             or hot.active
             or self.thermal_slowdown is not None
@@ -396,14 +382,14 @@ class HostConditions:
         self.samples += 1
         self.newest_ts, self.newest_received = ts, received
         skew = ts - received
-        self.skew.step(received, abs(skew) > cfg.node_clock_skew_s)
+        self.skew.step(received, abs(skew) > cfg.clock_skew.skew_s)
         self.skews.append(skew)
         if len(self.skews) > 5:
             del self.skews[0]
         self.memory.step(
             ts,
             r.memory_total_bytes > 0
-            and r.memory_available_bytes / r.memory_total_bytes < cfg.node_memory_available_ratio,
+            and r.memory_available_bytes / r.memory_total_bytes < cfg.node_pressure.memory_available_ratio,
         )
         mounts = set()
         for disk in r.disks:
@@ -412,7 +398,9 @@ class HostConditions:
             if streak is None:
                 streak = self.disks[disk.mount] = Streak()
             streak.step(
-                ts, disk.total_bytes > 0 and disk.used_bytes / disk.total_bytes >= cfg.node_disk_used_ratio
+                ts,
+                disk.total_bytes > 0
+                and disk.used_bytes / disk.total_bytes >= cfg.node_pressure.disk_used_ratio,
             )
         for mount in [m for m in self.disks if m not in mounts]:
             self.disks[mount].step(ts, False)

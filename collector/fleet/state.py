@@ -140,7 +140,7 @@ class FleetState:
         )
         # the frame times must reach back over the counter windows too (see Rise.span)
         self.trend_window_s = max(
-            self.history_window_s, self.rules.gpu_pcie_replay_window_s, self.rules.gpu_nvlink_window_s
+            self.history_window_s, self.rules.gpu_pcie.replay_window_s, self.rules.gpu_nvlink.window_s
         )
         self.nodes: dict[str, NodeState] = {}
 
@@ -251,7 +251,7 @@ class FleetState:
             cfg = self.rules
             trend.append(frame.ts, frame.accelerators)
             boot = state.host_facts.boot_time_s if state.host_facts is not None else 0.0
-            after = boot + cfg.gpu_pcie_boot_grace_s
+            after = boot + cfg.gpu_pcie.boot_grace_s
             conditions = state.conditions
             watching = False
             for r in frame.accelerators:

@@ -168,6 +168,10 @@ COLLECTOR: Final[tuple[Family, ...]] = (
     _c("fleetops_collector_batches_total", "Batches committed to the store."),
     _c("fleetops_collector_acks_total", "QoS 1 messages acknowledged to the broker after commit."),
     _c("fleetops_collector_store_errors_total", "Failed store writes (retried)."),
+    _c(
+        "fleetops_collector_rule_errors_total",
+        "Rule evaluations that raised, by rule (the rule was skipped, the others ran).",
+    ),
     _c("fleetops_collector_rebirths_requested_total", "Rebirth requests sent to nodes."),
     _c("fleetops_collector_event_acks_published_total", "Event acknowledgements published to nodes."),
     _c("fleetops_collector_task_changes_total", "Remediation task changes by kind (opened, repeated, ...)."),

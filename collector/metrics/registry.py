@@ -189,6 +189,7 @@ class CollectorMetrics:
         rejections: Rejections,
         ingest: MqttIngest,
         links: LinkTracker | None = None,
+        rule_errors: Counter[str] | None = None,
         version: str = "",
         clock: Callable[[], float] = time.time,
         refresh_s: float = 0.0,
@@ -204,6 +205,8 @@ class CollectorMetrics:
         self.rejections = rejections
         self.ingest = ingest
         self.links = links
+        #: rule name -> evaluations that raised (``collector.rules.RuleErrors.counts``)
+        self.rule_errors: Counter[str] = rule_errors if rule_errors is not None else Counter()
         self.version = version
         self.clock = clock
         self.started_at = clock()
@@ -396,6 +399,8 @@ class CollectorMetrics:
         emit("fleetops_collector_batches_total", _EMPTY, _NONE, stats["batches"])
         emit("fleetops_collector_acks_total", _EMPTY, _NONE, stats["acks"])
         emit("fleetops_collector_store_errors_total", _EMPTY, _NONE, stats["store_errors"])
+        for rule, count in sorted(self.rule_errors.items()):
+            emit("fleetops_collector_rule_errors_total", _EMPTY, (("rule", rule),), count)
         emit("fleetops_collector_rebirths_requested_total", _EMPTY, _NONE, stats["rebirths_requested"])
         emit("fleetops_collector_event_acks_published_total", _EMPTY, _NONE, stats["event_acks_published"])
         changes = {f"tasks_{c}" for c in _TASK_CHANGES} | {k for k in stats if k.startswith("tasks_")}

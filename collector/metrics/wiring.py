@@ -55,6 +55,7 @@ class MetricsService:
             rejections=pipeline.rejections,
             ingest=ingest,
             links=pipeline.links,
+            rule_errors=pipeline.rule_errors.counts,
             version=__version__,
             clock=clock,
             refresh_s=config.export.metrics_refresh_s,

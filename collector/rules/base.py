@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -19,6 +19,9 @@ from collector.rules.actions import Action, Severity, default_severity
 from collector.store.records import TaskLocation
 from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, Event
 from fleetops.xid_catalog import XidCatalog
+
+if TYPE_CHECKING:
+    from collector.rules.evaluator import RuleErrors
 
 __all__ = [
     "VERDICT_PREFIX",
@@ -113,6 +116,8 @@ class RuleContext:
     config: RulesConfig = field(default_factory=RulesConfig)
     #: every node, read-only (for rules that look beyond one node, e.g. a hang's peers)
     fleet: Mapping[str, NodeState] | None = None
+    #: where rule exceptions are counted (``None``: a process-wide fallback counter)
+    errors: RuleErrors | None = None
 
     def enabled(self, rule: str) -> bool:
         return rule not in self.config.disabled

@@ -3,13 +3,11 @@ pressure, a probe failing persistently. Each is a lasting condition with a for-d
 
 from __future__ import annotations
 
-from typing import Final
-
 from collector.fleet.state import NodeState
 from collector.rules.actions import Action, default_severity
 from collector.rules.base import Finding, RuleContext, TaskLocation, duration_text, iso, node_location
 
-__all__ = ["NODE_READINGS_RULES", "NODE_TIME_RULES", "node_offline_rule"]
+__all__ = ["clock_skew_rule", "disk_rule", "memory_rule", "node_offline_rule", "probe_rule"]
 
 
 def _node_finding(
@@ -69,14 +67,14 @@ def _lasted(since: float | None, newest: float | None, for_s: float) -> bool:
 
 
 def clock_skew_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
-    """The agent's clock differs from the collector's by more than ``node_clock_skew_s`` for
-    ``node_clock_skew_for_s`` of collector time (frames replayed from a backlog arrive together and
+    """The agent's clock differs from the collector's by more than ``clock_skew.skew_s`` for
+    ``clock_skew.for_s`` of collector time (frames replayed from a backlog arrive together and
     do not count: the skew must hold while frames keep arriving)."""
     if not ctx.enabled("clock_skew"):
         return []
     cfg = ctx.config
     host = node.host_conditions
-    if host.samples < 3 or not _lasted(host.skew.since, host.newest_received, cfg.node_clock_skew_for_s):
+    if host.samples < 3 or not _lasted(host.skew.since, host.newest_received, cfg.clock_skew.for_s):
         return []
     skew = sorted(host.skews, key=abs)[0]
     return [
@@ -93,7 +91,7 @@ def clock_skew_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
 
 
 def disk_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
-    """A file system at or over ``node_disk_used_ratio`` full for ``node_pressure_for_s``."""
+    """A file system at or over ``node_pressure.disk_used_ratio`` full for ``node_pressure.for_s``."""
     if not ctx.enabled("disk_full"):
         return []
     cfg = ctx.config
@@ -105,7 +103,7 @@ def disk_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
     for disk in r.disks:
         streak = host.disks.get(disk.mount)
         since = streak.since if streak is not None else None
-        if disk.total_bytes and _lasted(since, host.newest_ts, cfg.node_pressure_for_s):
+        if disk.total_bytes and _lasted(since, host.newest_ts, cfg.node_pressure.for_s):
             out.append(
                 _node_finding(
                     node,
@@ -126,13 +124,13 @@ def disk_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
 
 
 def memory_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
-    """Available memory under ``node_memory_available_ratio`` for ``node_pressure_for_s``."""
+    """Available memory under ``node_pressure.memory_available_ratio`` for ``node_pressure.for_s``."""
     if not ctx.enabled("memory_pressure"):
         return []
     cfg = ctx.config
     host = node.host_conditions
     r = node.host_readings
-    if r is None or not _lasted(host.memory.since, host.newest_ts, cfg.node_pressure_for_s):
+    if r is None or not _lasted(host.memory.since, host.newest_ts, cfg.node_pressure.for_s):
         return []
     return [
         _node_finding(
@@ -140,7 +138,7 @@ def memory_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
             fault="memory_pressure",
             action=Action.INVESTIGATE_SOFTWARE,
             summary=f"only {r.memory_available_bytes / r.memory_total_bytes:.1%} of memory available "
-            f"for {duration_text(cfg.node_pressure_for_s)} or more: find what is using it",
+            f"for {duration_text(cfg.node_pressure.for_s)} or more: find what is using it",
             rule="memory_pressure",
             evidence={
                 "available_bytes": r.memory_available_bytes,
@@ -152,12 +150,12 @@ def memory_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
 
 
 def probe_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
-    """A probe failing (or timing out) for ``node_probe_failing_for_s``: the node is partly blind."""
+    """A probe failing (or timing out) for ``probe_failing.for_s``: the node is partly blind."""
     if not ctx.enabled("probe_failing") or node.readings_ts is None:
         return []
     out: list[Finding] = []
     for probe, since in sorted(node.probe_failing_since.items()):
-        if node.readings_ts - since < ctx.config.node_probe_failing_for_s:
+        if node.readings_ts - since < ctx.config.probe_failing.for_s:
             continue
         detail = node.probe_failing_detail.get(probe, "")
         out.append(
@@ -172,7 +170,3 @@ def probe_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
             )
         )
     return out
-
-
-NODE_TIME_RULES: Final = (node_offline_rule,)
-NODE_READINGS_RULES: Final = (clock_skew_rule, disk_rule, memory_rule, probe_rule)

@@ -24,9 +24,10 @@ from collector.rules.base import (
     readings_evidence,
     where,
 )
+from collector.rules.evaluator import Gpu
 from fleetops.wire import Event
 
-__all__ = ["TRAINIUM_EVENT_RULES", "TRAINIUM_READINGS_RULES", "hang_peers"]
+__all__ = ["hang_peers", "missing_event_rule", "neuron_hw_error_rule", "trn_ecc_rule"]
 
 _REPLACE_ERRORS: Final = ("SRAM_UNCORRECTABLE", "NC_UNCORRECTABLE", "HBM_UNCORRECTABLE", "DMA_ERROR")
 
@@ -59,7 +60,7 @@ def neuron_hw_error_rule(event: Event, ctx: RuleContext) -> Finding | None:
     place = where(event.accelerator_index)
     if "HANG_ON_COLLECTIVES" in error:
         named = event.data.get("peers") or event.data.get("peer_nodes")
-        found = hang_peers(ctx.fleet, event.node, event.ts, ctx.config.facility_window_s)
+        found = hang_peers(ctx.fleet, event.node, event.ts, ctx.config.facility.window_s)
         if named:
             who = f"peers {named}"
         elif found:
@@ -114,47 +115,31 @@ def missing_event_rule(event: Event, ctx: RuleContext) -> Finding | None:
     )
 
 
-TRAINIUM_EVENT_RULES: Final = (neuron_hw_error_rule, missing_event_rule)
-
-
-def trn_ecc_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
-    """Uncorrected HBM or SRAM ECC counts rising by ``trn_ecc_rise_count`` within
-    ``trn_ecc_window_s``: REPLACE_HARDWARE, while they keep rising within the window."""
-    if not ctx.enabled("trn_ecc") or not node.watching:
-        return []
+def trn_ecc_rule(gpu: Gpu, ctx: RuleContext) -> Finding | None:
+    """Uncorrected HBM or SRAM ECC counts rising by ``trn_ecc.rise_count`` within
+    ``trn_ecc.window_s``: REPLACE_HARDWARE, while they keep rising within the window."""
     cfg = ctx.config
-    out: list[Finding] = []
-    for index, c in sorted(node.conditions.items()):
-        if c.trn_aggregate is None or c.trn_sram is None:
-            continue  # not a Trainium device
-        rise = c.trn_aggregate.total + c.trn_sram.total
-        if rise < cfg.trn_ecc_rise_count or c.latest is None or c.last_ts is None:
-            continue
-        accel = node.accelerator(index, c.id)
-        if accel is None or accel.vendor != "aws":
-            continue
-        latest = c.latest
-        since = c.last_ts - cfg.trn_ecc_window_s
-        out.append(
-            Finding(
-                node=node.node,
-                component=latest.id,
-                fault="ecc_uncorrected",
-                action=Action.REPLACE_HARDWARE,
-                severity=default_severity(Action.REPLACE_HARDWARE),
-                summary=f"Trainium device {index}: uncorrected ECC errors rose by {rise} within "
-                f"{duration_text(cfg.trn_ecc_window_s)}: a replacement criterion",
-                location=accelerator_location(node, index, latest.id),
-                rule="trn_ecc",
-                evidence={
-                    "readings": readings_evidence(node, index, since, cfg.evidence_readings),
-                    "events": events_evidence(node, index, latest.id, since),
-                    "rise": rise,
-                },
-                condition=True,
-            )
-        )
-    return out
-
-
-TRAINIUM_READINGS_RULES: Final = (trn_ecc_rule,)
+    node, index, c, latest = gpu.node, gpu.index, gpu.conditions, gpu.readings
+    if c.trn_aggregate is None or c.trn_sram is None or c.last_ts is None:
+        return None  # not a Trainium device
+    rise = c.trn_aggregate.total + c.trn_sram.total
+    if rise < cfg.trn_ecc.rise_count:
+        return None
+    since = c.last_ts - cfg.trn_ecc.window_s
+    return Finding(
+        node=node.node,
+        component=latest.id,
+        fault="ecc_uncorrected",
+        action=Action.REPLACE_HARDWARE,
+        severity=default_severity(Action.REPLACE_HARDWARE),
+        summary=f"Trainium device {index}: uncorrected ECC errors rose by {rise} within "
+        f"{duration_text(cfg.trn_ecc.window_s)}: a replacement criterion",
+        location=accelerator_location(node, index, latest.id),
+        rule="trn_ecc",
+        evidence={
+            "readings": readings_evidence(node, index, since, cfg.evidence_readings),
+            "events": events_evidence(node, index, latest.id, since),
+            "rise": rise,
+        },
+        condition=True,
+    )

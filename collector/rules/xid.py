@@ -6,12 +6,12 @@
   decode table; XID 45 never asks for anything alone (its solo fix is a fabric-manager restart only
   when it repeats).
 * Application-class XIDs (13, 31, 43, 45, 69, 94, 137) raise nothing alone. Repeated on the same GPU
-  (``xid_app_repeat_count`` within ``xid_app_repeat_window_s``) they become INVESTIGATE_SOFTWARE, or
+  (``xid.app_repeat_count`` within ``xid.app_repeat_window_s``) they become INVESTIGATE_SOFTWARE, or
   INSPECT_HARDWARE where the catalog's workflow says the repeat points at the hardware (13 on the
   same GPC/TPC, 31 on the same GPU).
 * XID 154 is the driver's own verdict and wins (``verdict=True``).
 * An XID the catalog does not know is an OBSERVE task naming it, never silence.
-* ``xid_overrides`` (XID → action) and ``xid_ignore`` in ``[rules]`` take precedence.
+* ``overrides`` (XID → action) and ``ignore`` in ``[rules.xid]`` take precedence.
 """
 
 from __future__ import annotations
@@ -231,9 +231,9 @@ def _gpc_tpc(event: Event) -> tuple[str, str] | None:
 def _app_class(event: Event, ctx: RuleContext, code: int) -> Finding | None:
     """Application XIDs: nothing alone; repeated on one GPU, software or hardware suspicion."""
     cfg = ctx.config
-    earlier = _earlier_xids(event, ctx, frozenset((code,)), cfg.xid_app_repeat_window_s)
+    earlier = _earlier_xids(event, ctx, frozenset((code,)), cfg.xid.app_repeat_window_s)
     occurrences = event.count + sum(e.count for e in earlier)
-    if occurrences < cfg.xid_app_repeat_count:
+    if occurrences < cfg.xid.app_repeat_count:
         return None
     action = Action.INVESTIGATE_SOFTWARE
     why = "repeats of an application fault: look at the workload and the software stack first"
@@ -246,7 +246,7 @@ def _app_class(event: Event, ctx: RuleContext, code: int) -> Finding | None:
         mine = _gpc_tpc(event)
         if (
             mine is not None
-            and sum(1 for e in earlier if _gpc_tpc(e) == mine) + 1 >= cfg.xid_app_repeat_count
+            and sum(1 for e in earlier if _gpc_tpc(e) == mine) + 1 >= cfg.xid.app_repeat_count
         ):
             action = Action.INSPECT_HARDWARE
             why = (
@@ -259,7 +259,7 @@ def _app_class(event: Event, ctx: RuleContext, code: int) -> Finding | None:
         fault=f"xid:{code}:repeated",
         action=action,
         summary=(
-            f"XID {code} {occurrences} times within {duration_text(cfg.xid_app_repeat_window_s)}"
+            f"XID {code} {occurrences} times within {duration_text(cfg.xid.app_repeat_window_s)}"
             f"{where(event.accelerator_index)}: {why}"
         ),
         rule="xid_app_repeat",
@@ -278,7 +278,7 @@ def _xid74(event: Event, ctx: RuleContext) -> tuple[Action, str]:
     classes = xid74_classes(event.data)
     if not classes:
         return Action.INSPECT_HARDWARE, "registers not available: check the NVLink connections"
-    repeated = len(_earlier_xids(event, ctx, frozenset((74,)), ctx.config.xid_app_repeat_window_s)) >= 2
+    repeated = len(_earlier_xids(event, ctx, frozenset((74,)), ctx.config.xid.app_repeat_window_s)) >= 2
     best = Action.OBSERVE
     for label in classes:
         alone, again = _XID74_CLASS_ACTIONS[label]
@@ -319,9 +319,9 @@ def xid_rule(event: Event, ctx: RuleContext) -> Finding | None:
             f"{event.message[:200]}",
             rule="xid",
         )
-    if code in cfg.xid_ignore:
+    if code in cfg.xid.ignore:
         return None
-    override = cfg.xid_overrides.get(str(code))
+    override = cfg.xid.overrides.get(str(code))
     entry = ctx.catalog.get(code)
     name = entry.mnemonic if entry is not None else "UNKNOWN"
     place = where(event.accelerator_index, event.pci_bus_id)

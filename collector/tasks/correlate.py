@@ -2,8 +2,8 @@
 once point at the facility — cooling or power delivery — not at the GPUs.
 
 When a CHECK_COOLING or CHECK_POWER finding arrives and, counting it, nodes of the same rack
-(``facility_rack_min_nodes``) or of ``facility_row_min_racks`` racks of the same row had such
-findings active within ``facility_window_s``, one task for the rack (or row) is opened: the open
+(``facility.rack_min_nodes``) or of ``facility.row_min_racks`` racks of the same row had such
+findings active within ``facility.window_s``, one task for the rack (or row) is opened: the open
 per-GPU tasks are merged into it (dismissed with ``merged_into`` set, their fault fingerprints
 attached to it) and later findings of any node there join it. No peer system does this; it turns
 dozens of GPU tasks into the one call a facility engineer needs.
@@ -47,21 +47,21 @@ def facility_finding(
     candidates = [
         t
         for t in tx.open_facility_candidates(
-            loc.site, loc.row, finding.action.value, at - cfg.facility_window_s
+            loc.site, loc.row, finding.action.value, at - cfg.facility.window_s
         )
         if t.scope == "component"
     ]
     in_rack = [t for t in candidates if t.location.rack == loc.rack]
     rack_nodes = {t.node for t in in_rack} | {finding.node}
     members: list[TaskRecord]
-    if len(rack_nodes) >= cfg.facility_rack_min_nodes:
+    if len(rack_nodes) >= cfg.facility.rack_min_nodes:
         scope, name, members = "rack", loc.rack, in_rack
         place = TaskLocation(site=loc.site, room=loc.room, row=loc.row, rack=loc.rack)
         nodes = rack_nodes
     else:
         racks = {t.location.rack for t in candidates} | {loc.rack}
         nodes = {t.node for t in candidates} | {finding.node}
-        if not loc.row or len(racks) < cfg.facility_row_min_racks or len(nodes) < cfg.facility_rack_min_nodes:
+        if not loc.row or len(racks) < cfg.facility.row_min_racks or len(nodes) < cfg.facility.rack_min_nodes:
             return None
         scope, name, members = "row", loc.row, candidates
         place = TaskLocation(site=loc.site, room=loc.room, row=loc.row)
@@ -69,7 +69,7 @@ def facility_finding(
     action = finding.action
     what = "cooling" if action is Action.CHECK_COOLING else "power delivery"
     summary = (
-        f"{len(nodes)} nodes of {scope} {name} show {kind} faults within {cfg.facility_window_s / 60:g} min "
+        f"{len(nodes)} nodes of {scope} {name} show {kind} faults within {cfg.facility.window_s / 60:g} min "
         f"({', '.join(sorted(nodes))}): check the {scope}'s {what} first"
     )
     task = create(

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from collector.config import RulesConfig
+from collector.config import rules_config
 from collector.fleet.state import FleetState, NodeState
 from collector.rules import RuleContext
 from fleetops.wire import (
@@ -85,7 +85,7 @@ def node_with(
 ) -> NodeState:
     """A node after ``frames`` frames, ``step_s`` apart; ``series(i, ts)`` gives frame i's readings.
     ``rules``: the rule settings the node's conditions are folded with (pass the same to ``ctx``)."""
-    fleet = FleetState(history_window_s=history_window_s, rules=RulesConfig(**(rules or {})))
+    fleet = FleetState(history_window_s=history_window_s, rules=rules_config(rules or {}))
     b = msgspec.structs.replace(birth(NODE, 1, gpus=gpus, ts=T0), host=HostFacts(boot_time_s=T0 - boot_age_s))
     fleet.apply(SITE, b, now=T0)
     for i in range(frames):
@@ -107,7 +107,7 @@ def node_with(
 
 def ctx(node: NodeState | None, now: float | None = None, **rules: Any) -> RuleContext:
     stamp = now if now is not None else (node.readings_ts or T0 if node is not None else T0)
-    return RuleContext(now=stamp, catalog=CATALOG, node=node, config=RulesConfig(**rules))
+    return RuleContext(now=stamp, catalog=CATALOG, node=node, config=rules_config(rules))
 
 
 def gpu_event(

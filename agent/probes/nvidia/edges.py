@@ -12,6 +12,7 @@ import msgspec
 
 from agent.probes.base import EventDraft, Severity
 from agent.probes.nvidia.xid import RECOVERY_ACTION_NAMES
+from fleetops.pcie import pcie_degraded as link_degraded_now
 from fleetops.wire import AcceleratorReadings, DataValue
 
 __all__ = ["HW_THROTTLE_REASONS", "DeviceRead", "EdgeState", "detect_edges"]
@@ -22,7 +23,6 @@ HW_THROTTLE_REASONS: Final[dict[int, str]] = {
     0x40: "hw_thermal_slowdown",
     0x80: "hw_power_brake",
 }
-_GPU_IDLE: Final = 0x1
 
 
 class DeviceRead(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,18 +45,6 @@ class EdgeState(msgspec.Struct, frozen=True, kw_only=True):
 
 def _appeared(prev: bool | None, cur: bool | None) -> bool:
     return cur is True and prev is False
-
-
-def _pcie_degraded(r: AcceleratorReadings) -> bool | None:
-    """Width below max, or generation below max while the GPU is busy (idle GPUs may downshift)."""
-    if r.pcie_link_width is None or r.pcie_link_width_max is None:
-        return None
-    if r.pcie_link_width < r.pcie_link_width_max:
-        return True
-    if r.pcie_link_gen is None or r.pcie_link_gen_max is None:
-        return False
-    idle = r.clock_event_reasons is not None and bool(r.clock_event_reasons & _GPU_IDLE)
-    return r.pcie_link_gen < r.pcie_link_gen_max and not idle
 
 
 def detect_edges(prev: EdgeState | None, cur: DeviceRead, now: float) -> tuple[list[EventDraft], EdgeState]:
@@ -94,7 +82,7 @@ def detect_edges(prev: EdgeState | None, cur: DeviceRead, now: float) -> tuple[l
             draft("remap_failure", "critical", "row remap failure", mechanism="row_remap")
         if r.recovery_action:
             draft("recovery_action", "critical", _recovery_message(r.recovery_action), **_recovery(r))
-        degraded = _pcie_degraded(r) is True
+        degraded = link_degraded_now(r) is True
         if degraded:
             draft("pcie_degraded", "warning", _pcie_message(r), **_pcie_data(r))
         return events, EdgeState(last=cur, throttle_since=throttle, pcie_degraded=degraded, lost=r.lost)
@@ -156,7 +144,7 @@ def detect_edges(prev: EdgeState | None, cur: DeviceRead, now: float) -> tuple[l
                 draft("throttle_end", "info", f"{name} cleared", reason=name, duration_s=duration)
 
     # PCIe link
-    link_degraded = _pcie_degraded(r)
+    link_degraded = link_degraded_now(r)  # None (idle at a lower generation): no edge either way
     if link_degraded is True and not pcie_degraded:
         pcie_degraded = True
         draft("pcie_degraded", "warning", _pcie_message(r), **_pcie_data(r))

@@ -10,7 +10,7 @@ import pytest
 
 from collector.rules import evaluate_event, evaluate_readings
 from collector.rules.actions import Action
-from collector.rules.gpu import LOST_LADDER
+from collector.rules.gpu_events import LOST_LADDER
 from fleetops.wire import AcceleratorReadings
 from tests.helpers.collector import SITE
 from tests.helpers.rules import T0, ctx, fleet_with_birth, gpu_event, h100, node_with
@@ -110,6 +110,16 @@ TABLE: list[tuple[str, Series, int, dict[str, Any], set[tuple[str, Action]]]] = 
     ("PCIe x8 right after boot", gpu0(pcie_link_width=8), 32, {"boot_age_s": 30}, set()),
     ("PCIe Gen4 under load", gpu0(pcie_link_gen=4), 32, {}, {("pcie_degraded", Action.INSPECT_HARDWARE)}),
     ("PCIe Gen1 while idle", gpu0(pcie_link_gen=1, clock_event_reasons=0x1), 32, {}, set()),
+    (
+        "PCIe Gen4 under load, idle at Gen1 between",
+        lambda i, ts: [
+            h100(0, pcie_link_gen=1, clock_event_reasons=0x1) if i % 2 else h100(0, pcie_link_gen=4),
+            h100(1),
+        ],
+        32,
+        {},
+        {("pcie_degraded", Action.INSPECT_HARDWARE)},
+    ),
     (
         "PCIe replays 120/min",
         lambda i, ts: [h100(0, pcie_replay_total=20 * i), h100(1)],

@@ -392,6 +392,21 @@ def test_edge_table(name: str, before: dict[str, Any], after: dict[str, Any], ki
         assert events[0].pci_bus_id == "00000000:18:00.0"
 
 
+def test_an_idle_gpu_at_a_lower_generation_neither_degrades_nor_restores_the_link() -> None:
+    """Idle GPUs lower the link generation to save power: under load Gen3 is degraded, idle Gen1
+    (after or before) says nothing, so no edge is sent either way."""
+    _, s = detect_edges(None, _read(**PCIE), 0.0)
+    idle = {**PCIE, "pcie_link_gen": 1, "clock_event_reasons": 0x1}
+    events, s = detect_edges(s, _read(**idle), 1.0)
+    assert events == []
+    events, s = detect_edges(s, _read(**{**PCIE, "pcie_link_gen": 3, "clock_event_reasons": 0}), 2.0)
+    assert [e.kind for e in events] == ["pcie_degraded"]
+    events, s = detect_edges(s, _read(**idle), 3.0)
+    assert events == []  # idle again: still degraded as far as anyone can tell
+    events, s = detect_edges(s, _read(**{**PCIE, "clock_event_reasons": 0}), 4.0)
+    assert [e.kind for e in events] == ["pcie_restored"]
+
+
 def test_edges_restore_and_lost_only_once() -> None:
     _, s = detect_edges(None, _read(**PCIE), 0.0)
     events, s = detect_edges(s, _read(**{**PCIE, "pcie_link_width": 8}), 1.0)

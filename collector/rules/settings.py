@@ -1,0 +1,158 @@
+"""Each rule family's settings, with their defaults: ``[rules.<family>]`` in collector.toml
+(docs/rules.md, "Settings"). ``collector.config.RulesConfig`` composes them.
+
+This module imports nothing but msgspec, so that the configuration can compose these structs
+without importing any rule."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+__all__ = [
+    "AcceleratorCountSettings",
+    "ClockSkewSettings",
+    "FacilitySettings",
+    "GpuNvlinkSettings",
+    "GpuPcieSettings",
+    "GpuPowerSettings",
+    "GpuTemperatureSettings",
+    "GpuThrottleSettings",
+    "NodePressureSettings",
+    "ProbeFailingSettings",
+    "RetiredPagesSettings",
+    "TrnEccSettings",
+    "XidSettings",
+]
+
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=365 * 86400)]
+Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Window = Annotated[float, msgspec.Meta(ge=1, le=86400)]
+#: The actions of ``collector.rules.actions.Action`` (kept literal: no rule is imported here).
+ActionName = Literal[
+    "RESTART_APP",
+    "RESET_GPU",
+    "REBOOT_NODE",
+    "DRAIN_NODE",
+    "INSPECT_HARDWARE",
+    "REPLACE_HARDWARE",
+    "CHECK_COOLING",
+    "CHECK_POWER",
+    "UPDATE_SOFTWARE",
+    "INVESTIGATE_SOFTWARE",
+    "CONTACT_VENDOR",
+    "OBSERVE",
+]
+
+
+class _Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class XidSettings(_Settings, frozen=True):
+    """``[rules.xid]`` (``collector.rules.xid``)."""
+
+    ignore: list[Annotated[int, msgspec.Meta(ge=1, le=100_000)]] = []
+    overrides: dict[str, ActionName] = {}
+    app_repeat_count: Annotated[int, msgspec.Meta(ge=2, le=10_000)] = 3
+    app_repeat_window_s: Seconds = 3600.0
+
+    def __post_init__(self) -> None:
+        for key in self.overrides:
+            if not key.isdigit() or not 1 <= int(key) <= 100_000:
+                raise ValueError(f"overrides: key {key!r} is not an XID number")
+
+
+class GpuTemperatureSettings(_Settings, frozen=True):
+    """``[rules.gpu_temperature]`` (``collector.rules.gpu_thermal``)."""
+
+    margin_c: Annotated[float, msgspec.Meta(ge=0, le=50)] = 5.0
+    hysteresis_c: Annotated[float, msgspec.Meta(ge=0, le=30)] = 3.0
+    for_s: Seconds = 300.0
+
+
+class GpuThrottleSettings(_Settings, frozen=True):
+    """``[rules.gpu_throttle]``: HW thermal slowdown and HW power brake (``collector.rules.gpu_thermal``,
+    ``collector.rules.gpu_power``)."""
+
+    window_s: Window = 600.0
+    share: Ratio = 0.2
+    clear_share: Ratio = 0.05
+
+    def __post_init__(self) -> None:
+        if self.clear_share > self.share:
+            raise ValueError("clear_share: must be <= share")
+
+
+class GpuPowerSettings(_Settings, frozen=True):
+    """``[rules.gpu_power]``: power over the enforced limit (``collector.rules.gpu_power``)."""
+
+    over_ratio: Annotated[float, msgspec.Meta(ge=1, le=3)] = 1.05
+    window_s: Window = 300.0
+    over_share: Ratio = 0.5
+
+
+class GpuPcieSettings(_Settings, frozen=True):
+    """``[rules.gpu_pcie]`` (``collector.rules.gpu_pcie``)."""
+
+    boot_grace_s: Seconds = 600.0
+    for_s: Seconds = 300.0
+    replay_per_min: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    replay_window_s: Window = 600.0
+
+
+class GpuNvlinkSettings(_Settings, frozen=True):
+    """``[rules.gpu_nvlink]`` (``collector.rules.gpu_nvlink``)."""
+
+    errors_per_min: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    window_s: Window = 600.0
+
+
+class RetiredPagesSettings(_Settings, frozen=True):
+    """``[rules.retired_pages]`` (``collector.rules.gpu_state``)."""
+
+    max: Annotated[int, msgspec.Meta(ge=1)] = 60
+
+
+class AcceleratorCountSettings(_Settings, frozen=True):
+    """``[rules.accelerator_count]`` (``collector.rules.accelerators``)."""
+
+    missing_grace_s: Seconds = 120.0
+
+
+class TrnEccSettings(_Settings, frozen=True):
+    """``[rules.trn_ecc]`` (``collector.rules.trainium``)."""
+
+    rise_count: Annotated[int, msgspec.Meta(ge=1)] = 1
+    window_s: Annotated[float, msgspec.Meta(ge=1, le=30 * 86400)] = 3600.0
+
+
+class ClockSkewSettings(_Settings, frozen=True):
+    """``[rules.clock_skew]`` (``collector.rules.node``)."""
+
+    skew_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    for_s: Seconds = 300.0
+
+
+class NodePressureSettings(_Settings, frozen=True):
+    """``[rules.node_pressure]``: disk nearly full, memory pressure (``collector.rules.node``)."""
+
+    disk_used_ratio: Ratio = 0.95
+    memory_available_ratio: Ratio = 0.03
+    for_s: Seconds = 300.0
+
+
+class ProbeFailingSettings(_Settings, frozen=True):
+    """``[rules.probe_failing]`` (``collector.rules.node``)."""
+
+    for_s: Seconds = 600.0
+
+
+class FacilitySettings(_Settings, frozen=True):
+    """``[rules.facility]``: many nodes of a rack or row at once (``collector.tasks.correlate``;
+    the Neuron hang rule reads ``window_s`` for its peers too)."""
+
+    window_s: Window = 900.0
+    rack_min_nodes: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 3
+    row_min_racks: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 2
