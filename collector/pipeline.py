@@ -15,16 +15,18 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 import structlog
 
-from collector.config import CollectorConfig
+from collector.fleet.settings import LivenessConfig
 from collector.fleet.state import FleetState, NodeChange, NodeState
 from collector.ingest.acks import LinkTracker, ack_messages, rebirth_message
 from collector.ingest.client import InboundMessage, MqttIngest, Rejections, decode_inbound
+from collector.ingest.settings import IngestConfig
 from collector.rules import Finding, RuleContext, RuleErrors, evaluate_event, evaluate_node, evaluate_readings
+from collector.rules.config import RulesConfig
 from collector.store import NodeRecord
 from collector.store import StoreInterface as Store
 from collector.store import TransactionInterface as Transaction
@@ -56,6 +58,19 @@ log = structlog.get_logger("collector.pipeline")
 T = TypeVar("T")
 
 POLL_S: Final = 0.25  # how long one wait for messages lasts (bounds shutdown latency)
+
+
+class PipelineSettings(Protocol):
+    """The sections of the collector's configuration the pipeline reads (``CollectorConfig`` has them)."""
+
+    @property
+    def ingest(self) -> IngestConfig: ...
+
+    @property
+    def liveness(self) -> LivenessConfig: ...
+
+    @property
+    def rules(self) -> RulesConfig: ...
 
 
 class StoreUnavailable(RuntimeError):
@@ -157,7 +172,7 @@ class Pipeline:
     def __init__(
         self,
         *,
-        config: CollectorConfig,
+        config: PipelineSettings,
         ingest: MqttIngest,
         store: Store,
         state: FleetState,

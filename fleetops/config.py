@@ -25,7 +25,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 
@@ -34,6 +34,9 @@ from fleetops.secrets import secret_file_problem
 __all__ = [
     "ENV_PREFIX",
     "ConfigError",
+    "PositiveInt",
+    "Ratio",
+    "Seconds",
     "SecretKeys",
     "convert",
     "env_overrides",
@@ -50,6 +53,12 @@ T = TypeVar("T")
 #: Dotted keys that hold secrets (``*`` matches any list index or table key), or a function of the
 #: parsed file that returns them.
 SecretKeys = Sequence[str] | Callable[[Mapping[str, Any]], Sequence[str]]
+
+
+#: Common value types of settings structs.
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=365 * 86400)]
+Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
 class ConfigError(ValueError):
@@ -175,7 +184,7 @@ def env_overrides(
             raise ConfigError(f"{name}: expected {ENV_PREFIX}<SECTION>__<KEY>")
         key = ".".join(parts)
         info = _env_field(parts, root, types)
-        if info is None:
+        if info is None or isinstance(info, msgspec.inspect.StructType):  # a table is no key
             raise ConfigError(f"{name}: unknown key {key}")
         found.append((key, _parse_env_value(name, environ[name], info)))
     return found

@@ -26,7 +26,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Final
 
-from collector.config import RulesConfig
+from collector.rules.config import RulesConfig
 from fleetops.pcie import GPU_IDLE, pcie_degraded
 from fleetops.wire import AcceleratorReadings, HostReadings
 

@@ -24,9 +24,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from collector.config import RulesConfig
 from collector.fleet.conditions import GpuConditions, HostConditions
 from collector.fleet.history import Trend
+from collector.rules.config import RulesConfig
 from fleetops.wire import (
     Accelerator,
     AcceleratorReadings,

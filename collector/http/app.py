@@ -16,7 +16,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from collector.config import AuthConfig, RulesConfig
+from collector.config import AuthConfig
 from collector.fleet.state import FleetState, NodeState
 from collector.http.openapi import serve_openapi
 from collector.http.responses import error_response as _error
@@ -26,6 +26,7 @@ from collector.http.tasks import AUTH_KEY, CLOCK_KEY, RULES_KEY, auth_middleware
 from collector.http.views import task_detail, task_view
 from collector.metrics.endpoint import serve_metrics
 from collector.rules.actions import SEVERITIES, Action
+from collector.rules.config import RulesConfig
 from collector.store import OPEN_STATES, TASK_STATES, TaskQuery
 from collector.store import StoreInterface as Store
 from fleetops.wire import valid_name

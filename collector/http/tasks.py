@@ -15,9 +15,10 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from collector.config import AuthConfig, RulesConfig
+from collector.config import AuthConfig
 from collector.http.auth import AuthFailure, Principal, authorize
 from collector.http.views import task_detail
+from collector.rules.config import RulesConfig
 from collector.store import StoreInterface as Store
 from collector.store import TransactionInterface as Transaction
 from collector.tasks.lifecycle import (

@@ -33,7 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from collector.config import MqttConfig
+from collector.ingest.settings import MqttConfig
 from fleetops.wire import CONTROL_CHANNELS, DecodeError, Message, Topic, TopicError, decode, parse_topic
 
 __all__ = ["InboundMessage", "MqttIngest", "PublishSink", "Rejections", "decode_inbound", "parse_publish"]

@@ -27,10 +27,10 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 
-from collector.config import OtlpExportConfig
 from collector.metrics.exposition import LATENCY_BUCKETS, Family
 from collector.metrics.families import FAMILIES
 from collector.metrics.registry import CollectorMetrics, Sample
+from collector.metrics.settings import OtlpExportConfig
 from collector.metrics.tasks import TaskCounter
 
 __all__ = ["OtlpPusher", "otlp_name"]

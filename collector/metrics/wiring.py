@@ -6,16 +6,17 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from aiohttp import web
 
-from collector.config import CollectorConfig
 from collector.fleet.state import FleetState
 from collector.ingest.client import MqttIngest
+from collector.ingest.settings import IngestConfig
 from collector.metrics.endpoint import METRICS_KEY, MetricsEndpoint
 from collector.metrics.hooks import attach
 from collector.metrics.registry import CollectorMetrics
+from collector.metrics.settings import ExportConfig
 from collector.metrics.tasks import TaskCounter
 from collector.pipeline import Pipeline
 from collector.store import Store
@@ -33,13 +34,23 @@ RENDER_PENDING_S: Final = 1.0
 RENDER_SLICE_NODES: Final = 8
 
 
+class MetricsSettings(Protocol):
+    """The sections of the collector's configuration the metrics read (``CollectorConfig`` has them)."""
+
+    @property
+    def export(self) -> ExportConfig: ...
+
+    @property
+    def ingest(self) -> IngestConfig: ...
+
+
 class MetricsService:
     """Builds the metrics and attaches them to the pipeline's objects; ``start(app)`` serves
     ``/metrics`` from ``app`` and starts the OTLP push when [export.otlp] is configured."""
 
     def __init__(
         self,
-        config: CollectorConfig,
+        config: MetricsSettings,
         state: FleetState,
         pipeline: Pipeline,
         ingest: MqttIngest,

@@ -20,7 +20,7 @@ import aiohttp
 import msgspec
 import structlog
 
-from collector.config import NotifyConfig
+from collector.notify.config import NotifyConfig
 from collector.notify.delivery import RetryPolicy
 from collector.notify.outbox import Delivery, OutboxDb
 from collector.notify.page import Notifier, NotifierContext, Page, PageEvent, PermanentError, TransientError

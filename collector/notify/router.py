@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
-from collector.config import NotifyRoute
+from collector.notify.config import NotifyRoute
 
 __all__ = ["GROUP_FIELDS", "RateLimiter", "Routable", "Router", "group_of"]
 

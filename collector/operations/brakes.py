@@ -9,11 +9,11 @@ from typing import Final
 
 import structlog
 
-from collector.config import OperationsConfig
 from collector.fleet.state import FleetState
 from collector.operations import db
 from collector.operations.audit import ACTOR, OperationsError
 from collector.operations.policy import breaker_verdict
+from collector.operations.settings import OperationsConfig
 from collector.rules.actions import Action
 from collector.rules.base import TaskLocation
 from collector.store import Transaction

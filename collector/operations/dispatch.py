@@ -10,13 +10,14 @@ from typing import Final
 
 import structlog
 
-from collector.config import OperationsConfig, RulesConfig
 from collector.fleet.state import FleetState
 from collector.operations import db
 from collector.operations.audit import ACTOR, POLICY, describe, new_id, note
 from collector.operations.brakes import BREAKER_FINGERPRINT
 from collector.operations.policy import Disruption, blast_radius_hold, plan_for, verifies_task
+from collector.operations.settings import OperationsConfig
 from collector.operations.signing import CommandSigner
+from collector.rules.config import RulesConfig
 from collector.store import Transaction
 from collector.tasks.lifecycle import TaskError, request_resolve
 from fleetops import wire

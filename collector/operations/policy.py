@@ -10,7 +10,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from collector.config import OperationsConfig
+from collector.operations.settings import OperationsConfig
 from collector.rules.actions import Action
 from fleetops.wire import OPERATIONS, check_arguments
 

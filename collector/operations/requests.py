@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 
-from collector.config import OperationsConfig
 from collector.fleet.state import FleetState
 from collector.operations import db
 from collector.operations.audit import OperationsError, describe, new_id, note
 from collector.operations.policy import admission, default_args, plan_for
+from collector.operations.settings import OperationsConfig
 from collector.store import Transaction
 from collector.store.operations_schema import LIVE_STATES
 from fleetops import wire

@@ -32,19 +32,21 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collector.config import CollectorConfig
 from collector.fleet.state import FleetState
+from collector.ingest.settings import MqttConfig
 from collector.operations import brakes, db, dispatch, requests
 from collector.operations.audit import ACTOR, OperationsError
 from collector.operations.brakes import BREAKER_FINGERPRINT
+from collector.operations.settings import OperationsConfig
 from collector.operations.signing import CommandSigner
+from collector.rules.config import RulesConfig
 from collector.store import Store, Transaction
 from fleetops import wire
 
@@ -53,12 +55,25 @@ __all__ = ["BREAKER_FINGERPRINT", "OperationsError", "OperationsService"]
 log = structlog.get_logger("collector.operations")
 
 
+class OperationsSettings(Protocol):
+    """The sections of the collector's configuration remote operations read (``CollectorConfig`` has them)."""
+
+    @property
+    def mqtt(self) -> MqttConfig: ...
+
+    @property
+    def operations(self) -> OperationsConfig: ...
+
+    @property
+    def rules(self) -> RulesConfig: ...
+
+
 class OperationsService:
     """Owns the operations loop and its MQTT connection; the API and CLI call its methods."""
 
     def __init__(
         self,
-        config: CollectorConfig,
+        config: OperationsSettings,
         store: Store,
         state: FleetState,
         *,

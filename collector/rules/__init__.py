@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from collector.rules.base import Finding, RuleContext, TaskLocation
-    from collector.rules.evaluator import Conclusion, Gpu, RuleErrors
+    from collector.rules.errors import RuleErrors
+    from collector.rules.evaluator import Conclusion, Gpu
     from collector.rules.registry import (
         EVENT_RULES,
         NODE_RULES,
@@ -54,7 +55,8 @@ __all__ = [
 #: (no rule), and the rules import the configuration.
 _HOMES: Final[dict[str, str]] = {
     **dict.fromkeys(("Finding", "RuleContext", "TaskLocation"), "collector.rules.base"),
-    **dict.fromkeys(("Conclusion", "Gpu", "RuleErrors"), "collector.rules.evaluator"),
+    **dict.fromkeys(("Conclusion", "Gpu"), "collector.rules.evaluator"),
+    "RuleErrors": "collector.rules.errors",
     **dict.fromkeys(
         (
             "EVENT_RULES",

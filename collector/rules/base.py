@@ -9,19 +9,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import msgspec
 
-from collector.config import RulesConfig
 from collector.fleet.state import NodeState
 from collector.rules.actions import Action, Severity, default_severity
+from collector.rules.config import RulesConfig
+from collector.rules.errors import RuleErrors
 from collector.store.records import TaskLocation
 from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, Event
 from fleetops.xid_catalog import XidCatalog
-
-if TYPE_CHECKING:
-    from collector.rules.evaluator import RuleErrors
 
 __all__ = [
     "VERDICT_PREFIX",

@@ -15,8 +15,6 @@ other rules.
 
 from __future__ import annotations
 
-import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
@@ -34,6 +32,7 @@ from collector.rules.base import (
     events_evidence,
     readings_evidence,
 )
+from collector.rules.errors import RuleErrors
 from fleetops.wire import AcceleratorReadings, Event
 
 __all__ = [
@@ -108,28 +107,6 @@ class Registered(Generic[F]):
     name: str
     check: F
     always: bool = False
-
-
-class RuleErrors:
-    """Rule exceptions counted per rule name, logged at most once per rule per ``log_every_s``."""
-
-    def __init__(self, *, log_every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.log_every_s = log_every_s
-        self.clock = clock
-        self.counts: Counter[str] = Counter()
-        self._logged_at: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-
-    def note(self, rule: str, exc: BaseException, subject: str) -> None:
-        self.counts[rule] += 1
-        now = self.clock()
-        last = self._logged_at.get(rule)
-        if last is not None and now - last < self.log_every_s:
-            self._suppressed[rule] += 1
-            return
-        self._logged_at[rule] = now
-        suppressed = self._suppressed.pop(rule, 0)
-        log.error("rule_failed", rule=rule, subject=subject, error=repr(exc), suppressed=suppressed)
 
 
 #: Used when a context carries no ``RuleErrors`` of its own (tests, tools).

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from collector.config import StoreConfig
 from collector.store.errors import StoreError
 from collector.store.interface import StoreInterface, TransactionInterface
 from collector.store.migrations import MIGRATIONS
@@ -24,6 +23,7 @@ from collector.store.records import (
     TaskRecord,
     TaskState,
 )
+from collector.store.settings import StoreConfig
 from collector.store.sqlite import SqliteStore
 from collector.store.sqlite_transaction import SqliteTransaction
 

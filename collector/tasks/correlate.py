@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from collector.config import RulesConfig
 from collector.rules.actions import Action, default_severity, runbook
 from collector.rules.base import Finding, TaskLocation
+from collector.rules.config import RulesConfig
 from collector.store import TaskRecord, TransactionInterface
 from collector.tasks.join import join
 from collector.tasks.transition import ACTOR, TaskChange, create, transition

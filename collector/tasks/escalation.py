@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from collector.config import RulesConfig
 from collector.rules.actions import DEFAULT_LADDER, Action, escalate
 from collector.rules.base import Finding
+from collector.rules.config import RulesConfig
 from collector.store import TaskRecord, TransactionInterface
 
 __all__ = ["ESCALATING_RESOLUTIONS", "escalation", "finding_ladder"]

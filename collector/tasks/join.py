@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal
 
-from collector.config import RulesConfig
 from collector.rules.actions import (
     DEFAULT_LADDER,
     Action,
@@ -19,6 +18,7 @@ from collector.rules.actions import (
     stronger,
 )
 from collector.rules.base import VERDICT_PREFIX, Finding
+from collector.rules.config import RulesConfig
 from collector.store import TaskRecord, TransactionInterface
 from collector.tasks.transition import ACTOR, TaskChange, refresh, task_change, transition
 

@@ -40,9 +40,9 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from collector.config import RulesConfig
 from collector.fleet.state import NodeState
 from collector.rules.base import Finding
+from collector.rules.config import RulesConfig
 from collector.store import TransactionInterface
 from collector.tasks.join import EVIDENCE_MAX
 from collector.tasks.opening import apply_finding, offline_fingerprint, open_task

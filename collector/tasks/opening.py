@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from collector.config import RulesConfig
 from collector.rules.actions import Action, default_severity, runbook
 from collector.rules.base import Finding
+from collector.rules.config import RulesConfig
 from collector.store import TransactionInterface
 from collector.tasks.correlate import facility_finding
 from collector.tasks.escalation import escalation

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collector.config import RulesConfig
 from collector.rules.actions import Action
+from collector.rules.config import RulesConfig
 from collector.store import TaskRecord, TransactionInterface
 from collector.tasks.transition import TaskChange, TaskError, transition
 from collector.tasks.verify import REBOOT_VERIFIES, close

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, Literal
 
-from collector.config import RulesConfig
 from collector.fleet.state import NodeState
 from collector.rules.actions import Action
+from collector.rules.config import RulesConfig
 from collector.store import TaskRecord, TransactionInterface
 from collector.tasks.transition import ACTOR, TaskChange, transition
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from collector.config import RulesConfig
+from collector.config import RulesConfig, rules_config
 from collector.rules import Finding, TaskLocation
 from collector.rules.actions import Action, default_severity
 from collector.store import Store, TaskQuery, TaskState, Transaction
@@ -179,7 +179,7 @@ def test_resolutions_write_one_row_each(store: Store) -> None:
 
 
 def test_a_facility_task_writes_its_opening_and_one_row_per_merged_task(store: Store) -> None:
-    cfg = RulesConfig(facility_rack_min_nodes=3, facility_window_s=600)
+    cfg = rules_config(facility_rack_min_nodes=3, facility_window_s=600)
     hot = [
         finding("thermal:hw_slowdown", Action.CHECK_COOLING, node=f"gpu-r01-n0{i}", condition=True)
         for i in (1, 2, 3)

@@ -8,8 +8,8 @@ import tomllib
 import pytest
 from structlog.testing import capture_logs
 
-from collector import config as config_module
 from collector.config import FLAT_RULE_KEYS, ConfigError, RulesConfig, parse_config
+from collector.rules import config as rules_config_module
 from collector.rules.settings import GpuPcieSettings, GpuTemperatureSettings
 from tests.helpers.paths import REPO
 
@@ -43,7 +43,7 @@ def _another(old: str, value: object) -> object:
 
 
 def test_every_flat_key_lands_in_its_table_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_module, "_WARNED", set())
+    monkeypatch.setattr(rules_config_module, "_WARNED", set())
     defaults = RulesConfig()
     for old, (table, key) in FLAT_RULE_KEYS.items():
         value = getattr(getattr(defaults, table), key)
