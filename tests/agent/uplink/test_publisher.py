@@ -17,12 +17,13 @@ import pytest
 
 from agent.config import AgentConfig, parse_config
 from agent.node import Agent
-from agent.probes.base import EventDraft, EventSink, Sample
+from agent.probes.base import EventDraft
 from agent.probes.runner import SystemClock
 from agent.uplink.publisher import MemoryQueue, Outgoing, Publisher, backoff_delay
 from devtools.broker import PrivateBroker
 from fleetops import wire
-from fleetops.wire import Accelerator, AcceleratorReadings
+from fleetops.wire import AcceleratorReadings
+from tests.helpers.probes import GpuTestProbe
 
 SITE = "pubtest"
 
@@ -100,34 +101,6 @@ class Recorder:
 
     def of(self, channel: str) -> list[Any]:
         return [r.message for r in self.received if r.channel == channel]
-
-
-class GpuTestProbe:
-    """Two fake GPUs; readings from a counter. ``emit`` is kept so the test can send events."""
-
-    name = "testgpu"
-
-    def __init__(self) -> None:
-        self.emit: EventSink | None = None
-        self.samples = 0
-
-    async def start(self, emit: EventSink) -> None:
-        self.emit = emit
-
-    def inventory(self) -> list[Accelerator]:
-        return [Accelerator(vendor="nvidia", kind="gpu", index=i, id=f"GPU-test-{i}") for i in range(2)]
-
-    async def sample(self) -> Sample:
-        self.samples += 1
-        return Sample(
-            accelerators=[
-                AcceleratorReadings(index=i, id=f"GPU-test-{i}", temperature_celsius=40.0 + self.samples)
-                for i in range(2)
-            ]
-        )
-
-    async def stop(self) -> None:
-        self.emit = None
 
 
 def agent_config(broker_url: str, node: str, state_dir: Path, **mqtt: Any) -> AgentConfig:

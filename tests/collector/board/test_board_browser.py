@@ -12,57 +12,19 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from collector.config import parse_config
 from collector.http.auth import hash_token
 from collector.service import Collector
 from collector.store import TaskQuery
 from devtools.broker import PrivateBroker
-from fleetops.wire import AcceleratorReadings, Telemetry
+from tests.helpers.board import ARTIFACTS, OPERATOR, board_frame, open_page
 from tests.helpers.collector import Publisher, birth, event, eventually, status
-from tests.helpers.paths import REPO
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = REPO / "artifacts"
-OPERATOR = "operator-token-" + "o" * 24
 VIEWER = "viewer-token-" + "v" * 24
 HOT = "gpu-r02-n02"
 LOST = "gpu-r01-n05"
-
-
-def _frame(node: str, seq: int, ts: float, temp: float, power: float, clock: float) -> Telemetry:
-    return Telemetry(
-        v=1,
-        node=node,
-        ts=ts,
-        session=1,
-        seq=seq,
-        interval_s=10.0,
-        accelerators=[
-            AcceleratorReadings(
-                index=i,
-                id=f"GPU-{node}-{i}",
-                temperature_celsius=temp if i == 1 else 41.0,
-                slowdown_temperature_celsius=87.0,
-                power_watts=power if i == 1 else 120.0,
-                power_limit_watts=700.0,
-                sm_clock_mhz=int(clock) if i == 1 else 1980,
-                utilization_percent=97.0,
-            )
-            for i in range(2)
-        ],
-    )
 
 
 @pytest.fixture
@@ -94,7 +56,7 @@ async def collector(own_broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[
             for node in (HOT, LOST, "gpu-r01-n01"):
                 heat = seq * 1.6 if node == HOT else 0.0
                 publisher.send(
-                    _frame(node, seq, ts, 45.0 + heat, 300.0 + heat * 5, 1980.0 - heat * 12), qos=0
+                    board_frame(node, seq, ts, 45.0 + heat, 300.0 + heat * 5, 1980.0 - heat * 12), qos=0
                 )
         lost = msgspec.structs.replace(event(LOST, "xid", data={"xid": 79}, index=1), ts=now - 15)
         publisher.send(lost)
@@ -103,30 +65,6 @@ async def collector(own_broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[
         publisher.close()
     yield c
     await c.stop()
-
-
-@pytest.fixture(name="browser")
-async def browser_fixture() -> AsyncIterator[Browser]:
-    """Debian's Chromium, headless (import ``browser_fixture`` to use it elsewhere)."""
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        await b.close()
-
-
-async def open_page(browser: Browser, token: str = "", **context: Any) -> Page:
-    ctx = await browser.new_context(**context)
-    if token:
-        await ctx.add_init_script(f"sessionStorage.setItem('fleetops.token', {token!r});")
-    page = await ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on(
-        "console",
-        lambda msg: errors.append(msg.text) if msg.type == "error" and "403" not in msg.text else None,
-    )
-    page.errors = errors  # type: ignore[attr-defined]
-    return page
 
 
 async def _api(collector: Collector, path: str) -> Any:

@@ -22,8 +22,8 @@ from collector.http.auth import hash_token
 from collector.service import Collector
 from collector.store import TaskQuery
 from devtools.broker import PrivateBroker
-from tests.collector.board.test_board_browser import ARTIFACTS, OPERATOR, _frame, browser_fixture, open_page  # noqa: F401
-from tests.collector.notify.test_alertmanager_e2e import Alertmanager
+from tests.helpers.alertmanager import Alertmanager
+from tests.helpers.board import ARTIFACTS, OPERATOR, board_frame, open_page
 from tests.helpers.collector import Publisher, birth, event, eventually, status
 from tests.helpers.notify import ROUTING_KEY, Receiver, receiver_fixture  # noqa: F401
 
@@ -96,7 +96,7 @@ async def test_fault_to_phone_to_acknowledged_and_resolved_upstream(
         publisher.send(status(NODE, "online", 1, ts=now - 200), retain=True)
         for seq in range(15):
             publisher.send(
-                _frame(NODE, seq, now - 150 + seq * 10, 60.0 + seq, 400.0 + seq * 8, 1900.0), qos=0
+                board_frame(NODE, seq, now - 150 + seq * 10, 60.0 + seq, 400.0 + seq * 8, 1900.0), qos=0
             )
         publisher.send(msgspec.structs.replace(event(NODE, "xid", data={"xid": 79}, index=1), ts=now - 5))
         (task,) = await eventually(lambda: collector.store.list_tasks(TaskQuery(node=NODE))[0])
@@ -127,7 +127,7 @@ async def test_fault_to_phone_to_acknowledged_and_resolved_upstream(
 
         # The operator resolves; the collector verifies the fault stays away, then resolves the page.
         for seq in range(15, 22):  # the node keeps reporting, healthy
-            publisher.send(_frame(NODE, seq, time.time(), 55.0, 300.0, 1980.0), qos=0)
+            publisher.send(board_frame(NODE, seq, time.time(), 55.0, 300.0, 1980.0), qos=0)
         headers = {"Authorization": f"Bearer {OPERATOR}"}
         async with (
             aiohttp.ClientSession() as s,
@@ -139,7 +139,7 @@ async def test_fault_to_phone_to_acknowledged_and_resolved_upstream(
         ):
             assert r.status == 200, await r.text()
         for seq in range(22, 40):
-            publisher.send(_frame(NODE, seq, time.time(), 55.0, 300.0, 1980.0), qos=0)
+            publisher.send(board_frame(NODE, seq, time.time(), 55.0, 300.0, 1980.0), qos=0)
             if _pd(receiver, "resolve"):
                 break
             await asyncio.sleep(0.5)

@@ -20,7 +20,7 @@ from collector.config import parse_config
 from collector.http.auth import hash_token
 from collector.service import Collector
 from devtools.broker import PrivateBroker
-from tests.collector.http.test_api_tasks import OPERATOR, TOKENS, VIEWER, _seed
+from tests.helpers.api import OPERATOR, TOKENS, VIEWER, seed_tasks
 from tests.helpers.collector import SITE, Publisher, birth, eventually
 
 
@@ -49,7 +49,7 @@ async def _run(api: Collector, *argv: str, token: str = OPERATOR) -> tuple[int, 
 
 
 async def test_tasks_list_show_and_changes(api: Collector, capsys: pytest.CaptureFixture[str]) -> None:
-    tid = _seed(api, node="gpu-r01-n07")
+    tid = seed_tasks(api, node="gpu-r01-n07")
     code, text = await _run(api, "tasks", "list", token=VIEWER)
     assert code == 0
     header, row = text.splitlines()[:2]

@@ -19,7 +19,7 @@ from collector.config import parse_config
 from collector.http.openapi import document
 from collector.service import Collector
 from devtools.broker import PrivateBroker
-from tests.collector.http.test_api_tasks import OPERATOR, TOKENS, _seed
+from tests.helpers.api import OPERATOR, TOKENS, seed_tasks
 from tests.helpers.collector import eventually
 
 EXAMPLES = 20
@@ -92,7 +92,7 @@ async def test_generated_requests_never_get_a_5xx(own_broker: PrivateBroker, tmp
     try:
         await eventually(lambda: collector.ingest.connected)
         for i in range(1, 4):
-            _seed(collector, fault=f"xid:{118 + i}", node=f"gpu-r01-n0{i}")
+            seed_tasks(collector, fault=f"xid:{118 + i}", node=f"gpu-r01-n0{i}")
         runner = collector._runner
         assert runner is not None
         seen: Counter[int] = Counter()

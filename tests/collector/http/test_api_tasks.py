@@ -16,19 +16,10 @@ import pytest
 from collector.config import AuthConfig, AuthToken, ConfigError, load_config, parse_config
 from collector.http.auth import AuthFailure, Principal, authorize, hash_token
 from collector.http.openapi import document
-from collector.rules import Finding, TaskLocation
-from collector.rules.actions import Action
 from collector.service import Collector
-from collector.tasks.lifecycle import apply_finding
 from devtools.broker import PrivateBroker
+from tests.helpers.api import OPERATOR, TOKENS, VIEWER, seed_tasks
 from tests.helpers.collector import eventually
-
-OPERATOR = "op-" + uuid.uuid4().hex
-VIEWER = "view-" + uuid.uuid4().hex
-TOKENS = [
-    {"name": "alice", "role": "operator", "sha256": hash_token(OPERATOR)},
-    {"name": "victor", "role": "viewer", "sha256": hash_token(VIEWER)},
-]
 
 
 def _config(broker: PrivateBroker, tmp_path: Path, tokens: list[dict[str, str]]) -> Any:
@@ -56,22 +47,6 @@ async def api(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[Collector]
     await collector.stop()
 
 
-def _seed(collector: Collector, fault: str = "xid:119", node: str = "gpu-r01-n01") -> int:
-    f = Finding(
-        node=node,
-        component=f"GPU-{node}-0",
-        fault=fault,
-        action=Action.RESET_GPU,
-        severity="critical",
-        summary=f"{fault} on GPU 0",
-        location=TaskLocation(site="demo", rack="r01", accelerator_index=0),
-        rule="xid",
-    )
-    change = collector.store.write(lambda tx: apply_finding(tx, f, 1000.0))
-    assert change is not None
-    return change.task_id
-
-
 async def _call(
     collector: Collector,
     method: str,
@@ -94,7 +69,7 @@ async def _call(
 
 
 async def test_reads_need_a_token_and_changes_an_operator(api: Collector) -> None:
-    tid = _seed(api)
+    tid = seed_tasks(api)
     code, body, headers = await _call(api, "GET", "/api/v1/tasks")
     assert (code, body["error"], headers["WWW-Authenticate"]) == (
         401,
@@ -119,7 +94,7 @@ async def test_reads_need_a_token_and_changes_an_operator(api: Collector) -> Non
 
 
 async def test_task_changes_through_the_lifecycle(api: Collector) -> None:
-    tid = _seed(api)
+    tid = seed_tasks(api)
     path = f"/api/v1/tasks/{tid}"
     assert (await _call(api, "POST", f"{path}/assign", token=OPERATOR, body={"assignee": "carol"}))[0] == 200
     code, body, _ = await _call(api, "POST", f"{path}/comment", token=OPERATOR, body={"comment": "drained"})
@@ -160,7 +135,7 @@ BAD_BODIES: list[tuple[str, Any, bytes | None]] = [
 async def test_bad_bodies_are_400_with_a_reason(
     api: Collector, route: str, body: Any, raw: bytes | None
 ) -> None:
-    tid = _seed(api)
+    tid = seed_tasks(api)
     code, payload, _ = await _call(
         api, "POST", f"/api/v1/tasks/{tid}/{route}", token=OPERATOR, body=body, raw=raw
     )
@@ -177,7 +152,7 @@ async def test_unknown_and_malformed_task_ids(api: Collector) -> None:
 async def test_without_tokens_loopback_reads_and_no_changes(broker: PrivateBroker, tmp_path: Path) -> None:
     collector = await _start(broker, tmp_path, [])
     try:
-        tid = _seed(collector)
+        tid = seed_tasks(collector)
         assert (await _call(collector, "GET", f"/api/v1/tasks/{tid}"))[0] == 200
         code, body, _ = await _call(collector, "POST", f"/api/v1/tasks/{tid}/acknowledge", body={})
         assert code == 403

@@ -32,8 +32,8 @@ from collector.metrics.deflate import (
 from collector.metrics.endpoint import accepts_gzip
 from collector.metrics.nodetext import NODE_FAMILIES, NodeText
 from collector.store import Store
-from tests.collector.metrics.test_metrics import GPU_FIELDS, Fleet, frame, gpu_reading, one, parse
 from tests.helpers.collector import birth, event, status
+from tests.helpers.metrics import GPU_FIELDS, Fleet, frame, gpu_reading, one, parse
 
 _RENDER_SECONDS = re.compile(rb"^fleetops_collector_metrics_render_seconds .*\n", re.M)
 

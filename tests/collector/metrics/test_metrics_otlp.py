@@ -19,9 +19,9 @@ from collector.metrics import TaskCounter
 from collector.metrics.otlp import OtlpPusher
 from collector.service import Collector
 from devtools.broker import PrivateBroker
-from tests.collector.metrics.test_metrics import Fleet, gpu_reading
-from tests.collector.metrics.test_metrics import frame as gpu_frame
 from tests.helpers.collector import Publisher, birth, event, eventually, frame, status
+from tests.helpers.metrics import Fleet, gpu_reading
+from tests.helpers.metrics import frame as gpu_frame
 
 
 @dataclass

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,63 +18,13 @@ import pytest
 from collector.config import parse_config
 from collector.service import Collector
 from collector.store import TaskQuery
-from devtools.broker import PrivateBroker, free_port
+from devtools.broker import PrivateBroker
+from tests.helpers.alertmanager import Alertmanager
 from tests.helpers.collector import Publisher, birth, event, eventually, frame, status
 from tests.helpers.notify import ROUTING_KEY, Receiver, change_state, receiver_fixture  # noqa: F401
 
 SITE = "demo"
 NODE = "gpu-r07-n03"
-
-
-def _am_config(hook_url: str) -> str:
-    return f"""
-route:
-  receiver: hook
-  group_by: [alertname, site, action]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: hook
-    webhook_configs:
-      - url: {hook_url}
-        send_resolved: true
-"""
-
-
-class Alertmanager:
-    def __init__(self, workdir: Path, hook_url: str) -> None:
-        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-        if binary is None:
-            raise RuntimeError("prometheus-alertmanager is not installed (scripts/bootstrap.sh test)")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = workdir / "am.yml"
-        config.write_text(_am_config(hook_url))
-        check = subprocess.run(["amtool", "check-config", str(config)], capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout + check.stderr
-        self.log = (workdir / "alertmanager.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=self.log,
-            stderr=self.log,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 async def _get(url: str) -> Any:

@@ -28,8 +28,8 @@ from collector.operations.signing import generate_key
 from collector.service import Collector
 from devtools.broker import PrivateBroker
 from fleetops import wire
-from tests.agent.uplink.test_publisher import GpuTestProbe
 from tests.helpers.collector import SITE, eventually
+from tests.helpers.probes import GpuTestProbe
 
 TOKEN = "operator-token-for-tests"
 VIEWER = "viewer-token-for-tests"

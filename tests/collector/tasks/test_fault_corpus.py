@@ -11,18 +11,14 @@ import pytest
 
 from agent.sim.scenario import FAULT_KINDS, Fault
 from collector.rules.actions import Action
-from tests.collector.tasks.test_tasks_simfleet import (
+from tests.helpers.simfleet import (
     SITE,
     FakeClock,
     Feed,
     SimGpuNode,
     SimNode,
     SimTrainiumNode,
-    clock,
-    feed,
 )
-
-__all__ = ["clock", "feed"]  # fixtures used by the tests below
 
 # (fault kind, extra fault fields, expected action, hardware seconds to run, evidence it must carry)
 GPU_CORPUS: list[tuple[str, dict[str, Any], Action, float, str]] = [

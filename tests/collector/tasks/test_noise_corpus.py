@@ -13,16 +13,12 @@ import pytest
 
 from agent.sim.scenario import Fault
 from fleetops.wire import AcceleratorReadings
-from tests.collector.tasks.test_tasks_simfleet import (
+from tests.helpers.simfleet import (
     FakeClock,
     Feed,
     SimGpuNode,
     SimTrainiumNode,
-    clock,
-    feed,
 )
-
-__all__ = ["clock", "feed"]
 
 
 async def test_an_hour_of_healthy_work_raises_nothing(feed: Feed, clock: FakeClock, tmp_path: Path) -> None:

@@ -25,8 +25,8 @@ from collector.tasks.lifecycle import (
     review,
 )
 from collector.tasks.transition import ALLOWED, STATES, TaskError, allowed, transition
-from tests.collector.tasks.test_tasks_lifecycle import watched_node
 from tests.helpers.collector import SITE
+from tests.helpers.tasks import watched_node
 
 CFG = RulesConfig(correlation_window_s=120, verify_window_s=600, escalation_window_s=7 * 86400)
 T0 = 1_750_000_000.0

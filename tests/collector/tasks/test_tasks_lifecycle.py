@@ -4,15 +4,13 @@ operator requests."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from collector.config import RulesConfig
-from collector.fleet.state import FleetState, NodeState
+from collector.fleet.state import FleetState
 from collector.rules import Finding, TaskLocation
 from collector.rules.actions import Action, default_severity
 from collector.store import Store, TaskQuery, TaskRecord
@@ -27,21 +25,11 @@ from collector.tasks.lifecycle import (
     request_resolve,
     review,
 )
-from fleetops.wire import Telemetry
 from tests.helpers.collector import SITE, birth, status
+from tests.helpers.tasks import CFG, NODE, apply, watched_node
 
-CFG = RulesConfig(correlation_window_s=120, verify_window_s=600, escalation_window_s=7 * 86400)
 T0 = 1_750_000_000.0
-NODE = "gpu-r01-n01"
 GPU = f"GPU-{NODE}-0"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "fleetops.db")
-    s.open()
-    yield s
-    s.close()
 
 
 def finding(
@@ -76,22 +64,8 @@ def finding(
     )
 
 
-def apply(store: Store, f: Finding, at: float, cfg: RulesConfig = CFG) -> Any:
-    return store.write(lambda tx: apply_finding(tx, f, at, cfg))
-
-
 def tasks(store: Store, **query: Any) -> list[TaskRecord]:
     return store.list_tasks(TaskQuery(limit=1000, **query))[0]
-
-
-def watched_node(frames_since: float, *, boot_id: str = "boot-1", gpus: int = 2) -> NodeState:
-    fleet = FleetState()
-    b = msgspec.structs.replace(birth(NODE, 1, gpus=gpus, ts=frames_since), boot_id=boot_id)
-    fleet.apply(SITE, b, now=frames_since)
-    fleet.apply(
-        SITE, Telemetry(v=1, node=NODE, ts=frames_since, session=1, seq=0, interval_s=10.0), now=frames_since
-    )
-    return fleet.nodes[NODE]
 
 
 def test_one_double_bit_ecc_error_is_one_task(store: Store) -> None:

@@ -1,0 +1,38 @@
+"""API test fixtures: the operator and viewer tokens and a store seeded with tasks."""
+
+from __future__ import annotations
+
+import uuid
+
+from collector.http.auth import hash_token
+from collector.rules import Finding, TaskLocation
+from collector.rules.actions import Action
+from collector.service import Collector
+from collector.tasks.lifecycle import apply_finding
+
+OPERATOR = "op-" + uuid.uuid4().hex
+
+
+VIEWER = "view-" + uuid.uuid4().hex
+
+
+TOKENS = [
+    {"name": "alice", "role": "operator", "sha256": hash_token(OPERATOR)},
+    {"name": "victor", "role": "viewer", "sha256": hash_token(VIEWER)},
+]
+
+
+def seed_tasks(collector: Collector, fault: str = "xid:119", node: str = "gpu-r01-n01") -> int:
+    f = Finding(
+        node=node,
+        component=f"GPU-{node}-0",
+        fault=fault,
+        action=Action.RESET_GPU,
+        severity="critical",
+        summary=f"{fault} on GPU 0",
+        location=TaskLocation(site="demo", rack="r01", accelerator_index=0),
+        rule="xid",
+    )
+    change = collector.store.write(lambda tx: apply_finding(tx, f, 1000.0))
+    assert change is not None
+    return change.task_id
