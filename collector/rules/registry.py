@@ -1,5 +1,5 @@
 """The rule registries: explicit tuples, evaluated in order by ``collector.rules.evaluator``. A new
-rule is one function in its own module, one line here, one name in ``collector.config.RULE_NAMES``
+rule is one function in its own module, one line here, one name in ``collector.rules.config.RULE_NAMES``
 and rows in the rule table tests.
 
 Each entry names the rule (its ``[rules] disabled`` name and the ``rule`` label of its error
