@@ -19,6 +19,7 @@ from aiohttp import web
 from collector.config import AuthConfig, RulesConfig
 from collector.fleet.state import FleetState, NodeState
 from collector.http.openapi import serve_openapi
+from collector.http.params import ascii_int
 from collector.http.responses import error_response as _error
 from collector.http.responses import iso as _iso
 from collector.http.responses import json_response as _json
@@ -104,10 +105,8 @@ def _int_param(request: web.Request, key: str, default: int, low: int, high: int
     raw = _one(request, key)
     if not raw:
         return default
-    if not raw.isdigit() or len(raw) > 12:
-        raise BadRequest(f"{key}: expected an integer from {low} to {high}")
-    value = int(raw)
-    if not low <= value <= high:
+    value = ascii_int(raw, 12)
+    if value is None or not low <= value <= high:
         raise BadRequest(f"{key}: expected an integer from {low} to {high}")
     return value
 
@@ -228,9 +227,10 @@ async def _tasks(request: web.Request) -> web.Response:
 
 async def _task(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    task_id = ascii_int(raw)
+    if task_id is None:
         raise BadRequest(f"task id must be a positive integer, got {raw[:64]!r}")
-    return await task_detail(request.app[_STORE_KEY], int(raw))
+    return await task_detail(request.app[_STORE_KEY], task_id)
 
 
 def create_app(

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from collector.config import AuthConfig, RulesConfig
 from collector.http.auth import AuthFailure, Principal, authorize
+from collector.http.params import ascii_int
 from collector.http.views import task_detail
 from collector.store import Store, Transaction
 from collector.tasks.lifecycle import (
@@ -123,9 +124,10 @@ class _BadBody(ValueError):
 
 def _task_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    task_id = ascii_int(raw)
+    if task_id is None:
         raise _BadBody(f"task id must be a positive integer, got {raw[:64]!r}")
-    return int(raw)
+    return task_id
 
 
 Change = Callable[[Transaction, int, Principal, Any, float], TaskChange]
