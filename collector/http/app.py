@@ -18,6 +18,7 @@ from aiohttp import web
 
 from collector.config import AuthConfig, RulesConfig
 from collector.fleet.state import FleetState, NodeState
+from collector.http.headers import add_security_headers
 from collector.http.openapi import serve_openapi
 from collector.http.params import ascii_int
 from collector.http.responses import error_response as _error
@@ -245,6 +246,7 @@ def create_app(
     """The API. Without ``auth`` tokens, reads are served to loopback clients only and changes
     are refused (see ``collector.http.auth``)."""
     app = web.Application(middlewares=[_errors, auth_middleware], client_max_size=64 * 1024)
+    app.on_response_prepare.append(add_security_headers)
     app[_STATE_KEY] = state
     app[_STORE_KEY] = store
     app[_READY_KEY] = ready

@@ -71,7 +71,7 @@ async def test_non_ascii_digits_are_a_400_on_every_route(api: Collector, digits:
             doc = await resp.json()
         requests = _requests(doc, digits)
         for method, url, numeric in requests:
-            body = {} if method == "post" else None
+            body: dict[str, Any] | None = {} if method == "post" else None
             async with session.request(method, f"{api.api_url}{url}", json=body) as resp:
                 payload = await resp.json() if resp.content_type == "application/json" else None
                 if resp.status >= 500 or (numeric and resp.status != 400):
