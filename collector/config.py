@@ -127,6 +127,8 @@ class ApiConfig(_Section, frozen=True):
     #: HTTPS for the API: a server certificate (chain) and its key, both or neither.
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    #: SHA-256 (hex) of a bearer token ``/metrics`` then requires; empty: open, as Prometheus expects
+    metrics_token_sha256: Annotated[str, msgspec.Meta(pattern=r"^(?:[0-9a-f]{64})?\Z")] = ""
 
     def __post_init__(self) -> None:
         try:
@@ -498,9 +500,11 @@ def parse_config(
 
 def _has_secrets(raw: Mapping[str, Any]) -> bool:
     auth = raw.get("auth")
+    api = raw.get("api")
     mqtt = raw.get("mqtt")
     notify = raw.get("notify")
     tokens = auth.get("tokens") if isinstance(auth, Mapping) else None
+    metrics_token = api.get("metrics_token_sha256") if isinstance(api, Mapping) else None
     password = mqtt.get("password") if isinstance(mqtt, Mapping) else None
     receivers = notify.get("receivers") if isinstance(notify, Mapping) else None
     paging = any(
@@ -508,7 +512,7 @@ def _has_secrets(raw: Mapping[str, Any]) -> bool:
         and (r.get("routing_key") or r.get("secret") or r.get("api_key") or r.get("kind") == "slack")
         for r in (receivers if isinstance(receivers, list) else [])
     )  # a Slack incoming-webhook URL is itself the credential
-    return bool(tokens) or bool(password) or paging
+    return bool(tokens) or bool(metrics_token) or bool(password) or paging
 
 
 def _check_secret_file(file: Path, raw: Mapping[str, Any]) -> None:

@@ -67,7 +67,7 @@ class MetricsService:
 
     async def start(self, app: web.Application) -> None:
         """Call before the application is set up (it is frozen afterwards)."""
-        app[METRICS_KEY] = MetricsEndpoint(self.metrics, self.tasks)
+        app[METRICS_KEY] = MetricsEndpoint(self.metrics, self.tasks, self.config.api.metrics_token_sha256)
         self._render_task = asyncio.create_task(self._render_pending(), name="collector-metrics-render")
         if self.config.export.otlp.enabled:
             from collector.metrics.otlp import OtlpPusher  # the OpenTelemetry SDK loads only when used
