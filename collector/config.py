@@ -129,6 +129,14 @@ class ApiConfig(_Section, frozen=True):
     tls_key_file: str = ""
     #: SHA-256 (hex) of a bearer token ``/metrics`` then requires; empty: open, as Prometheus expects
     metrics_token_sha256: Annotated[str, msgspec.Meta(pattern=r"^(?:[0-9a-f]{64})?\Z")] = ""
+    #: connections open at once, and from one address; 0: derived from the descriptor limit
+    #: (``collector.http.connections.default_limits``, docs/reliability.md)
+    max_connections: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 0
+    max_connections_per_peer: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 0
+    #: a connection that has not sent a whole request head this long after it opened is closed
+    header_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    #: an idle keep-alive connection is closed after this long
+    keepalive_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 15.0
 
     def __post_init__(self) -> None:
         try:
