@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 import structlog
 
 from collector.fleet.settings import LivenessConfig
+from collector.http.settings import ApiConfig, AuthConfig, AuthToken, split_host_port
 from collector.ingest.settings import IngestConfig, MqttConfig
 from collector.metrics.settings import ExportConfig, OtlpExportConfig
 from collector.notify.config import (
@@ -68,61 +69,9 @@ log = structlog.get_logger("collector.config")
 DEFAULT_PATH: Final = Path("/etc/fleetops/collector.toml")
 
 
-def split_host_port(value: str) -> tuple[str, int]:
-    """``"127.0.0.1:8080"`` → ``("127.0.0.1", 8080)``; ``"[::1]:0"`` is accepted too."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ValueError(f"expected host:port, got {value!r}")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"port {port} out of range")
-    return host.strip("[]"), port
-
-
-class ApiConfig(_Section, frozen=True):
-    listen: str = "127.0.0.1:8080"
-    #: HTTPS for the API: a server certificate (chain) and its key, both or neither.
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
-
-    def __post_init__(self) -> None:
-        try:
-            split_host_port(self.listen)
-        except ValueError as exc:
-            raise ValueError(f"listen: {exc}") from None
-        if bool(self.tls_cert_file) != bool(self.tls_key_file):
-            raise ValueError("tls_key_file: tls_cert_file and tls_key_file go together")
-
-
 class LogConfig(_Section, frozen=True):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-_SHA256_HEX = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
-
-
-class AuthToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One API token: its holder's name, role, and the SHA-256 (hex) of the token itself."""
-
-    name: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
-    role: Literal["viewer", "operator"]
-    sha256: _SHA256_HEX
-
-
-class AuthConfig(_Section, frozen=True):
-    """API bearer tokens. Without tokens, reads are served to loopback clients only and every
-    write is refused."""
-
-    tokens: list[AuthToken] = []
-
-    def __post_init__(self) -> None:
-        names = [t.name for t in self.tokens]
-        if len(set(names)) != len(names):
-            raise ValueError("tokens: token names must be unique")
-        hashes = [t.sha256 for t in self.tokens]
-        if len(set(hashes)) != len(hashes):
-            raise ValueError("tokens: two tokens have the same sha256")
 
 
 class CollectorConfig(_Section, frozen=True):
@@ -143,6 +92,7 @@ class CollectorConfig(_Section, frozen=True):
 #: the collector only. A Slack incoming-webhook URL is itself the credential.
 SECRET_KEYS: Final = (
     "auth.tokens",
+    "api.metrics_token_sha256",
     "mqtt.password",
     "notify.receivers.*.routing_key",
     "notify.receivers.*.secret",

@@ -14,6 +14,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -23,6 +24,7 @@ from collector.board.routes import register_board
 from collector.config import ApiConfig, CollectorConfig, split_host_port
 from collector.fleet.state import FleetState
 from collector.http.app import create_app
+from collector.http.connections import ConnectionGuard, RateLimitedLog, default_limits
 from collector.http.operations import register_operations
 from collector.ingest.client import MqttIngest
 from collector.metrics import MetricsService
@@ -81,6 +83,20 @@ class Collector:
         self.operations = OperationsService(config, self.store, self.state, clock=clock)
         self.api_url = ""
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._previous_exception_handler: (
+            Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None
+        ) = None
+        self.log_limiter = RateLimitedLog()
+        total, per_peer = default_limits()
+        api = config.api
+        self.connections = ConnectionGuard(
+            max_connections=api.max_connections or total,
+            max_per_peer=min(api.max_connections_per_peer or per_peer, api.max_connections or total),
+            header_timeout_s=api.header_timeout_s,
+            counts=self.metrics.metrics.api_connections,
+            limiter=self.log_limiter,
+        )
         self._pipeline_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -112,11 +128,12 @@ class Collector:
             app, state=self.state, store=self.store, reader=self.board_reader, pages=self.notify.db.deliveries
         )
         register_operations(app, self.operations)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=self.config.api.keepalive_timeout_s
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=api_tls_context(self.config.api))
-        await site.start()
-        bound = self._runner.addresses[0]
+        await self._listen(host, port)
+        bound = self._server.sockets[0].getsockname() if self._server is not None else (host, port)
         bound_host = f"[{bound[0]}]" if ":" in str(bound[0]) else str(bound[0])
         scheme = "https" if self.config.api.tls_cert_file else "http"
         self.api_url = f"{scheme}://{bound_host}:{bound[1]}"
@@ -131,6 +148,27 @@ class Collector:
             broker=self.config.mqtt.url,
             nodes_restored=len(self.state.nodes),
         )
+
+    async def _listen(self, host: str, port: int) -> None:
+        """Serve the API on a listening socket whose connections are bounded
+        (``collector.http.connections``); the event loop's own errors are rate-limited in the log."""
+        loop = asyncio.get_running_loop()
+        self._previous_exception_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self.log_limiter.loop_exception_handler())
+        assert self._runner is not None
+        assert self._runner.server is not None
+        tls = api_tls_context(self.config.api)
+        sock = self.connections.listen(host, port)
+        try:
+            self._server = await loop.create_server(
+                self.connections.protocol_factory(self._runner.server),
+                sock=sock,
+                ssl=tls,
+                ssl_handshake_timeout=self.config.api.header_timeout_s if tls is not None else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
 
     async def _run_pipeline(self) -> None:
         try:
@@ -154,9 +192,15 @@ class Collector:
         await self.operations.stop()
         await self.ingest.stop()
         await self.metrics.stop()
+        if self._server is not None:
+            self._server.close()  # no new connections; the runner's cleanup closes the open ones
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._server is not None:
+            self._server = None
+            loop = asyncio.get_running_loop()
+            loop.set_exception_handler(self._previous_exception_handler)
         await self.notify.stop()
         await asyncio.to_thread(self.board_reader.close)
         await asyncio.to_thread(self.store.close)

@@ -23,6 +23,7 @@ from collector.board.evidence import (
 )
 from collector.board.queries import BoardReader
 from collector.fleet.state import FleetState, NodeState
+from collector.http.params import ascii_int
 from collector.http.responses import iso as _iso
 from collector.http.responses import json_response as _json
 from collector.http.tasks import PRINCIPAL_KEY
@@ -49,8 +50,7 @@ _PAGES: Final[web.AppKey[PagesLookup]] = web.AppKey("board_pages")
 
 
 def _task_id(request: web.Request) -> int | None:
-    raw = request.match_info["id"]
-    return int(raw) if raw.isdigit() and len(raw) <= 18 else None
+    return ascii_int(request.match_info["id"])
 
 
 async def _index(_request: web.Request) -> web.StreamResponse:
@@ -203,9 +203,10 @@ async def _node_series(request: web.Request) -> web.Response:
     if isinstance(node, web.Response):
         return node
     raw = request.query.get("accelerator", "")
-    if raw and not raw.isdigit():
-        return _json({"error": "accelerator: expected an index"}, 400)
-    indices = [int(raw)] if raw else node.trend.indices()
+    index = ascii_int(raw, 6)
+    if raw and index is None:
+        return _json({"error": "accelerator: expected an index (ASCII digits)"}, 400)
+    indices = [index] if index is not None else node.trend.indices()
     out = []
     for i in indices:
         rows = readings_evidence(node, i, None, len(node.trend) + 1)

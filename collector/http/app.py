@@ -16,12 +16,14 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from collector.config import AuthConfig
 from collector.fleet.state import FleetState, NodeState
+from collector.http.headers import add_security_headers
 from collector.http.openapi import serve_openapi
+from collector.http.params import ascii_int
 from collector.http.responses import error_response as _error
 from collector.http.responses import iso as _iso
 from collector.http.responses import json_response as _json
+from collector.http.settings import AuthConfig
 from collector.http.tasks import AUTH_KEY, CLOCK_KEY, RULES_KEY, auth_middleware, register_task_routes
 from collector.http.views import task_detail, task_view
 from collector.metrics.endpoint import serve_metrics
@@ -106,10 +108,8 @@ def _int_param(request: web.Request, key: str, default: int, low: int, high: int
     raw = _one(request, key)
     if not raw:
         return default
-    if not raw.isdigit() or len(raw) > 12:
-        raise BadRequest(f"{key}: expected an integer from {low} to {high}")
-    value = int(raw)
-    if not low <= value <= high:
+    value = ascii_int(raw, 12)
+    if value is None or not low <= value <= high:
         raise BadRequest(f"{key}: expected an integer from {low} to {high}")
     return value
 
@@ -230,9 +230,10 @@ async def _tasks(request: web.Request) -> web.Response:
 
 async def _task(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    task_id = ascii_int(raw)
+    if task_id is None:
         raise BadRequest(f"task id must be a positive integer, got {raw[:64]!r}")
-    return await task_detail(request.app[_STORE_KEY], int(raw))
+    return await task_detail(request.app[_STORE_KEY], task_id)
 
 
 def create_app(
@@ -247,6 +248,7 @@ def create_app(
     """The API. Without ``auth`` tokens, reads are served to loopback clients only and changes
     are refused (see ``collector.http.auth``)."""
     app = web.Application(middlewares=[_errors, auth_middleware], client_max_size=64 * 1024)
+    app.on_response_prepare.append(add_security_headers)
     app[_STATE_KEY] = state
     app[_STORE_KEY] = store
     app[_READY_KEY] = ready

@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from collector.config import AuthConfig
+from collector.http.settings import AuthConfig
 
 __all__ = ["AuthFailure", "Principal", "authorize", "hash_token", "new_token"]
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Final
 import msgspec
 from aiohttp import web
 
+from collector.http.params import ascii_int
 from collector.http.responses import error_response as _error
 from collector.http.responses import iso as _iso
 from collector.http.responses import json_response as _json
@@ -122,9 +123,10 @@ async def _body(request: web.Request, kind: type[Any]) -> Any:
 
 
 def _int(raw: str, name: str, high: int = 10**18) -> int:
-    if not raw.isdigit() or len(raw) > 18 or not 0 < int(raw) <= high:
+    value = ascii_int(raw)
+    if value is None or not 0 < value <= high:
         raise _Bad(f"{name} must be a positive integer up to {high}")
-    return int(raw)
+    return value
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -15,8 +15,9 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from collector.config import AuthConfig
 from collector.http.auth import AuthFailure, Principal, authorize
+from collector.http.params import ascii_int
+from collector.http.settings import AuthConfig
 from collector.http.views import task_detail
 from collector.rules.config import RulesConfig
 from collector.store import StoreInterface as Store
@@ -125,9 +126,10 @@ class _BadBody(ValueError):
 
 def _task_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    task_id = ascii_int(raw)
+    if task_id is None:
         raise _BadBody(f"task id must be a positive integer, got {raw[:64]!r}")
-    return int(raw)
+    return task_id
 
 
 Change = Callable[[Transaction, int, Principal, Any, float], TaskChange]

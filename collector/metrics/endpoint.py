@@ -7,6 +7,8 @@ time, so a scrape of a large fleet never holds its whole body at once.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Final
 
 import msgspec
@@ -16,17 +18,31 @@ from collector.metrics.exposition import CONTENT_TYPE
 from collector.metrics.registry import CollectorMetrics
 from collector.metrics.tasks import TaskCounter
 
-__all__ = ["METRICS_KEY", "MetricsEndpoint", "accepts_gzip", "serve_metrics"]
+__all__ = ["METRICS_KEY", "MetricsEndpoint", "accepts_gzip", "bearer_matches", "serve_metrics"]
 
 
 class MetricsEndpoint(msgspec.Struct, frozen=True):
-    """What ``/metrics`` renders from: the metrics and the open-task counter."""
+    """What ``/metrics`` renders from: the metrics and the open-task counter; with
+    ``token_sha256``, the SHA-256 (hex) of the bearer token a scrape must present."""
 
     metrics: CollectorMetrics
     tasks: TaskCounter
+    token_sha256: str = ""
 
 
 METRICS_KEY: Final = web.AppKey("metrics", MetricsEndpoint)
+_MAX_TOKEN: Final = 512
+
+
+def bearer_matches(authorization: str, token_sha256: str) -> bool:
+    """Whether an ``Authorization`` header is ``Bearer <token>`` for the token whose SHA-256 (hex)
+    is ``token_sha256``; the digests are compared in constant time."""
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not 0 < len(token) <= _MAX_TOKEN:
+        return False
+    digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+    return hmac.compare_digest(digest, token_sha256)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -58,6 +74,14 @@ async def serve_metrics(request: web.Request) -> web.StreamResponse:
     endpoint = request.app.get(METRICS_KEY)
     if endpoint is None:
         raise web.HTTPNotFound(reason="metrics are not enabled in this application")
+    if endpoint.token_sha256 and not bearer_matches(
+        request.headers.get(hdrs.AUTHORIZATION, ""), endpoint.token_sha256
+    ):
+        return web.json_response(
+            {"error": "scrapes need the metrics bearer token"},
+            status=401,
+            headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="fleetops-metrics"'},
+        )
     gzip = accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
     headers = {hdrs.CONTENT_TYPE: CONTENT_TYPE, hdrs.VARY: hdrs.ACCEPT_ENCODING}
     if gzip:

@@ -184,6 +184,15 @@ COLLECTOR: Final[tuple[Family, ...]] = (
     ),
     Family("fleetops_collector_store_write_seconds", "histogram", "Duration of one store transaction.", "s"),
     _g("fleetops_collector_metrics_render_seconds", "How long rendering the previous scrape took.", "s"),
+    _g("fleetops_collector_api_connections", "Connections to the API open now."),
+    _c(
+        "fleetops_collector_api_connections_refused_total",
+        "API connections closed as they were accepted, by reason (global_limit, peer_limit).",
+    ),
+    _c(
+        "fleetops_collector_api_connections_closed_total",
+        "API connections closed early by the collector, by reason (header_timeout).",
+    ),
 )
 
 FAMILIES: Final[tuple[Family, ...]] = NODE + HOST + ACCELERATOR + TASKS + COLLECTOR

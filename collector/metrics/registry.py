@@ -215,6 +215,8 @@ class CollectorMetrics:
         self.ack_latency_seconds = Histogram(by_name("fleetops_collector_ack_latency_seconds"))
         self.store_write_seconds = Histogram(by_name("fleetops_collector_store_write_seconds"))
         self.render_seconds = 0.0
+        #: the API's connection counts (open, refused_<reason>, closed_<reason>), kept by its guard
+        self.api_connections: Counter[str] = Counter()
         # monotonic time of the last render; starting "just rendered" keeps a fresh collector's first
         # scrape cheap (node text is rendered as frames arrive from the start)
         self._rendered_at: float | None = time.monotonic()
@@ -410,6 +412,21 @@ class CollectorMetrics:
         for status in ("online", "offline", "unknown"):
             emit("fleetops_collector_nodes", _EMPTY, (("status", status),), statuses.get(status, 0))
         emit("fleetops_collector_metrics_render_seconds", _EMPTY, _NONE, self.render_seconds)
+        conns = self.api_connections
+        emit("fleetops_collector_api_connections", _EMPTY, _NONE, conns["open"])
+        for reason in ("global_limit", "peer_limit"):
+            emit(
+                "fleetops_collector_api_connections_refused_total",
+                _EMPTY,
+                (("reason", reason),),
+                conns[f"refused_{reason}"],
+            )
+        emit(
+            "fleetops_collector_api_connections_closed_total",
+            _EMPTY,
+            (("reason", "header_timeout"),),
+            conns["closed_header_timeout"],
+        )
 
     def render(self, tasks: OpenTaskCounts | None) -> str:
         """The whole exposition, in the Prometheus text format."""

@@ -34,6 +34,13 @@ RENDER_PENDING_S: Final = 1.0
 RENDER_SLICE_NODES: Final = 8
 
 
+class ScrapeSettings(Protocol):
+    """What the metrics read of ``[api]``: the SHA-256 of the scrape token (empty: open)."""
+
+    @property
+    def metrics_token_sha256(self) -> str: ...
+
+
 class MetricsSettings(Protocol):
     """The sections of the collector's configuration the metrics read (``CollectorConfig`` has them)."""
 
@@ -42,6 +49,9 @@ class MetricsSettings(Protocol):
 
     @property
     def ingest(self) -> IngestConfig: ...
+
+    @property
+    def api(self) -> ScrapeSettings: ...
 
 
 class MetricsService:
@@ -79,7 +89,7 @@ class MetricsService:
 
     async def start(self, app: web.Application) -> None:
         """Call before the application is set up (it is frozen afterwards)."""
-        app[METRICS_KEY] = MetricsEndpoint(self.metrics, self.tasks)
+        app[METRICS_KEY] = MetricsEndpoint(self.metrics, self.tasks, self.config.api.metrics_token_sha256)
         self._render_task = asyncio.create_task(self._render_pending(), name="collector-metrics-render")
         if self.config.export.otlp.enabled:
             from collector.metrics.otlp import OtlpPusher  # the OpenTelemetry SDK loads only when used

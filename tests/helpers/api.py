@@ -1,14 +1,20 @@
-"""API test fixtures: the operator and viewer tokens and a store seeded with tasks."""
+"""API test fixtures: the operator and viewer tokens, a collector started with them, and a store
+seeded with tasks."""
 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
+from typing import Any
 
+from collector.config import parse_config
 from collector.http.auth import hash_token
 from collector.rules import Finding, TaskLocation
 from collector.rules.actions import Action
 from collector.service import Collector
 from collector.tasks.lifecycle import apply_finding
+from devtools.broker import PrivateBroker
+from tests.helpers.collector import eventually
 
 OPERATOR = "op-" + uuid.uuid4().hex
 
@@ -36,3 +42,22 @@ def seed_tasks(collector: Collector, fault: str = "xid:119", node: str = "gpu-r0
     change = collector.store.write(lambda tx: apply_finding(tx, f, 1000.0))
     assert change is not None
     return change.task_id
+
+
+def collector_config(broker: PrivateBroker, tmp_path: Path, tokens: list[dict[str, str]]) -> Any:
+    return parse_config(
+        {
+            "mqtt": {"url": broker.url, "client_id": f"api-{uuid.uuid4().hex[:8]}"},
+            "store": {"path": str(tmp_path / "fleetops.db")},
+            "api": {"listen": "127.0.0.1:0"},
+            "auth": {"tokens": tokens},
+        }
+    )
+
+
+async def start_collector(broker: PrivateBroker, tmp_path: Path, tokens: list[dict[str, str]]) -> Collector:
+    """A collector of its own with these API tokens, connected to ``broker``."""
+    collector = Collector(collector_config(broker, tmp_path, tokens))
+    await collector.start()
+    await eventually(lambda: collector.ingest.connected)
+    return collector

@@ -241,7 +241,7 @@ function actionsPanel(task) {
   const readOnly = role === "viewer";
   if (readOnly) panel.append(h("p", { class: "muted", id: "read-only" }, "Your role (viewer) can read only: acknowledging, assigning, commenting and resolving need an operator token."));
   if (!whoami || whoami.role === "local") panel.append(h("p", { class: "muted" }, "Sign in with an operator token to act on this task."));
-  const note = h("textarea", { id: "act-note", rows: 2, placeholder: "What you did or found", style: "width:100%" });
+  const note = h("textarea", { id: "act-note", rows: 2, placeholder: "What you did or found", class: "wide" });
   const assignee = h("input", { id: "act-assignee", placeholder: "name", autocomplete: "off" });
   panel.append(h("label", { for: "act-note" }, "Note (comment, reason)"), note,
     h("div", { class: "row" }, h("div", {}, h("label", { for: "act-assignee" }, "Assignee"), assignee)));

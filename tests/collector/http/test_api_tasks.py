@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,31 +17,12 @@ from collector.http.auth import AuthFailure, Principal, authorize, hash_token
 from collector.http.openapi import document
 from collector.service import Collector
 from devtools.broker import PrivateBroker
-from tests.helpers.api import OPERATOR, TOKENS, VIEWER, seed_tasks
-from tests.helpers.collector import eventually
-
-
-def _config(broker: PrivateBroker, tmp_path: Path, tokens: list[dict[str, str]]) -> Any:
-    return parse_config(
-        {
-            "mqtt": {"url": broker.url, "client_id": f"api-{uuid.uuid4().hex[:8]}"},
-            "store": {"path": str(tmp_path / "fleetops.db")},
-            "api": {"listen": "127.0.0.1:0"},
-            "auth": {"tokens": tokens},
-        }
-    )
-
-
-async def _start(broker: PrivateBroker, tmp_path: Path, tokens: list[dict[str, str]]) -> Collector:
-    collector = Collector(_config(broker, tmp_path, tokens))
-    await collector.start()
-    await eventually(lambda: collector.ingest.connected)
-    return collector
+from tests.helpers.api import OPERATOR, TOKENS, VIEWER, seed_tasks, start_collector
 
 
 @pytest.fixture
 async def api(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[Collector]:
-    collector = await _start(broker, tmp_path, TOKENS)
+    collector = await start_collector(broker, tmp_path, TOKENS)
     yield collector
     await collector.stop()
 
@@ -150,7 +130,7 @@ async def test_unknown_and_malformed_task_ids(api: Collector) -> None:
 
 
 async def test_without_tokens_loopback_reads_and_no_changes(broker: PrivateBroker, tmp_path: Path) -> None:
-    collector = await _start(broker, tmp_path, [])
+    collector = await start_collector(broker, tmp_path, [])
     try:
         tid = seed_tasks(collector)
         assert (await _call(collector, "GET", f"/api/v1/tasks/{tid}"))[0] == 200

@@ -207,8 +207,8 @@ def test_disabled_rules_raise_nothing() -> None:
 
 def test_every_rule_name_is_known_to_the_config_and_unknown_ones_are_refused() -> None:
     from collector.config import ConfigError, parse_config
-    from collector.rules.config import RULE_NAMES
     from collector.rules import EVENT_RULES, NODE_RULES, READINGS_RULES
+    from collector.rules.config import RULE_NAMES
 
     documented = REPO.joinpath("docs", "rules.md").read_text()
     for name in RULE_NAMES:
