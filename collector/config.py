@@ -249,13 +249,13 @@ class RulesConfig(_Section, frozen=True):
             raise ValueError("gpu_throttle_clear_share: must be <= gpu_throttle_share")
 
 
-_SHA256_HEX = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+_SHA256_HEX = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}\\Z")]
 
 
 class AuthToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One API token: its holder's name, role, and the SHA-256 (hex) of the token itself."""
 
-    name: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+    name: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\\Z")]
     role: Literal["viewer", "operator"]
     sha256: _SHA256_HEX
 
@@ -275,7 +275,7 @@ class AuthConfig(_Section, frozen=True):
             raise ValueError("tokens: two tokens have the same sha256")
 
 
-_RECEIVER_NAME = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+_RECEIVER_NAME = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\\Z")]
 _DEFAULT_GRAFANA_PATH: Final = "/d/fleetops-node/fleetops-node?var-site={site}&var-node={node}"
 
 
@@ -397,7 +397,7 @@ class OperationsConfig(_Section, frozen=True):
 
     enabled: bool = False
     signing_key_file: str = ""
-    key_id: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9._-]{1,64}$")] = "collector-1"
+    key_id: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9._-]{1,64}\\Z")] = "collector-1"
     automatic: bool = False
     auto: dict[ActionName, list[OperationName]] = {}
     approval_exempt: list[OperationName] = []
