@@ -97,7 +97,7 @@ Bytes = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 MHz = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
 Short = Annotated[str, msgspec.Meta(max_length=256)]
 Text = Annotated[str, msgspec.Meta(max_length=4096)]
-NodeName = Annotated[str, msgspec.Meta(pattern=f"^{NAME_PATTERN}$")]
+NodeName = Annotated[str, msgspec.Meta(pattern=f"^{NAME_PATTERN}\\Z")]
 Version = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 Session = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 DataValue = str | int | float | bool | None
@@ -334,11 +334,11 @@ class Event(Struct, tag="event", tag_field="type", frozen=True):
 
     v: Version
     node: NodeName
-    id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{8,128}$")]
+    id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{8,128}\Z")]
     ts: Seconds
     session: Session
     seq: Count
-    kind: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{1,64}$")]
+    kind: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{1,64}\Z")]
     severity: Literal["info", "warning", "critical", "fatal"]
     message: Text = ""
     accelerator_index: Index | None = None
@@ -350,7 +350,7 @@ class Event(Struct, tag="event", tag_field="type", frozen=True):
     data: DataMap = {}
 
 
-EventId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{8,128}$")]
+EventId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{8,128}\Z")]
 
 
 class Ack(Struct, tag="ack", tag_field="type", frozen=True):
@@ -375,8 +375,8 @@ class Rebirth(Struct, tag="rebirth", tag_field="type", frozen=True):
     reason: Short = ""
 
 
-CommandId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{8,128}$")]
-KeyId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+CommandId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{8,128}\Z")]
+KeyId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,64}\Z")]
 UnixTime = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 ArgName = Annotated[str, msgspec.Meta(max_length=32)]
 
@@ -392,12 +392,12 @@ class Command(Struct, tag="cmd", tag_field="type", frozen=True, kw_only=True):
     v: Version
     node: NodeName
     cmd_id: CommandId
-    op: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    op: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}\Z")]
     args: Annotated[dict[ArgName, Short], msgspec.Meta(max_length=8)] = {}
     iat: UnixTime
     exp: UnixTime
     key_id: KeyId
-    sig: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{86}$")]
+    sig: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{86}\Z")]
 
 
 class CommandResult(Struct, tag="cmd/result", tag_field="type", frozen=True, kw_only=True):

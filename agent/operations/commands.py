@@ -12,8 +12,13 @@ this node's allowlist) → ``bad_argument`` (``wire.check_arguments``) → ``rep
 ``cmd_id`` was accepted before) → ``busy`` (``max_pending`` commands already wait).
 
 An accepted command's id is written durably to the replay set (``<state_dir>/commands-seen``) before
-``accepted`` is answered and its hook starts; ids are pruned once their command expired (a replay of
-an expired command fails the clock check anyway). Hooks run one at a time, in arrival order.
+``accepted`` is answered and its hook starts, together with the time it was accepted. The set keeps
+the highest such time (its high-water mark) across restarts, and both the expiry check and pruning
+measure against ``max(clock, high-water mark)``: when the wall clock steps back, an id is not
+forgotten early and an old command does not become valid again. The mark advances only to the time a
+command was accepted and past the expiry (plus grace) of an id it forgets, both bounded by signed
+``exp`` values, so a clock that jumps far ahead without commands does not poison it.
+Hooks run one at a time, in arrival order.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import math
 import os
 import re
 import time
@@ -37,7 +43,8 @@ from fleetops import wire
 __all__ = ["CommandHandler", "CommandRejected", "CommandVerifier", "ReplaySet"]
 
 _OUTPUT_CHARS: Final = 4000
-_ID_LINE: Final = re.compile(r"^([A-Za-z0-9_.:-]{8,128}) ([0-9]{1,16})$")
+_ID_LINE: Final = re.compile(r"([A-Za-z0-9_.:-]{8,128}) ([0-9]{1,16})(?: ([0-9]{1,16}))?")
+_HIGH_LINE: Final = re.compile(r"@high ([0-9]{1,16})")
 
 
 class CommandRejected(Exception):
@@ -54,14 +61,17 @@ class CommandRejected(Exception):
 class ReplaySet:
     """Accepted command ids with their expiry, in memory and appended (fsync) to ``path``.
 
-    The file is rewritten without the expired ids when it is loaded and whenever it holds more
-    expired lines than live ones. A damaged line is skipped (the clock check still bounds replays)."""
+    Each line is ``<cmd_id> <exp> <accepted_at>``; ``@high <time>`` carries the high-water mark
+    through a rewrite. The file is rewritten without the expired ids when it is loaded and whenever
+    it holds more expired lines than live ones. A damaged line is skipped (the clock check still
+    bounds replays). Every line is matched in full: an id cannot smuggle a line break."""
 
     def __init__(self, path: Path, *, keep_after_exp_s: float) -> None:
         self.path = path
         self._keep_s = keep_after_exp_s
         self._ids: dict[str, int] = {}
         self._lines = 0
+        self._high = 0
 
     def __contains__(self, cmd_id: object) -> bool:
         return cmd_id in self._ids
@@ -69,34 +79,58 @@ class ReplaySet:
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def high_water(self) -> int:
+        """The latest time (Unix seconds) a command was accepted at, or a forgotten id's command
+        expired by, kept across restarts."""
+        return self._high
+
+    def reference(self, now: float) -> float:
+        """The time the clock checks and pruning measure against: never behind the high-water mark."""
+        return max(now, float(self._high))
+
     def load(self, now: float) -> None:
         self._ids.clear()
+        self._high = 0
         with contextlib.suppress(FileNotFoundError):
             for line in self.path.read_text(encoding="ascii", errors="replace").splitlines():
-                match = _ID_LINE.match(line)
+                match = _ID_LINE.fullmatch(line)
                 if match is not None:
                     self._ids[match.group(1)] = int(match.group(2))
+                    if match.group(3) is not None:
+                        self._high = max(self._high, int(match.group(3)))
+                    continue
+                high = _HIGH_LINE.fullmatch(line)
+                if high is not None:
+                    self._high = max(self._high, int(high.group(1)))
         self.prune(now, force=True)
 
-    def add(self, cmd_id: str, exp: int) -> None:
-        """Record ``cmd_id`` durably; returns once it is on disk."""
+    def add(self, cmd_id: str, exp: int, now: float) -> None:
+        """Record ``cmd_id``, accepted at ``now``, durably; returns once it is on disk."""
+        if _ID_LINE.fullmatch(f"{cmd_id} {exp}") is None:
+            raise ValueError(f"not a storable command id: {cmd_id[:64]!r}")
         self._ids[cmd_id] = exp
+        self._high = max(self._high, int(now))
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, f"{cmd_id} {exp}\n".encode("ascii"))
+            os.write(fd, f"{cmd_id} {exp} {self._high}\n".encode("ascii"))
             os.fsync(fd)
         finally:
             os.close(fd)
         self._lines += 1
 
     def prune(self, now: float, *, force: bool = False) -> int:
-        """Forget ids whose command expired more than the grace ago; rewrite the file if worth it."""
-        expired = [i for i, exp in self._ids.items() if exp + self._keep_s < now]
+        """Forget ids whose command expired more than the grace before ``reference(now)``; rewrite
+        the file if worth it."""
+        ref = self.reference(now)
+        expired = [i for i, exp in self._ids.items() if exp + self._keep_s < ref]
         for cmd_id in expired:
-            del self._ids[cmd_id]
+            # the mark moves past every forgotten command's grace, so that it stays expired
+            self._high = max(self._high, math.ceil(self._ids.pop(cmd_id) + self._keep_s) + 1)
         if force or self._lines > 2 * len(self._ids) + 64:
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             with open(tmp, "w", encoding="ascii") as f:
+                f.write(f"@high {self._high}\n")
                 f.writelines(f"{i} {exp}\n" for i, exp in self._ids.items())
                 f.flush()
                 os.fsync(f.fileno())
@@ -164,8 +198,11 @@ class CommandVerifier:
         now = self._clock()
         if cmd.iat > now + self.max_skew_s:
             raise CommandRejected("clock_skew", f"issued {cmd.iat - now:.0f} s ahead", cmd.cmd_id, cmd.op)
-        if cmd.exp < now - self.max_skew_s:
-            raise CommandRejected("expired", f"{now - cmd.exp:.0f} s ago", cmd.cmd_id, cmd.op)
+        # measured against the replay set's high-water mark too: a clock stepped back does not
+        # make an old command valid again
+        latest = self.replay.reference(now)
+        if cmd.exp < latest - self.max_skew_s:
+            raise CommandRejected("expired", f"{latest - cmd.exp:.0f} s ago", cmd.cmd_id, cmd.op)
         if cmd.exp - cmd.iat > self.max_ttl_s or cmd.exp < cmd.iat:
             raise CommandRejected("ttl_too_long", f"{cmd.exp - cmd.iat} s", cmd.cmd_id, cmd.op)
         if cmd.op not in self.allow or cmd.op not in wire.OPERATIONS:
@@ -273,8 +310,9 @@ class CommandHandler:
         except CommandRejected as exc:
             self._reject(exc, payload)
             return
-        self.verifier.replay.add(cmd.cmd_id, cmd.exp)
-        self.verifier.replay.prune(self._clock())
+        now = self._clock()
+        self.verifier.replay.add(cmd.cmd_id, cmd.exp, now)
+        self.verifier.replay.prune(now)
         self._answer(cmd.cmd_id, cmd.op, "accepted")
         self._log.info(
             "command_accepted", cmd_id=cmd.cmd_id, op=cmd.op, args=dict(cmd.args), key_id=cmd.key_id

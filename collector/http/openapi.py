@@ -20,6 +20,10 @@ from fleetops.wire import NAME_PATTERN
 
 __all__ = ["document", "serve_openapi"]
 
+# The document's patterns are for clients and follow JSON Schema's ECMA-262 dialect, where ``$``
+# without the multiline flag matches only at the very end (no trailing line break); Python's ``$``
+# would not, so the server enforces whole-string matches itself (``\Z``, ``fullmatch``, aiohttp's
+# route patterns).
 _NAME: Final = f"^{NAME_PATTERN}$"
 
 

@@ -50,13 +50,13 @@ class ApiConfig(_Section, frozen=True):
             raise ValueError("tls_key_file: tls_cert_file and tls_key_file go together")
 
 
-_SHA256_HEX = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+_SHA256_HEX = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
 
 
 class AuthToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One API token: its holder's name, role, and the SHA-256 (hex) of the token itself."""
 
-    name: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")]
     role: Literal["viewer", "operator"]
     sha256: _SHA256_HEX
 

@@ -56,7 +56,7 @@ _READ_METHODS: Final = frozenset(("GET", "HEAD", "OPTIONS"))
 
 Note = Annotated[str, msgspec.Meta(max_length=2000)]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
-Person = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")]
+Person = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}\Z")]
 
 
 class _Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -16,7 +16,7 @@ import msgspec
 
 __all__ = ["REDACTED", "GroupField", "ReceiverName", "ReceiverSettings", "url_has_credentials"]
 
-ReceiverName = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+ReceiverName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")]
 #: task fields that make one page of many tasks
 GroupField = Literal["site", "rack", "node", "action", "severity"]
 REDACTED: Final = "<redacted>"

@@ -30,7 +30,7 @@ class OperationsConfig(_Section, frozen=True):
 
     enabled: bool = False
     signing_key_file: str = ""
-    key_id: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9._-]{1,64}$")] = "collector-1"
+    key_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,64}\Z")] = "collector-1"
     automatic: bool = False
     auto: dict[ActionName, list[OperationName]] = {}
     approval_exempt: list[OperationName] = []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,3 +133,22 @@ def test_run_reports_its_port_and_stops_on_sigterm(broker: PrivateBroker, tmp_pa
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"operations": {"key_id": "collector-1\n"}}, "operations.key_id"),
+        ({"auth": {"tokens": [{"name": "alice\n", "role": "viewer", "sha256": "a" * 64}]}}, "auth.tokens"),
+        (
+            {"auth": {"tokens": [{"name": "alice", "role": "viewer", "sha256": "a" * 64 + "\n"}]}},
+            "auth.tokens",
+        ),
+        ({"api": {"metrics_token_sha256": "b" * 64 + "\n"}}, "api.metrics_token_sha256"),
+        ({"notify": {"receivers": [{"kind": "webhook", "name": "hook\n", "url": "http://h/x"}]}}, "notify"),
+    ],
+)
+def test_names_and_hashes_match_the_whole_string(raw: dict[str, Any], key: str) -> None:
+    """A trailing newline is not part of a valid name, key id or hash."""
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}"):
+        parse_config(raw)

@@ -175,8 +175,8 @@ async def test_replayed_command_is_rejected_even_after_a_restart(
 def test_replay_set_prunes_expired_ids(tmp_path: Path) -> None:
     replay = ReplaySet(tmp_path / "seen", keep_after_exp_s=30)
     replay.load(NOW)
-    replay.add("a" * 16, int(NOW) + 100)
-    replay.add("b" * 16, int(NOW) - 100)
+    replay.add("a" * 16, int(NOW) + 100, NOW)
+    replay.add("b" * 16, int(NOW) - 100, NOW)
     replay.prune(NOW, force=True)
     assert "a" * 16 in replay
     assert "b" * 16 not in replay
@@ -319,3 +319,48 @@ def test_the_documented_command_example_verifies_with_the_documented_key(tmp_pat
     )
     assert verifier.verify(example.group(1).encode()) == command
     assert wire.signing_payload(command).decode() in doc
+
+
+def test_a_command_id_with_a_trailing_newline_is_malformed(tmp_path: Path, signer: CommandSigner) -> None:
+    handler, results = make_handler(tmp_path, signer, FakeClock())
+    handler.receive(payload(good(signer, cmd_id="abcdefgh1234\n")))
+    assert [(r.outcome, r.reason) for r in results] == [("rejected", "malformed")]
+    assert len(handler.verifier.replay) == 0
+
+
+async def test_replay_is_refused_after_the_clock_steps_back_and_a_restart(
+    tmp_path: Path, signer: CommandSigner
+) -> None:
+    hook, record = recorder_hook(tmp_path)
+    clock = FakeClock()
+    command = payload(good(signer))  # exp = NOW + 120
+    handler, _results = make_handler(tmp_path, signer, clock, {"reset_gpu": hook})
+    handler.receive(command)
+    await handler.drain()
+    # the clock runs on past the command's expiry and grace: its id may be pruned ...
+    clock.now = NOW + 200
+    handler.verifier.replay.prune(clock.now, force=True)
+    # ... then steps back 140 s, into the command's validity window, and the agent restarts
+    clock.now = NOW + 60
+    again, results2 = make_handler(tmp_path, signer, clock, {"reset_gpu": hook})
+    again.receive(command)
+    await again.drain()
+    assert [r.outcome for r in results2] == ["rejected"]
+    assert results2[0].reason in ("replayed", "expired")
+    assert len(record.read_text().splitlines()) == 1
+
+
+async def test_a_command_far_behind_the_highest_time_seen_is_expired(
+    tmp_path: Path, signer: CommandSigner
+) -> None:
+    hook, record = recorder_hook(tmp_path)
+    clock = FakeClock(NOW + 300)
+    handler, _results = make_handler(tmp_path, signer, clock, {"reset_gpu": hook})
+    handler.receive(payload(good(signer, now=NOW + 300)))
+    await handler.drain()
+    # the clock steps back 290 s; a command valid at that (wrong) time is refused after a restart
+    clock.now = NOW + 10
+    again, results2 = make_handler(tmp_path, signer, clock, {"reset_gpu": hook})
+    again.receive(payload(good(signer)))
+    assert [(r.outcome, r.reason) for r in results2] == [("rejected", "expired")]
+    assert len(record.read_text().splitlines()) == 1
