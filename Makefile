@@ -23,7 +23,7 @@ unit:
 
 bench:
 	@scripts/bootstrap.sh bench
-	@for b in bench/bench_*.py; do $(PY) $$b $(ARGS) || exit 1; done
+	@for b in bench/bench_*.py; do PYTHONPATH=$(CURDIR) $(PY) $$b $(ARGS) || exit 1; done
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache *.egg-info
