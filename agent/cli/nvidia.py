@@ -18,7 +18,8 @@ import msgspec
 from agent.probes.base import EventDraft, Unsupported
 from agent.probes.kmsg import read_records
 from agent.probes.nvidia.nvml_facade import NvmlFacade, RealNvml
-from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe, read_inventory
+from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
+from agent.probes.nvidia.nvml_read import read_inventory
 from agent.probes.nvidia.xid import GpuDirectory, XidKmsgHandler, XidReporter
 from fleetops.wire import Accelerator, AcceleratorReadings
 

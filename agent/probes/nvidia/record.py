@@ -22,7 +22,7 @@ import msgspec
 import pynvml
 
 from agent.probes.nvidia.nvml_facade import Handle, NvmlFacade, RealNvml, error_name
-from agent.probes.nvidia.nvml_probe import BATCH_FIELDS
+from agent.probes.nvidia.nvml_read import BATCH_FIELDS
 from agent.probes.nvidia.recording import RECORDING_FORMAT, call_key, field_key
 
 __all__ = ["device_calls", "main", "record"]
