@@ -10,8 +10,7 @@ append kernel-log lines in the driver's shapes to the node's kernel-log file. Th
 (``fake_nvml.FakeNvml``) answers from ``SimulatedNode.devices()`` in the recording format, and
 ``make_simulated_gpu_probes`` returns the real NVML probe and kernel-log follower over them.
 
-Model values come from NVIDIA's published specifications and commonly published
-``nvidia-smi -q`` output for these boards (power limits, clocks, memory, thresholds, PCIe, NVLink).
+The boards' values are in ``gpu_specs``; the driver's kernel-log text per XID in ``xid_lines``.
 """
 
 from __future__ import annotations
@@ -34,7 +33,9 @@ from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
 from agent.probes.nvidia.recording import call_key, field_key
 from agent.probes.nvidia.xid import RECOVERY_ACTION_NAMES, XidKmsgHandler, XidReporter
 from agent.sim.fake_nvml import DeviceCalls, FakeNvml
+from agent.sim.gpu_specs import A100_SXM4_80GB, H100_SXM5_80GB, MODELS, GpuSpec
 from agent.sim.scenario import GPU_FAULT_KINDS, Fault
+from agent.sim.xid_lines import NVML_EVENTS_MISS, xid_text
 
 __all__ = [
     "A100_SXM4_80GB",
@@ -51,116 +52,6 @@ SIM_DRIVER_VERSION: Final = "570.133.20"
 _KERNEL_BOOT_OFFSET_S: Final = 95.0
 _RESET: Final[int] = pynvml.NVML_GPU_RECOVERY_ACTION_GPU_RESET
 _NO_ACTION: Final[int] = pynvml.NVML_GPU_RECOVERY_ACTION_NONE  # the agent starts a while after the kernel
-
-
-class GpuSpec(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    board_part_number: str
-    vbios: str
-    inforom: str
-    pci_device_id: int
-    pci_subsystem_id: int
-    memory_total_bytes: int
-    power_limit_w: float
-    idle_w: float
-    load_w: float
-    slowdown_c: int
-    shutdown_c: int
-    memory_max_c: int
-    ambient_c: float
-    load_temperature_c: float  # steady temperature at load_w with working cooling
-    thermal_tau_s: float
-    sm_clock_max: int
-    sm_clock_idle: int
-    memory_clock: int
-    pcie_gen_max: int
-    pcie_width_max: int
-    nvlink_links: int
-    bus_ids: tuple[int, ...]
-
-
-A100_SXM4_80GB: Final = GpuSpec(
-    name="NVIDIA A100-SXM4-80GB",
-    board_part_number="692-2G506-0210-002",
-    vbios="92.00.45.00.03",
-    inforom="G506.0210.00.04",
-    pci_device_id=0x20B210DE,
-    pci_subsystem_id=0x147F10DE,
-    memory_total_bytes=81920 * 1024 * 1024,
-    power_limit_w=400.0,
-    idle_w=62.0,
-    load_w=360.0,
-    slowdown_c=89,
-    shutdown_c=92,
-    memory_max_c=95,
-    ambient_c=28.0,
-    load_temperature_c=66.0,
-    thermal_tau_s=45.0,
-    sm_clock_max=1410,
-    sm_clock_idle=210,
-    memory_clock=1593,
-    pcie_gen_max=4,
-    pcie_width_max=16,
-    nvlink_links=12,
-    bus_ids=(0x07, 0x0F, 0x47, 0x4E, 0x87, 0x90, 0xB7, 0xBD),
-)
-H100_SXM5_80GB: Final = GpuSpec(
-    name="NVIDIA H100 80GB HBM3",
-    board_part_number="692-2G520-0200-000",
-    vbios="96.00.99.00.01",
-    inforom="G520.0200.00.05",
-    pci_device_id=0x233010DE,
-    pci_subsystem_id=0x16C110DE,
-    memory_total_bytes=81559 * 1024 * 1024,
-    power_limit_w=700.0,
-    idle_w=72.0,
-    load_w=640.0,
-    slowdown_c=90,
-    shutdown_c=95,
-    memory_max_c=95,
-    ambient_c=28.0,
-    load_temperature_c=70.0,
-    thermal_tau_s=50.0,
-    sm_clock_max=1980,
-    sm_clock_idle=345,
-    memory_clock=2619,
-    pcie_gen_max=5,
-    pcie_width_max=16,
-    nvlink_links=18,
-    bus_ids=(0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB),
-)
-MODELS: Final[dict[str, GpuSpec]] = {"a100": A100_SXM4_80GB, "h100": H100_SXM5_80GB}
-
-_XID_TEXT: Final[dict[int, str]] = {
-    13: "pid={pid}, name=python3, Graphics SM Warp Exception on (GPC 1, TPC 2, SM 0): Out Of Range Address",
-    31: "pid={pid}, name=python3, Ch 00000010, intr 00000000. MMU Fault: ENGINE GRAPHICS GPCCLIENT_T1_3 "
-    "faulted @ 0x7f3a_4c000000. Fault is of type FAULT_PDE ACCESS_TYPE_VIRT_READ",
-    43: "pid={pid}, name=python3, Ch 00000008",
-    45: "pid={pid}, name=python3, Ch 00000008",
-    48: "An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 1, "
-    "subpartition 0.",
-    63: "Row Remapper: New row (0x00000000004fd700) was marked for remapping, reset gpu to activate.",
-    64: "Row Remapper Error: Failed to remap row (0x00000000004fd700): no spare rows left in bank.",
-    74: "pid=<unknown>, name=<unknown>, NVLink: fatal error detected on link {link}"
-    "(0x10000, 0x0, 0x0, 0x0, 0x0, 0x0, 0x0)",
-    79: "pid=<unknown>, name=<unknown>, GPU has fallen off the bus.",
-    92: "High single-bit ECC error rate detected.",
-    94: "pid={pid}, name=python3, Ch 00000010, Contained: CE User Channel (0x10). RST: No, D-RST: No",
-    95: "pid=<unknown>, name=<unknown>, Uncontained: FBHUB. RST: Yes, D-RST: No",
-    119: "Timeout after 6s of waiting for RPC response from GPU0 GSP! Expected function 76 (GSP_RM_CONTROL) "
-    "(0x20801348 0x4).",
-    120: "pid=<unknown>, name=<unknown>, GSP task exception: (GSP_RM_CONTROL).",
-    149: "NETIR_LINK_EVT Fatal XC0 i0 Link {link:02d} (0x004505c6 0x00000000 0x00000000 0x00000000 "
-    "0x00000000 0x00000000 0x00000000)",
-}
-#: NVML events miss these (they come from the kernel log only).
-_NVML_EVENTS_MISS: Final = frozenset({79, 119, 120})
-
-
-def xid_text(xid: int, *, pid: int = 0, link: int = 0) -> str:
-    """The text after ``NVRM: Xid (PCI:...): <xid>, `` in the driver's shape for that XID."""
-    template = _XID_TEXT.get(xid, "pid=<unknown>, name=<unknown>, Xid error reported by the driver.")
-    return template.format(pid=pid, link=link)
 
 
 def _stable_hex(*parts: object) -> str:
@@ -580,7 +471,7 @@ class SimulatedNode:
         pid = 2000 + self._rng.randint(0, 60000)
         pci = f"0000:{gpu.bus:02x}:00"
         self._write(t, f"NVRM: Xid (PCI:{pci}): {xid}, {xid_text(xid, pid=pid, link=link)}")
-        if xid not in _NVML_EVENTS_MISS:
+        if xid not in NVML_EVENTS_MISS:
             self._pending_events.append((gpu.index, pynvml.nvmlEventTypeXidCriticalError, xid))
 
     def _xid154(self, gpu: SimulatedGpu, before: int, after: int, t: float) -> None:
