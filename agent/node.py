@@ -32,7 +32,8 @@ from agent.probes.host import HostFactsReader
 from agent.probes.runner import Clock as Clock
 from agent.probes.runner import FrameContent, ProbeRunner, SystemClock
 from agent.system.sdnotify import Notifier
-from agent.uplink.publisher import MessageQueue, Publisher
+from agent.uplink.publisher import Publisher
+from agent.uplink.queues import MessageQueue
 from agent.uplink.spool import Spool, SpoolSettings
 from fleetops import wire
 

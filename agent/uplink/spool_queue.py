@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from agent.uplink.publisher import Outgoing
+from agent.uplink.queues import Outgoing
 from agent.uplink.spool_records import (
     HEADER,
     MAX_BODY_BYTES,

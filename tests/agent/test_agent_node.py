@@ -19,7 +19,7 @@ from agent.config import AgentConfig, parse_config
 from agent.node import Agent, AgentError, SessionCounter
 from agent.probes.base import EventDraft, EventSink, Probe, Sample, stable_event_id
 from agent.sim.fleet import NodeSpec, SimulatedFleet, demo_fleet, run_fleet
-from agent.uplink.publisher import MemoryQueue, Outgoing
+from agent.uplink.queues import MemoryQueue, Outgoing
 from devtools.broker import PrivateBroker, free_port
 from fleetops import wire
 from fleetops.wire import Accelerator, AcceleratorReadings

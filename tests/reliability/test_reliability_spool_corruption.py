@@ -7,7 +7,7 @@ from pathlib import Path
 
 import structlog
 
-from agent.uplink.publisher import Outgoing
+from agent.uplink.queues import Outgoing
 from agent.uplink.spool import HEADER, Spool, SpoolSettings
 from collector.service import Collector
 from devtools.broker import PrivateBroker

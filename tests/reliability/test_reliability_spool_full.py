@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from agent.uplink.publisher import Outgoing
+from agent.uplink.queues import Outgoing
 from agent.uplink.spool import Spool, SpoolSettings
 
 log = structlog.get_logger("test.reliability")

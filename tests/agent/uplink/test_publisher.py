@@ -19,7 +19,8 @@ from agent.config import AgentConfig, parse_config
 from agent.node import Agent
 from agent.probes.base import EventDraft
 from agent.probes.runner import SystemClock
-from agent.uplink.publisher import MemoryQueue, Outgoing, Publisher, backoff_delay
+from agent.uplink.publisher import Publisher, backoff_delay
+from agent.uplink.queues import MemoryQueue, Outgoing
 from devtools.broker import PrivateBroker
 from fleetops import wire
 from fleetops.wire import AcceleratorReadings

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.uplink.publisher import Outgoing
+from agent.uplink.queues import Outgoing
 from agent.uplink.spool import HEADER, Spool, SpoolSettings, encode_record, scan_segment
 
 SMALL = SpoolSettings(max_bytes=256 * 1024, segment_bytes=16 * 1024, fsync_events=False)
