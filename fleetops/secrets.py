@@ -6,17 +6,35 @@ and the collector) on the parsed TOML of a config file. The caller says which ke
 readable by its owner only (mode & 0o077 == 0). Broker URLs must not carry credentials (URLs are
 logged; credentials go in ``mqtt.username`` / ``mqtt.password``). It returns ``"key: what is wrong"``
 or None, and never includes the secret itself.
+
+``scrub`` is what error texts and log lines pass through: it replaces configured secret values and
+cuts every URL down to its scheme, host and port (a Slack webhook's path, a query's token and a
+``user:pass@`` part are credentials).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
 
-__all__ = ["find_secrets", "mode_problem", "secret_file_problem", "url_has_credentials"]
+__all__ = [
+    "REDACTED",
+    "find_secrets",
+    "mode_problem",
+    "redact_url",
+    "scrub",
+    "secret_file_problem",
+    "url_has_credentials",
+]
+
+REDACTED: Final = "<redacted>"
+#: values shorter than this are not searched for (they would redact ordinary words)
+MIN_SECRET_LEN: Final = 4
+_URL_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 
 
 def url_has_credentials(url: str) -> bool:
@@ -89,3 +107,32 @@ def _get(raw: Mapping[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         value = value[int(part)] if isinstance(value, list) else value[part]
     return value
+
+
+def redact_url(url: str) -> str:
+    """``url`` with only its scheme, host and port: ``https://hooks.slack.com/<redacted>``."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return REDACTED
+    if not parts.scheme or not host:
+        return REDACTED
+    where = f"[{host}]" if ":" in host else host
+    if port is not None:
+        where = f"{where}:{port}"
+    tail = "/" + REDACTED if parts.path.strip("/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{where}{tail}"
+
+
+def scrub(text: str, secrets: Iterable[str] = (), *, urls: bool = True) -> str:
+    """``text`` with each of ``secrets`` (and its URL-quoted form) replaced by ``<redacted>`` and, with
+    ``urls``, every URL cut down by :func:`redact_url`."""
+    values = {s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LEN}
+    for value in sorted(values | {quote(v, safe="") for v in values}, key=len, reverse=True):
+        if len(value) >= MIN_SECRET_LEN:
+            text = text.replace(value, REDACTED)
+    if urls:
+        text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
+    return text

@@ -57,6 +57,16 @@ class ReceiverSettings(
         """The ``kind`` key of this receiver (its struct's tag)."""
         return str(type(self).__struct_config__.tag)
 
+    def secret_values(self) -> tuple[str, ...]:
+        """The credential values of this receiver, to scrub from error texts and log lines: its
+        ``SECRET_FIELDS``, a URL's user and password, and a secret URL's path and query."""
+        values = [str(getattr(self, key)) for key in sorted(self.SECRET_FIELDS) if getattr(self, key, "")]
+        parts = urlsplit(self.url)
+        values.extend(v for v in (parts.username, parts.password) if v)
+        if "url" in self.SECRET_FIELDS:
+            values.extend(v for v in (parts.path, parts.query) if v.strip("/"))
+        return tuple(values)
+
     def redacted(self) -> dict[str, Any]:
         """The settings as plain values with every credential replaced, fit for logs and output."""
         out: dict[str, Any] = msgspec.to_builtins(self)
