@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from fleetops.secrets import shown_url
+
 __all__ = ["REDACTED", "GroupField", "ReceiverName", "ReceiverSettings", "url_has_credentials"]
 
 ReceiverName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")]
@@ -49,7 +51,7 @@ class ReceiverSettings(
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            shown = REDACTED if "url" in self.SECRET_FIELDS else repr(self.url)
+            shown = REDACTED if "url" in self.SECRET_FIELDS else repr(shown_url(self.url))
             raise ValueError(f"url: receiver {self.name!r} needs an http(s) URL, got {shown}")
 
     @property
