@@ -26,6 +26,7 @@ from agent.probes.registry import PROBES, ProbeSpec
 from agent.probes.runner import ProbeConfig
 from fleetops.config import ENV_PREFIX, ConfigError, convert, merge, read_file
 from fleetops.mqtt import MqttEndpoint, TlsFiles
+from fleetops.secrets import key_file_problem
 from fleetops.wire import NAME_PATTERN, OPERATIONS, valid_name
 
 __all__ = [
@@ -284,3 +285,5 @@ def _check_mqtt(mqtt: MqttSection, *, check_files: bool) -> None:
             value = getattr(tls, key)
             if value and not os.access(value, os.R_OK):
                 raise ConfigError(f"mqtt.tls.{key}: cannot read {value}")
+        if tls.key_file and (problem := key_file_problem(tls.key_file, "mqtt.tls.key_file")):
+            raise ConfigError(problem)

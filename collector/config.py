@@ -29,6 +29,7 @@ from collector.operations.settings import OperationsConfig
 from collector.rules.config import FLAT_RULE_KEYS, RulesConfig, migrate_rules, migrate_rules_env, rules_config
 from collector.store.settings import StoreConfig
 from fleetops.config import ConfigError, convert, merge, read_file
+from fleetops.secrets import key_file_problem
 
 __all__ = [
     "DEFAULT_PATH",
@@ -52,6 +53,7 @@ __all__ = [
     "OtlpExportConfig",
     "RulesConfig",
     "StoreConfig",
+    "check_key_files",
     "load_config",
     "migrate_rules",
     "parse_config",
@@ -89,11 +91,13 @@ class CollectorConfig(_Section, frozen=True):
 
 
 #: The keys whose values are secrets (``*``: any receiver): a file that sets one must be readable by
-#: the collector only. A Slack incoming-webhook URL is itself the credential.
+#: the collector only. A Slack incoming-webhook URL is itself the credential; OTLP headers carry the
+#: push's credentials; any URL with a user or password in it is a secret too (``fleetops.config``).
 SECRET_KEYS: Final = (
     "auth.tokens",
     "api.metrics_token_sha256",
     "mqtt.password",
+    "export.otlp.headers",
     "notify.receivers.*.routing_key",
     "notify.receivers.*.secret",
     "notify.receivers.*.api_key",
@@ -154,4 +158,16 @@ def load_config(
     """Read ``path`` (default ``/etc/fleetops/collector.toml``; a missing default file means
     built-in defaults, a missing explicit file is an error) and apply env and flag overrides."""
     raw, _ = read_file(path, default_path=DEFAULT_PATH, secrets=_secret_keys)
-    return parse_config(raw, env=env, overrides=overrides)
+    config = parse_config(raw, env=env, overrides=overrides)
+    check_key_files(config)
+    return config
+
+
+def check_key_files(config: CollectorConfig) -> None:
+    """TLS private keys (the broker client's, the API's) must be readable by the collector only."""
+    for key, path in (
+        ("mqtt.tls_key_file", config.mqtt.tls_key_file),
+        ("api.tls_key_file", config.api.tls_key_file),
+    ):
+        if path and (problem := key_file_problem(path, key)):
+            raise ConfigError(problem)

@@ -12,8 +12,11 @@ Every error is a :class:`ConfigError` whose message starts with the dotted key a
 A section's ``__post_init__`` raises ``ValueError("field: what is wrong")`` and the message is named
 ``section.field: what is wrong``.
 
-A file that holds secrets (the caller says which keys are secrets) must be readable by its owner only;
-see :mod:`fleetops.secrets`.
+A config file must not be writable by group or others, nor sit in a folder others may write (without
+the sticky bit): the agent's file names the programs it runs. A file that holds secrets (the caller
+says which keys are secrets; a URL with a user or password in it is one too) must be readable by its
+owner only; see :mod:`fleetops.secrets`. An error never shows more of a URL than scheme, host and
+port.
 
 ``agent.config`` and ``collector.config`` define their sections and call :func:`load` (or the steps
 :func:`read_file`, :func:`merge` and :func:`convert` when they validate more than one struct).
@@ -29,7 +32,7 @@ from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 
-from fleetops.secrets import secret_file_problem
+from fleetops.secrets import credential_url_keys, scrub, secret_file_problem, writable_problem
 
 __all__ = [
     "ENV_PREFIX",
@@ -62,7 +65,11 @@ Ratio = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
 class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key."""
+    """The configuration is invalid; the message names the key. A URL in the message is cut down to
+    its scheme, host and port (``fleetops.secrets.scrub``): a Slack webhook's path is its secret."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(scrub(str(message)))
 
 
 # -- the layers ----------------------------------------------------------------------------------
@@ -78,8 +85,9 @@ def read_file(
     """Parse the TOML file ``path`` into ``(document, source)``.
 
     Without ``path`` the ``default_path`` is read if it exists (otherwise the document is empty and
-    the source ``""``); an explicit path must exist. A file that holds secrets must pass
-    :func:`fleetops.secrets.secret_file_problem`.
+    the source ``""``); an explicit path must exist. The file must pass
+    :func:`fleetops.secrets.writable_problem` (only its owner may change it, or the folders it is
+    in) and, when it holds secrets, :func:`fleetops.secrets.secret_file_problem`.
     """
     if path is None:
         if not default_path.exists():
@@ -93,11 +101,14 @@ def read_file(
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unsafe = writable_problem(path)
+    if unsafe is not None:
+        raise ConfigError(unsafe)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    keys = secrets(raw) if callable(secrets) else secrets
+    keys = [*(secrets(raw) if callable(secrets) else secrets), *credential_url_keys(raw)]
     problem = secret_file_problem(path, raw, secrets=keys, credential_free_urls=credential_free_urls)
     if problem is not None:
         raise ConfigError(problem)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from fleetops.secrets import url_has_credentials
+from fleetops.secrets import shown_url, url_has_credentials
 
 __all__ = ["DEFAULT_PORTS", "MqttEndpoint", "MqttUrl", "TlsFiles", "parse_mqtt_url"]
 
@@ -40,24 +40,25 @@ class MqttUrl(msgspec.Struct, frozen=True, kw_only=True):
 def parse_mqtt_url(url: str) -> MqttUrl:
     """``"mqtts://broker:8883"`` → ``MqttUrl(scheme="mqtts", host="broker", port=8883)``.
 
-    Raises ValueError saying what is wrong (never echoing credentials).
+    Raises ValueError saying what is wrong (never echoing credentials, nor more of the value than
+    a scheme, host and port).
     """
     if url_has_credentials(url):
         raise ValueError("must not contain credentials; set username and password instead")
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise ValueError(f"must be {_FORM}, got {url!r}") from None
+        raise ValueError(f"must be {_FORM}, got {shown_url(url)!r}") from None
     if parts.scheme not in DEFAULT_PORTS:
-        raise ValueError(f"must be {_FORM}, got {url!r}")
+        raise ValueError(f"must be {_FORM}, got {shown_url(url)!r}")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"invalid port in {url!r} (1-65535)") from None
+        raise ValueError(f"invalid port in {shown_url(url)!r} (1-65535)") from None
     if not parts.hostname:
-        raise ValueError(f"no host in {url!r}")
+        raise ValueError(f"no host in {shown_url(url)!r}")
     if port == 0 or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"must be {_FORM}, got {url!r}")
+        raise ValueError(f"must be {_FORM}, got {shown_url(url)!r}")
     scheme: Literal["mqtt", "mqtts"] = "mqtts" if parts.scheme == "mqtts" else "mqtt"
     return MqttUrl(scheme=scheme, host=parts.hostname, port=port or DEFAULT_PORTS[scheme])
 

@@ -375,7 +375,8 @@ class Rebirth(Struct, tag="rebirth", tag_field="type", frozen=True):
     reason: Short = ""
 
 
-CommandId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{8,128}\Z")]
+#: a command id reaches hooks' argv (``{cmd_id}``): no leading ``-`` (an option), no ``..``
+CommandId = Annotated[str, msgspec.Meta(pattern=r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.:-]{7,127}\Z")]
 KeyId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,64}\Z")]
 UnixTime = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 ArgName = Annotated[str, msgspec.Meta(max_length=32)]
@@ -430,7 +431,9 @@ class OperationSpec(msgspec.Struct, frozen=True, kw_only=True):
     destructive: bool
 
 
-_REASON: Final = r"[A-Za-z0-9][A-Za-z0-9 ._:#/=()-]{0,127}"
+#: A reason reaches hooks' argv (``{reason}``), maybe inside a path: letters, digits, space and
+#: ``. _ : , = + -``, starting with a letter or digit (never ``-``), never ``/`` nor ``..``.
+_REASON: Final = r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9 ._:,=+-]{0,127}"
 
 #: The operations of version 1. An agent runs only those its configuration allows and has a hook for.
 OPERATIONS: Final[dict[str, OperationSpec]] = {

@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import structlog
 
-from agent.operations.hooks import HookOutcome, HookSpec, render_argv, run_hook
+from agent.operations.hooks import HookOutcome, HookSpec, UnsafeArgument, render_argv, run_hook
 from agent.operations.settings import OperationsSection
 from fleetops import wire
 
@@ -385,7 +385,17 @@ class CommandHandler:
         values = {**hook.defaults, **cmd.args, "node": self.verifier.node, "cmd_id": cmd.cmd_id}
         for name in wire.OPERATIONS[cmd.op].args:
             values.setdefault(name, "")
-        argv = render_argv(hook.argv, values)
+        try:
+            argv = render_argv(hook.argv, values)
+        except UnsafeArgument as exc:
+            self._log.warning("hook_refused", cmd_id=cmd.cmd_id, op=cmd.op, error=str(exc))
+            return HookOutcome(
+                exit_code=None,
+                duration_s=0.0,
+                output=b"",
+                truncated=False,
+                error=f"refused to run the hook: {exc}",
+            )
         self._log.info("hook_starting", cmd_id=cmd.cmd_id, op=cmd.op, argv=argv)
         return await run_hook(argv, timeout_s=hook.timeout_s, max_output_bytes=hook.max_output_bytes)
 

@@ -3,7 +3,10 @@
 A hook is an argv list from the configuration (``[operations.hooks.<op>]``). It runs without a shell:
 placeholders (``{node}``, ``{cmd_id}`` and the operation's arguments, e.g. ``{gpu}``) are replaced
 inside single argv elements, never split or interpreted, and the arguments were already checked
-against the operation's patterns (``fleetops.wire.OPERATIONS``). The child gets a fixed ``PATH``, an
+against the operation's patterns (``fleetops.wire.OPERATIONS``). ``render_argv`` checks every
+substituted value again, whatever the patterns say: one with ``/``, ``..``, a NUL or another control
+character, or a leading ``-`` is refused (``UnsafeArgument``), so a value can neither climb out of
+a folder a hook puts it in nor be read as an option. The child gets a fixed ``PATH``, an
 otherwise empty environment (no broker password inherited), no stdin, ``/`` as its directory and its
 own process group, so a timeout kills it and everything it started. Its standard output and error
 are captured together, up to ``max_output_bytes`` (the rest is read and dropped).
@@ -25,13 +28,23 @@ from typing import Annotated, Final
 
 import msgspec
 
-__all__ = ["HOOK_ENV", "HookOutcome", "HookSpec", "placeholders", "render_argv", "run_hook"]
+__all__ = [
+    "HOOK_ENV",
+    "HookOutcome",
+    "HookSpec",
+    "UnsafeArgument",
+    "check_value",
+    "placeholders",
+    "render_argv",
+    "run_hook",
+]
 
 HOOK_ENV: Final[dict[str, str]] = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG": "C.UTF-8",
 }
 _PLACEHOLDER: Final = re.compile(r"\{([a-z][a-z0-9_]{0,31})\}")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 _KILL_GRACE_S: Final = 2.0
 _CHUNK: Final = 16 * 1024
 #: Placeholders every hook may use besides its operation's arguments.
@@ -68,9 +81,34 @@ def placeholders(argv: list[str]) -> set[str]:
     return {name for element in argv for name in _PLACEHOLDER.findall(element)}
 
 
+class UnsafeArgument(ValueError):
+    """A value to put in a hook's argv could be read as a path outside its folder or as an option."""
+
+
+def check_value(name: str, value: str) -> str:
+    """``value`` if it is safe in an argv element; raises ``UnsafeArgument`` naming ``name``."""
+    problem = (
+        "contains '/'"
+        if "/" in value
+        else "contains '..'"
+        if ".." in value
+        else "contains a NUL or control character"
+        if _CONTROL.search(value)
+        else "starts with '-'"
+        if value.startswith("-")
+        else ""
+    )
+    if problem:
+        raise UnsafeArgument(f"argument {name}: {problem}")
+    return value
+
+
 def render_argv(argv: list[str], values: Mapping[str, str]) -> list[str]:
-    """``argv`` with each ``{name}`` replaced by ``values[name]`` (a missing name raises KeyError)."""
-    return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], element) for element in argv]
+    """``argv`` with each ``{name}`` replaced by ``values[name]`` (a missing name raises KeyError),
+    each value checked by :func:`check_value` first (an empty value is allowed)."""
+    return [
+        _PLACEHOLDER.sub(lambda m: check_value(m.group(1), values[m.group(1)]), element) for element in argv
+    ]
 
 
 async def run_hook(argv: list[str], *, timeout_s: float, max_output_bytes: int) -> HookOutcome:

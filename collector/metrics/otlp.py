@@ -32,6 +32,8 @@ from collector.metrics.families import FAMILIES
 from collector.metrics.registry import CollectorMetrics, Sample
 from collector.metrics.settings import OtlpExportConfig
 from collector.metrics.tasks import TaskCounter
+from fleetops.logging import add_secrets
+from fleetops.secrets import strip_userinfo, url_credentials
 
 __all__ = ["OtlpPusher", "otlp_name"]
 
@@ -64,6 +66,11 @@ class OtlpPusher:
         if not config.enabled:
             raise ValueError("export.otlp.endpoint: not configured")
         self.config = config
+        #: the endpoint as logged: without a user and password
+        self.shown_endpoint = strip_userinfo(config.endpoint)
+        # header values carry the push's credentials: never in a log line (nor the token alone)
+        values = [*config.headers.values(), *url_credentials(config.endpoint)]
+        add_secrets([*values, *(v.split()[-1] for v in values if v.split() and len(v.split()[-1]) >= 8)])
         self.metrics = metrics
         self.tasks = tasks
         self.exports = 0
@@ -118,7 +125,7 @@ class OtlpPusher:
         self.exports += 1
 
     async def run(self) -> None:
-        log.info("otlp_export_started", endpoint=self.config.endpoint, interval_s=self.config.interval_s)
+        log.info("otlp_export_started", endpoint=self.shown_endpoint, interval_s=self.config.interval_s)
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.config.interval_s)

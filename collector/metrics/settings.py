@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from fleetops.secrets import shown_url
+
 __all__ = ["ExportConfig", "OtlpExportConfig"]
 
 
@@ -30,7 +32,9 @@ class OtlpExportConfig(_Section, frozen=True):
         if self.endpoint:
             parts = urlsplit(self.endpoint)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"endpoint: must be an http:// or https:// URL, got {self.endpoint!r}")
+                raise ValueError(
+                    f"endpoint: must be an http:// or https:// URL, got {shown_url(self.endpoint)!r}"
+                )
         for name in self.headers:
             if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
                 raise ValueError(f"headers: {name!r} is not a valid HTTP header name")

@@ -18,6 +18,7 @@ from collector.notify.settings import ReceiverName, ReceiverSettings, url_has_cr
 from collector.notify.slack import SlackSettings
 from collector.notify.webhook import WebhookSettings
 from collector.rules.settings import ActionName
+from fleetops.secrets import shown_url
 
 __all__ = [
     "RECEIVER_KINDS",
@@ -80,7 +81,7 @@ class NotifyConfig(_Section, frozen=True):
                 raise ValueError(f"routes: route {i} names unknown receiver {route.receiver!r}")
         for key, url in (("board_url", self.board_url), ("grafana_url", self.grafana_url)):
             if url and urlsplit(url).scheme not in ("http", "https"):
-                raise ValueError(f"{key}: must be an http(s) URL, got {url!r}")
+                raise ValueError(f"{key}: must be an http(s) URL, got {shown_url(url)!r}")
         if self.retry_max_s < self.retry_initial_s:
             raise ValueError("retry_max_s: must be >= retry_initial_s")
 

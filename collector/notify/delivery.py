@@ -3,6 +3,11 @@
 Transient failures (timeouts, connection errors, HTTP 408, 429 and 5xx) are retried with
 exponential backoff and full jitter, honouring ``Retry-After``; anything else in 4xx is permanent
 and never retried. A page still failing ``give_up_after_s`` after it was queued is given up.
+
+An error says what kind of failure it was and the HTTP status, never the receiver's answer (a
+receiver may echo the request, routing key included) nor the client error's text (it names the URL,
+and a Slack webhook's URL is its credential): ``HTTP 400``, ``timeout after 10s``,
+``connection failed: ClientConnectorError``.
 """
 
 from __future__ import annotations
@@ -18,10 +23,9 @@ import msgspec
 
 from collector.notify.page import PermanentError, TransientError
 
-__all__ = ["RetryPolicy", "check_status", "post_json", "retry_after_seconds"]
+__all__ = ["RetryPolicy", "check_status", "client_error_class", "post_json", "retry_after_seconds"]
 
 RETRY_STATUSES: Final = frozenset((408, 425, 429))
-BODY_SNIPPET: Final = 200
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,12 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
         return None
 
 
-def check_status(status: int, body: str, retry_after_s: float | None = None) -> None:
-    """Raise for a failed HTTP status: transient for 408/425/429/5xx, permanent for other 4xx."""
+def check_status(status: int, retry_after_s: float | None = None) -> None:
+    """Raise for a failed HTTP status: transient for 408/425/429/5xx, permanent for other 4xx. The
+    error holds the status only (the body may echo a credential)."""
     if 200 <= status < 300:
         return
-    detail = f"HTTP {status}: {body[:BODY_SNIPPET]}"
+    detail = f"HTTP {status}"
     if status in RETRY_STATUSES or status >= 500:
         raise TransientError(detail, retry_after_s)
     raise PermanentError(detail)
@@ -87,9 +92,17 @@ async def post_json(
             url, data=data, headers=all_headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
         ) as resp:
             text = await resp.text(errors="replace")
-            check_status(resp.status, text, retry_after_seconds(resp.headers.get("Retry-After"), now()))
+            check_status(resp.status, retry_after_seconds(resp.headers.get("Retry-After"), now()))
             return resp.status, text
     except TimeoutError as exc:
         raise TransientError(f"timeout after {timeout_s:g}s") from exc
     except aiohttp.ClientError as exc:
-        raise TransientError(f"connection failed: {exc}") from exc
+        raise TransientError(f"connection failed: {client_error_class(exc)}") from exc
+
+
+def client_error_class(exc: BaseException) -> str:
+    """An aiohttp error as its class and, for a response error, the status: never its text, which
+    names the URL."""
+    status = getattr(exc, "status", None)
+    name = type(exc).__name__
+    return f"{name} {status}" if isinstance(status, int) and status else name

@@ -3,6 +3,11 @@
 ``Dispatcher(config, db_path)``; ``await start(board_url)`` returns at once, ``await stop()``
 finishes the send in flight. Everything it has not sent yet stays in the store and goes out after
 the next start. ``run_once()`` does one round (tests drive it directly).
+
+Every error text it stores or logs passes ``fleetops.secrets.scrub`` with the receivers' credential
+values (``ReceiverSettings.secret_values``), which are also registered with the log setup
+(``fleetops.logging.add_secrets``): a key a receiver echoes, or a webhook URL in a client error,
+never reaches the outbox, the API, the board or the log.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from collector.notify.outbox import Delivery, OutboxDb
 from collector.notify.page import Notifier, NotifierContext, Page, PageEvent, PermanentError, TransientError
 from collector.notify.registry import build_notifier
 from collector.notify.router import RateLimiter, Router
+from fleetops.logging import add_secrets
+from fleetops.secrets import scrub
 
 __all__ = ["Dispatcher", "grafana_link", "task_link"]
 
 log = structlog.get_logger("collector.notify")
 
 DUE_BATCH: Final = 200
+ERROR_MAX: Final = 500
 
 
 def task_link(board_url: str, task_id: int) -> str:
@@ -71,6 +79,9 @@ class Dispatcher:
         self.group_by = {r.name: r.group_by for r in config.receivers}
         self.limits = {r.name: RateLimiter(r.rate_per_s, r.burst, monotonic) for r in config.receivers}
         self.resending = {r.name for r in config.receivers if r.RESENDS}
+        #: every receiver's credential values: scrubbed from each error text stored or logged
+        self.secrets = tuple(v for r in config.receivers for v in r.secret_values())
+        add_secrets(self.secrets)
         self.board_url = ""
         #: counters: sent_<event>, retries, failed, given_up, resent, resend_errors, routed, grouped
         self.stats: Counter[str] = Counter()
@@ -82,6 +93,10 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._last_resend = monotonic()
         self._io_lock = asyncio.Lock()
+
+    def error_text(self, exc: BaseException | str) -> str:
+        """What is stored and logged of a failure: its text without credentials or URLs."""
+        return scrub(str(exc), self.secrets)[:ERROR_MAX]
 
     @property
     def enabled(self) -> bool:
@@ -132,7 +147,7 @@ class Dispatcher:
                 await self.run_once()
             except Exception as exc:  # the store was busy or a bug: log, wait, go on
                 self.stats["loop_errors"] += 1
-                log.error("notify_round_failed", error=repr(exc))
+                log.error("notify_round_failed", error=self.error_text(repr(exc)))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
@@ -205,20 +220,21 @@ class Dispatcher:
                 await notifier.send(page)
             except TransientError as exc:
                 now = self.clock()
+                error = self.error_text(exc)
                 if self.policy.gives_up(delivery.created_at, now):
                     self.stats["given_up"] += 1
-                    await asyncio.to_thread(self.db.failed, delivery.id, now, f"gave up: {exc}")
+                    await asyncio.to_thread(self.db.failed, delivery.id, now, f"gave up: {error}")
                     log.error(
                         "page_given_up",
                         receiver=receiver,
                         dedup_key=delivery.page_key,
                         page_event=delivery.event,
-                        error=str(exc),
+                        error=error,
                     )
                     continue
                 wait = self.policy.delay(delivery.attempts + 1, self.rng, exc.retry_after_s)
                 self.stats["retries"] += 1
-                await asyncio.to_thread(self.db.retry, delivery.id, now, now + wait, str(exc))
+                await asyncio.to_thread(self.db.retry, delivery.id, now, now + wait, error)
                 log.warning(
                     "page_retry",
                     receiver=receiver,
@@ -226,18 +242,19 @@ class Dispatcher:
                     page_event=delivery.event,
                     attempt=delivery.attempts + 1,
                     retry_in_s=round(wait, 2),
-                    error=str(exc),
+                    error=error,
                 )
                 return  # keep this receiver's order; it is unwell, come back later
             except PermanentError as exc:
                 self.stats["failed"] += 1
-                await asyncio.to_thread(self.db.failed, delivery.id, self.clock(), str(exc))
+                error = self.error_text(exc)
+                await asyncio.to_thread(self.db.failed, delivery.id, self.clock(), error)
                 log.error(
                     "page_refused",
                     receiver=receiver,
                     dedup_key=delivery.page_key,
                     page_event=delivery.event,
-                    error=str(exc),
+                    error=error,
                 )
                 continue
             self.stats[f"sent_{delivery.event}"] += 1
@@ -264,5 +281,7 @@ class Dispatcher:
                 self.stats["resent"] += 1
             except (TransientError, PermanentError) as exc:
                 self.stats["resend_errors"] += 1
-                log.warning("page_resend_failed", receiver=receiver, dedup_key=page_key, error=str(exc))
+                log.warning(
+                    "page_resend_failed", receiver=receiver, dedup_key=page_key, error=self.error_text(exc)
+                )
                 return

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from fleetops.secrets import shown_url
+
 __all__ = ["REDACTED", "GroupField", "ReceiverName", "ReceiverSettings", "url_has_credentials"]
 
 ReceiverName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")]
@@ -49,13 +51,23 @@ class ReceiverSettings(
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            shown = REDACTED if "url" in self.SECRET_FIELDS else repr(self.url)
+            shown = REDACTED if "url" in self.SECRET_FIELDS else repr(shown_url(self.url))
             raise ValueError(f"url: receiver {self.name!r} needs an http(s) URL, got {shown}")
 
     @property
     def kind(self) -> str:
         """The ``kind`` key of this receiver (its struct's tag)."""
         return str(type(self).__struct_config__.tag)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The credential values of this receiver, to scrub from error texts and log lines: its
+        ``SECRET_FIELDS``, a URL's user and password, and a secret URL's path and query."""
+        values = [str(getattr(self, key)) for key in sorted(self.SECRET_FIELDS) if getattr(self, key, "")]
+        parts = urlsplit(self.url)
+        values.extend(v for v in (parts.username, parts.password) if v)
+        if "url" in self.SECRET_FIELDS:
+            values.extend(v for v in (parts.path, parts.query) if v.strip("/"))
+        return tuple(values)
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain values with every credential replaced, fit for logs and output."""

@@ -242,3 +242,29 @@ def test_secret_file_problem_never_echoes_the_secret(tmp_path: Path) -> None:
     assert problem is not None
     assert PASSWORD not in problem
     assert secret_file_problem(conf, {"mqtt": {"url": "mqtt://h"}}) is None
+
+
+def test_log_lines_never_carry_registered_secrets_or_urls_in_errors() -> None:
+    import io
+
+    import structlog
+
+    from fleetops.logging import add_secrets, configure_logging
+
+    buffer = io.StringIO()
+    configure_logging("json", "debug", stream=buffer)
+    try:
+        add_secrets(["sk-Log-Registered-Secret-77"])
+        structlog.get_logger("t").error(
+            "send_failed",
+            error="POST https://hooks.slack.com/services/T1/B2/abc failed: echo sk-Log-Registered-Secret-77",
+            note="the key sk-Log-Registered-Secret-77 again",
+            board_url="https://fleetops.example.org/board/",
+        )
+    finally:
+        structlog.reset_defaults()
+    line = buffer.getvalue()
+    assert "sk-Log-Registered-Secret-77" not in line
+    assert "/services/T1/B2/abc" not in line
+    assert "https://hooks.slack.com/<redacted>" in line
+    assert "https://fleetops.example.org/board/" in line  # URLs outside error fields are kept

@@ -244,3 +244,60 @@ def test_any_field_with_any_value_decodes_or_is_rejected(
     except DecodeError:
         return
     assert decoded.node == NODE
+
+
+# -- command arguments that reach a hook's argv ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "../../etc/cron.d/x",
+        "a/b",
+        "x..y",
+        "maintenance ..",
+        "-rf",
+        " leading space",
+        "ticket #12",
+        "PSU (rack 3)",
+        "a\nb",
+        "a\x00b",
+        "tab\there",
+        "x" * 129,
+    ],
+)
+def test_a_reason_outside_the_safe_set_is_refused(reason: str) -> None:
+    for op in ("drain", "undrain", "reboot"):
+        assert wire.check_arguments(op, {"reason": reason}) is not None
+
+
+@pytest.mark.parametrize(
+    "reason", ["fleetops task 12 XID 79", "INC-1234: PSU fault, rack=r01 +1", "v1.2_ok", "x" * 128]
+)
+def test_a_reason_in_the_safe_set_is_taken(reason: str) -> None:
+    assert wire.check_arguments("drain", {"reason": reason}) is None
+
+
+def _command_json(cmd_id: str) -> bytes:
+    return json.dumps(
+        {
+            "type": "cmd",
+            "v": 1,
+            "cmd_id": cmd_id,
+            "node": NODE,
+            "op": "drain",
+            "args": {},
+            "iat": 1,
+            "exp": 2,
+            "key_id": "k1",
+            "sig": "A" * 86,
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize("cmd_id", ["-rf-0123456789", "--help=abcdef", "abc..defghij", "0123456789/ab"])
+def test_a_command_id_that_could_read_as_an_option_or_a_path_is_refused(cmd_id: str) -> None:
+    topic = parse_topic(f"fleetops/v1/demo/{NODE}/cmd")
+    with pytest.raises(DecodeError):
+        wire.decode_command(topic, _command_json(cmd_id))
+    assert wire.decode_command(topic, _command_json("c0ffee-0123456789")).cmd_id == "c0ffee-0123456789"

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config import ConfigError, parse_config
 from agent.operations.commands import CommandHandler, CommandRejected, CommandVerifier, ReplaySet
-from agent.operations.hooks import HookSpec
+from agent.operations.hooks import HookSpec, UnsafeArgument, render_argv
 from collector.operations.signing import CommandSigner
 from fleetops import wire
 from tests.helpers.paths import REPO
@@ -364,3 +364,62 @@ async def test_a_command_far_behind_the_highest_time_seen_is_expired(
     again.receive(payload(good(signer)))
     assert [(r.outcome, r.reason) for r in results2] == [("rejected", "expired")]
     assert len(record.read_text().splitlines()) == 1
+
+
+# -- what reaches a hook's argv -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reason", ["../../etc/cron.d/evil", "x/../../../etc/cron.d/evil", "a/b", "x..y", "-rf", "ticket #12"]
+)
+async def test_a_signed_drain_whose_reason_could_escape_a_folder_is_refused_and_nothing_runs(
+    tmp_path: Path, signer: CommandSigner, reason: str
+) -> None:
+    drain, record = recorder_hook(tmp_path, "--log=/var/log/drain/{reason}.log")
+    handler, results = make_handler(tmp_path, signer, FakeClock(), {"drain": drain})
+    handler.receive(payload(good(signer, op="drain", args={"reason": reason})))
+    await handler.drain()
+    assert [(r.outcome, r.reason) for r in results] == [("rejected", "bad_argument")]
+    assert not record.exists(), "the hook must not run"
+    assert handler.rejected == {"bad_argument": 1}
+
+
+async def test_a_signed_command_whose_id_starts_with_a_dash_is_refused(
+    tmp_path: Path, signer: CommandSigner
+) -> None:
+    hook, record = recorder_hook(tmp_path, "{cmd_id}")
+    handler, results = make_handler(tmp_path, signer, FakeClock(), {"reset_gpu": hook})
+    command = signer.resign(msgspec.structs.replace(good(signer), cmd_id="-rf-0123456789"))
+    handler.receive(payload(command))
+    await handler.drain()
+    assert [(r.outcome, r.reason) for r in results] == [("rejected", "malformed")]
+    assert not record.exists()
+
+
+@pytest.mark.parametrize(
+    "value", ["../x", "a/b", "..", "-rf", "--config=/tmp/x", "a\x00b", "a\nb", "bell\x07", "del\x7f"]
+)
+def test_render_argv_refuses_a_value_that_could_be_a_path_or_an_option(value: str) -> None:
+    with pytest.raises(UnsafeArgument, match=r"^argument reason: "):
+        render_argv(["/usr/bin/hook", "--reason={reason}"], {"reason": value})
+
+
+def test_render_argv_keeps_safe_values_and_empty_optional_ones() -> None:
+    argv = ["/usr/bin/hook", "nodename={node}", "{reason}", "x-{gpu}"]
+    values = {"node": NODE, "reason": "fleetops task 12: XID 79", "gpu": "3"}
+    assert render_argv(argv, values) == ["/usr/bin/hook", f"nodename={NODE}", values["reason"], "x-3"]
+    assert render_argv(["/bin/h", "reason={reason}"], {"reason": ""}) == ["/bin/h", "reason="]
+
+
+async def test_render_argv_is_the_last_guard_even_when_the_wire_check_is_bypassed(
+    tmp_path: Path, signer: CommandSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drain, record = recorder_hook(tmp_path, "reason={reason}")
+    handler, results = make_handler(tmp_path, signer, FakeClock(), {"drain": drain})
+    monkeypatch.setattr(wire, "check_arguments", lambda _op, _args: None)
+    handler.receive(payload(good(signer, op="drain", args={"reason": "../../etc/passwd"})))
+    await handler.drain()
+    assert [r.outcome for r in results] == ["accepted", "failed"]
+    assert results[1].reason.startswith("refused to run the hook: argument reason: ")
+    assert results[1].exit_code is None
+    assert not record.exists()
