@@ -224,14 +224,19 @@ class Client:
     ) -> bool:
         """True once the broker accepted the connection; False when it refused or hung up. A
         ``session_expiry_s`` keeps the session (and its queue) on the broker after a disconnect."""
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = session_expiry_s
+        properties = None
+        if session_expiry_s:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = session_expiry_s
         try:
             self.client.connect(
                 "localhost", self.broker.port, keepalive=30, clean_start=clean_start, properties=properties
             )
         except (OSError, ssl.SSLError):
             return False
+        # paho's connect() opens a wake-up socket pair and loop_start() opens another without
+        # closing the first (paho-mqtt 2.1): close it here, or it leaks (a ResourceWarning).
+        self.client._reset_sockets(sockpair_only=True)
         self.client.loop_start()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -258,6 +263,7 @@ class Client:
         with contextlib.suppress(Exception):
             self.client.disconnect()
         self.client.loop_stop()
+        self.client._reset_sockets()  # the wake-up pair too, not only at garbage collection
 
 
 def wait_for(predicate: Any, timeout_s: float = 15.0) -> None:
