@@ -90,6 +90,21 @@ class CollectorConfig(_Section, frozen=True):
     operations: OperationsConfig = OperationsConfig()
 
 
+def _check_operations_identity(mqtt: MqttConfig, ops: OperationsConfig) -> None:
+    """The ingest and operations connections are two MQTT clients: one client id and, with client
+    certificates, one certificate each (a broker binding ids to certificates would otherwise give
+    both the ingest session, and each would take it from the other)."""
+    if not ops.enabled:
+        return
+    if ops.client_id == mqtt.client_id:
+        raise ConfigError("operations.client_id: must differ from mqtt.client_id (two connections)")
+    if mqtt.tls_cert_file and ops.tls_cert_file in ("", mqtt.tls_cert_file):
+        raise ConfigError(
+            "operations.tls_cert_file: the operations connection needs a certificate of its own when "
+            "[mqtt] has one (fleetops-pki collector issues fleetops-collector-ops; docs/operations.md)"
+        )
+
+
 #: The keys whose values are secrets (``*``: any receiver): a file that sets one must be readable by
 #: the collector only. A Slack incoming-webhook URL is itself the credential; OTLP headers carry the
 #: push's credentials; any URL with a user or password in it is a secret too (``fleetops.config``).
@@ -144,9 +159,11 @@ def parse_config(
     ]
     data = merge(layers[0], CollectorConfig, environ=migrate_rules_env(env), overrides=_dotted(layers[1]))
     try:
-        return convert(data, CollectorConfig)
+        config = convert(data, CollectorConfig)
     except ConfigError as exc:
         raise ConfigError(explain_receiver(str(exc), data)) from None
+    _check_operations_identity(config.mqtt, config.operations)
+    return config
 
 
 def load_config(

@@ -140,18 +140,23 @@ class OperationsService:
     # ---- MQTT ---------------------------------------------------------------------------------
 
     def _mqtt_client(self) -> aiomqtt.Client:
+        """The operations connection: the broker of ``[mqtt]``, its own identity (``[operations]``
+        client_id and certificate, see ``OperationsConfig``)."""
         m = self.config.mqtt
+        own = bool(self.cfg.tls_cert_file)
+        cert = self.cfg.tls_cert_file if own else m.tls_cert_file
+        key = self.cfg.tls_key_file if own else m.tls_key_file
         tls: ssl.SSLContext | None = None
         if m.tls:
             tls = ssl.create_default_context(cafile=m.tls_ca_file or None)
-            if m.tls_cert_file:
-                tls.load_cert_chain(m.tls_cert_file, m.tls_key_file or None)
+            if cert:
+                tls.load_cert_chain(cert, key or None)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = m.session_expiry_s
         return aiomqtt.Client(
             m.host,
             m.port,
-            identifier=f"{m.client_id}-ops"[:128],
+            identifier=self.cfg.client_id or f"{m.client_id}-ops"[:128],
             username=m.username or None,
             password=m.password or None,
             protocol=aiomqtt.ProtocolVersion.V5,

@@ -48,7 +48,17 @@ class OperationsConfig(_Section, frozen=True):
     breaker_percent: Annotated[float, msgspec.Meta(gt=0, le=100)] = 20.0
     breaker_window_s: Annotated[float, msgspec.Meta(ge=10, le=86400)] = 300.0
     breaker_min_nodes: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 5
+    #: the operations connection's own MQTT identity: its client id (empty: ``[mqtt] client_id``
+    #: with ``-ops``) and client certificate (empty: ``[mqtt]``'s, allowed only without client
+    #: certificates). A broker that binds client ids to certificates (the shipped one) gives each
+    #: certificate one session, so this connection needs a certificate of its own (fleetops-pki
+    #: collector issues ``fleetops-collector-ops``).
+    client_id: Annotated[str, msgspec.Meta(pattern=r"^[\x21-\x7e]{0,128}\Z")] = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     def __post_init__(self) -> None:
         if self.enabled and not self.signing_key_file:
             raise ValueError("signing_key_file: enabled operations need a signing key")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_key_file: tls_cert_file and tls_key_file go together")

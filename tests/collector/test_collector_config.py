@@ -152,3 +152,38 @@ def test_names_and_hashes_match_the_whole_string(raw: dict[str, Any], key: str) 
     """A trailing newline is not part of a valid name, key id or hash."""
     with pytest.raises(ConfigError, match=rf"^{re.escape(key)}"):
         parse_config(raw)
+
+
+_OPS = {"enabled": True, "signing_key_file": "/etc/fleetops/command-signing.pem"}
+_MQTT_TLS = {"tls_cert_file": "/etc/fleetops/tls/c.pem", "tls_key_file": "/etc/fleetops/tls/c.key"}
+
+
+@pytest.mark.parametrize(
+    ("operations", "message"),
+    [
+        ({}, "operations.tls_cert_file: the operations connection needs a certificate of its own"),
+        (
+            {"tls_cert_file": _MQTT_TLS["tls_cert_file"], "tls_key_file": "/etc/fleetops/tls/o.key"},
+            "operations.tls_cert_file: the operations connection needs a certificate of its own",
+        ),
+        ({"tls_cert_file": "/etc/fleetops/tls/o.pem"}, "operations.tls_key_file: "),
+        (
+            {"client_id": "fleetops-collector", "tls_cert_file": "/o.pem", "tls_key_file": "/o.key"},
+            "operations.client_id: ",
+        ),
+    ],
+)
+def test_operations_connection_needs_its_own_identity(operations: dict[str, Any], message: str) -> None:
+    """With client certificates, the operations connection sharing the ingest one would share its
+    client id at a broker that binds ids to certificates and take over the ingest session."""
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}"):
+        parse_config({"mqtt": {**_MQTT_TLS}, "operations": {**_OPS, **operations}})
+
+
+def test_operations_connection_identity_defaults_and_own_certificate() -> None:
+    config = parse_config({"mqtt": {"client_id": "c1"}, "operations": _OPS})
+    assert (config.operations.client_id, config.operations.tls_cert_file) == ("", "")
+    own = {"tls_cert_file": "/etc/fleetops/tls/o.pem", "tls_key_file": "/etc/fleetops/tls/o.key"}
+    config = parse_config({"mqtt": _MQTT_TLS, "operations": {**_OPS, **own, "client_id": "ops-1"}})
+    assert config.operations.client_id == "ops-1"
+    assert config.operations.tls_cert_file == own["tls_cert_file"]

@@ -19,6 +19,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from devtools.broker import find_mosquitto, free_port
 from tests.helpers.paths import REPO
@@ -58,7 +60,16 @@ class Pki:
         return folder / "node.pem", folder / "node.key"
 
     def collector(self, name: str = "fleetops-collector") -> tuple[Path, Path]:
+        """The collector's ingest certificate (``fleetops-pki collector`` issues it with the
+        operations one)."""
         cert = self.root / "collector" / f"{name}.pem"
+        if not cert.exists():
+            self.run("collector", str(self.root), name)
+        return cert, cert.with_suffix(".key")
+
+    def collector_ops(self, name: str = "fleetops-collector") -> tuple[Path, Path]:
+        """The certificate of the collector's operations connection (CN ``<name>-ops``)."""
+        cert = self.root / "collector" / f"{name}-ops.pem"
         if not cert.exists():
             self.run("collector", str(self.root), name)
         return cert, cert.with_suffix(".key")
@@ -157,10 +168,16 @@ class Client:
         *,
         ca: Path | None = None,
         tls: bool = True,
+        client_id: str = "",
+        will: tuple[str, bytes] | None = None,
     ) -> None:
         self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            client_id=client_id,
         )
+        if will is not None:
+            self.client.will_set(will[0], will[1], qos=1)
         if tls:
             self.client.tls_set(
                 ca_certs=str(ca or broker.pki.ca),
@@ -172,6 +189,7 @@ class Client:
         self.connected = threading.Event()
         self.closed = threading.Event()
         self.connect_reason: str = ""
+        self.session_present = False
         self.acks: dict[int, int] = {}
         self.messages: list[tuple[str, bytes]] = []
         self.subscribed = threading.Event()
@@ -182,8 +200,9 @@ class Client:
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_a: self.subscribed.set()
 
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+    def _on_connect(self, _c: Any, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         self.connect_reason = str(reason)
+        self.session_present = bool(flags.session_present)
         if not reason.is_failure:
             self.connected.set()
         else:
@@ -200,12 +219,24 @@ class Client:
     def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
         self.messages.append((message.topic, bytes(message.payload)))
 
-    def connect(self, timeout_s: float = 10.0) -> bool:
-        """True once the broker accepted the connection; False when it refused or hung up."""
+    def connect(
+        self, timeout_s: float = 10.0, *, clean_start: bool = True, session_expiry_s: int = 0
+    ) -> bool:
+        """True once the broker accepted the connection; False when it refused or hung up. A
+        ``session_expiry_s`` keeps the session (and its queue) on the broker after a disconnect."""
+        properties = None
+        if session_expiry_s:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = session_expiry_s
         try:
-            self.client.connect("localhost", self.broker.port, keepalive=30)
+            self.client.connect(
+                "localhost", self.broker.port, keepalive=30, clean_start=clean_start, properties=properties
+            )
         except (OSError, ssl.SSLError):
             return False
+        # paho's connect() opens a wake-up socket pair and loop_start() opens another without
+        # closing the first (paho-mqtt 2.1): close it here, or it leaks (a ResourceWarning).
+        self.client._reset_sockets(sockpair_only=True)
         self.client.loop_start()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -232,6 +263,7 @@ class Client:
         with contextlib.suppress(Exception):
             self.client.disconnect()
         self.client.loop_stop()
+        self.client._reset_sockets()  # the wake-up pair too, not only at garbage collection
 
 
 def wait_for(predicate: Any, timeout_s: float = 15.0) -> None:
