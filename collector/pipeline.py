@@ -21,7 +21,7 @@ import msgspec
 import structlog
 
 from collector.fleet.settings import LivenessConfig
-from collector.fleet.state import FleetState, NodeChange, NodeState
+from collector.fleet.state import FleetState, NodeChange, NodeState, is_reinstall
 from collector.ingest.acks import LinkTracker, ack_messages, rebirth_message
 from collector.ingest.client import InboundMessage, MqttIngest, Rejections, decode_inbound
 from collector.ingest.settings import IngestConfig
@@ -285,7 +285,18 @@ class Pipeline:
                 if reason is not None:
                     rebirths.append((topic.site, message.node, reason))
                 if isinstance(message, Birth):
-                    births.append(birth_before(self.state.nodes.get(message.node), message.node))
+                    before = self.state.nodes.get(message.node)
+                    births.append(birth_before(before, message.node))
+                    if before is not None and is_reinstall(before, message):
+                        log.warning(
+                            "node_reinstalled",
+                            node=message.node,
+                            site=topic.site,
+                            previous_session=before.session,
+                            session=message.session,
+                            previous_boot_id=before.boot_id,
+                            boot_id=message.boot_id,
+                        )
                 changes.extend(self.state.apply(topic.site, message, now, retained=msg.retained))
                 for observe in self.message_observers:
                     observe(topic.site, message, now)
