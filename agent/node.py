@@ -2,8 +2,10 @@
 
 ``Agent`` holds no global state, so many can run in one process (the simulated fleet does). Its
 probes and clock are constructor arguments. The session counter lives in ``<state_dir>/session`` and
-is raised (and written atomically) before every new connection; frames and events are stamped with
-the current session and their own sequence numbers when they are created, and keep them until sent.
+is raised (and written atomically) before every new connection; a missing counter starts from the
+clock (milliseconds since the epoch), so a reinstalled node's sessions stay above its old ones.
+Frames and events are stamped with the current session and their own sequence numbers when they
+are created, and keep them until sent.
 """
 
 from __future__ import annotations
@@ -60,16 +62,24 @@ class SessionCounter:
         try:
             text = self.path.read_text(encoding="ascii").strip()
         except FileNotFoundError:
-            return 0
+            # A new node, or one whose state directory was lost (a reimage): the collector may have
+            # seen its earlier sessions, so start above them (protocol.md §7).
+            seed = self._from_clock()
+            self._log.info("session_counter_new", path=str(self.path), seeded_from_clock=seed)
+            return seed
         except (OSError, UnicodeDecodeError) as exc:
             raise AgentError(f"agent.state_dir: cannot read {self.path}: {exc}") from None
         if text.isdigit() and int(text) < 2**52:
             return int(text)
-        # A damaged counter must not go back: continue from the wall clock, which is larger than any
-        # counter a node reaches by reconnecting.
-        fallback = int(self._clock.time())
+        # A damaged counter must not go back either.
+        fallback = self._from_clock()
         self._log.warning("session_file_damaged", path=str(self.path), continuing_from=fallback)
         return fallback
+
+    def _from_clock(self) -> int:
+        """Milliseconds since the epoch: larger than any counter a node reaches by raising it once
+        per connection attempt since an earlier seed (it would take over 1,000 connections a second)."""
+        return int(self._clock.time() * 1000)
 
     def next(self) -> int:
         """Raise the counter, write it durably, return the new value."""

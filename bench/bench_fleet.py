@@ -102,6 +102,8 @@ def run(nodes: int, duration_s: float, interval_s: float, connections: int, tmp:
                 "store": {"path": str(tmp / "fleetops.db")},
                 "api": {"listen": "127.0.0.1:0"},
                 "log": {"level": "warning"},
+                # the whole fleet births at once: a first start of a site this size needs a burst
+                "fleet": {"max_nodes": max(20_000, nodes), "new_nodes_burst": max(2_000, nodes)},
             },
             tmp,
         )

@@ -92,6 +92,8 @@ def main() -> None:
                 "store": {"path": str(Path(tmp) / "fleetops.db")},
                 "api": {"listen": "127.0.0.1:0"},
                 "log": {"level": "warning"},
+                # the whole fleet births at once: a first start of a site this size needs a burst
+                "fleet": {"max_nodes": max(20_000, args.nodes), "new_nodes_burst": max(2_000, args.nodes)},
             },
             Path(tmp),
         )

@@ -13,7 +13,7 @@ from typing import Any, Final, Literal
 import msgspec
 import structlog
 
-from collector.fleet.settings import LivenessConfig
+from collector.fleet.settings import FleetConfig, LivenessConfig
 from collector.http.settings import ApiConfig, AuthConfig, AuthToken, split_host_port
 from collector.ingest.settings import IngestConfig, MqttConfig
 from collector.metrics.settings import ExportConfig, OtlpExportConfig
@@ -42,6 +42,7 @@ __all__ = [
     "CollectorConfig",
     "ConfigError",
     "ExportConfig",
+    "FleetConfig",
     "IngestConfig",
     "LivenessConfig",
     "LogConfig",
@@ -81,6 +82,7 @@ class CollectorConfig(_Section, frozen=True):
     store: StoreConfig = StoreConfig()
     api: ApiConfig = ApiConfig()
     liveness: LivenessConfig = LivenessConfig()
+    fleet: FleetConfig = FleetConfig()
     ingest: IngestConfig = IngestConfig()
     log: LogConfig = LogConfig()
     notify: NotifyConfig = NotifyConfig()

@@ -5,7 +5,11 @@ beyond the grace period.
 Acknowledging a batch, in this order, once its transaction committed: one ``Ack`` per node on
 ``.../ack`` with the ids of its events in the batch (new and duplicate), so the agents can drop them
 from their spools; then the broker's PUBACK for every QoS 1 message. Rebirth requests decided by the
-``LinkTracker`` (unknown session, inconsistent inventory) are published after the commit too."""
+``LinkTracker`` (unknown session, inconsistent inventory) are published after the commit too.
+
+A message of a node name not known yet is taken only if ``collector.fleet.admission`` admits the
+new node (``[fleet] max_nodes``, ``new_nodes_per_minute``); otherwise it is rejected, counted as
+``node_limit`` or ``node_rate``, before anything about the node is kept."""
 
 from __future__ import annotations
 
@@ -20,8 +24,9 @@ from typing import Any, Final, Protocol, TypeVar
 import msgspec
 import structlog
 
-from collector.fleet.settings import LivenessConfig
-from collector.fleet.state import FleetState, NodeChange, NodeState
+from collector.fleet.admission import Admission
+from collector.fleet.settings import FleetConfig, LivenessConfig
+from collector.fleet.state import FleetState, NodeChange, NodeState, is_reinstall
 from collector.ingest.acks import LinkTracker, ack_messages, rebirth_message
 from collector.ingest.client import InboundMessage, MqttIngest, Rejections, decode_inbound
 from collector.ingest.settings import IngestConfig
@@ -68,6 +73,9 @@ class PipelineSettings(Protocol):
 
     @property
     def liveness(self) -> LivenessConfig: ...
+
+    @property
+    def fleet(self) -> FleetConfig: ...
 
     @property
     def rules(self) -> RulesConfig: ...
@@ -186,6 +194,8 @@ class Pipeline:
         self.catalog = catalog
         self.clock = clock
         self.rejections = Rejections()
+        #: takes on new node names within ``[fleet]``'s caps
+        self.admission = Admission(config.fleet)
         #: rule exceptions per rule (a rule that raises is skipped; its subject is still stored)
         self.rule_errors = RuleErrors()
         #: per-node link facts: clock skew, event sequence gaps, rebirth requests
@@ -280,12 +290,25 @@ class Pipeline:
                     self.rejections.note(decoded.reason, decoded.detail, msg.topic)
                 continue
             topic, message = decoded
+            if not self._admitted(message.node, msg.topic, now):
+                continue
             try:
                 reason = self.links.observe(topic.site, message, now, retained=msg.retained)
                 if reason is not None:
                     rebirths.append((topic.site, message.node, reason))
                 if isinstance(message, Birth):
-                    births.append(birth_before(self.state.nodes.get(message.node), message.node))
+                    before = self.state.nodes.get(message.node)
+                    births.append(birth_before(before, message.node))
+                    if before is not None and is_reinstall(before, message):
+                        log.warning(
+                            "node_reinstalled",
+                            node=message.node,
+                            site=topic.site,
+                            previous_session=before.session,
+                            session=message.session,
+                            previous_boot_id=before.boot_id,
+                            boot_id=message.boot_id,
+                        )
                 changes.extend(self.state.apply(topic.site, message, now, retained=msg.retained))
                 for observe in self.message_observers:
                     observe(topic.site, message, now)
@@ -424,6 +447,23 @@ class Pipeline:
             else:
                 seen.append((state.last_seen, now, name))
         return records, seen
+
+    def _admitted(self, node: str, topic: str, now: float) -> bool:
+        """A known node, or a new one within ``[fleet]``'s caps; else the message is rejected."""
+        if node in self.state.nodes:
+            return True
+        refused = self.admission.admit(known=len(self.state.nodes), now=now)
+        if refused is None:
+            return True
+        fleet = self.config.fleet
+        detail = (
+            f"{len(self.state.nodes)} nodes known ([fleet] max_nodes = {fleet.max_nodes})"
+            if refused == "node_limit"
+            else f"more than {fleet.new_nodes_burst} new nodes at once ([fleet] new_nodes_per_minute = "
+            f"{fleet.new_nodes_per_minute}, new_nodes_burst = {fleet.new_nodes_burst})"
+        )
+        self.rejections.note(refused, detail, topic)
+        return False
 
     def _publish_acks(self, committed: list[tuple[str, Event]], now: float) -> None:
         for site, node, ack in ack_messages(committed, now):

@@ -110,8 +110,7 @@ class Collector:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.store.open)
-        for record in await self.store.aread(self.store.list_nodes):
-            self.state.restore(node_state(record))
+        await self._restore_nodes()
         host, port = split_host_port(self.config.api.listen)
         app = create_app(
             state=self.state,
@@ -148,6 +147,18 @@ class Collector:
             broker=self.config.mqtt.url,
             nodes_restored=len(self.state.nodes),
         )
+
+    async def _restore_nodes(self) -> None:
+        """Fleet state from the store: the ``[fleet] max_nodes`` nodes seen last, so that a store
+        grown beyond the cap (by a flood of made-up names, before the cap) keeps start-up bounded."""
+        cap = self.config.fleet.max_nodes
+        records = await self.store.aread(lambda: self.store.list_nodes(cap))
+        for record in records:
+            self.state.restore(node_state(record))
+        if len(records) >= cap:
+            stored = await self.store.aread(self.store.count_nodes)
+            if stored > cap:
+                log.warning("nodes_not_restored", stored=stored, restored=len(records), max_nodes=cap)
 
     async def _listen(self, host: str, port: int) -> None:
         """Serve the API on a listening socket whose connections are bounded

@@ -1,4 +1,5 @@
-"""The ``[liveness]`` section: when a silent node counts as offline."""
+"""The ``[liveness]`` section: when a silent node counts as offline; the ``[fleet]`` section: how
+many nodes the collector takes on (``collector.fleet.admission``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-__all__ = ["LivenessConfig"]
+__all__ = ["FleetConfig", "LivenessConfig"]
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -17,3 +18,13 @@ class LivenessConfig(_Section, frozen=True):
     silent_after_intervals: Annotated[float, msgspec.Meta(ge=1, le=100)] = 3.0
     offline_grace_s: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 120.0
     tick_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+
+
+class FleetConfig(_Section, frozen=True):
+    #: nodes known at most (in memory, and loaded from the store at start-up); messages of further
+    #: new node names are rejected (``node_limit``)
+    max_nodes: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 20_000
+    #: new node names taken on per minute, on average; beyond, rejected (``node_rate``)
+    new_nodes_per_minute: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 2_000
+    #: new node names taken on at once (the rate refills it)
+    new_nodes_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 2_000

@@ -16,6 +16,11 @@ not kept.
 Telemetry sequence: ``seq`` restarts at 0 after every birth. Within a session a jump forward counts
 the missing frames as gaps; a frame from an older session, or an old ``seq`` of the current one, is
 "late" (counted, never a gap, and its readings do not replace newer ones).
+
+Reinstalls: a birth with a lower session than the node's but another ``boot_id`` comes from a
+node whose agent lost its state directory (a reimage): it becomes the current session and the
+per-session trackers start over (``is_reinstall``, ``restart_sessions``). A lower session with the
+same ``boot_id`` is an old birth and is ignored.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from fleetops.wire import (
     Telemetry,
 )
 
-__all__ = ["FleetState", "NodeChange", "NodeState", "NodeStatus"]
+__all__ = ["FleetState", "NodeChange", "NodeState", "NodeStatus", "is_reinstall", "restart_sessions"]
 
 NodeStatus = Literal["online", "offline", "unknown"]
 
@@ -76,6 +81,8 @@ class NodeState:
     gaps_total: int = 0
     late_frames_total: int = 0
     stale_status_total: int = 0
+    #: births accepted with a lower session and a new boot id (see ``is_reinstall``)
+    reinstalls_total: int = 0
     readings: dict[int, AcceleratorReadings] = field(default_factory=dict)
     host_readings: HostReadings | None = None
     readings_ts: float | None = None
@@ -108,6 +115,23 @@ class NodeState:
             if index is not None and accel.index == index:
                 return accel
         return None
+
+
+def is_reinstall(state: NodeState, birth: Birth) -> bool:
+    """A birth with a lower session than the node's and another boot id: the node was reinstalled
+    (its agent's session counter was lost and started over), not an old birth arriving late."""
+    return birth.session < state.session and birth.boot_id != state.boot_id
+
+
+def restart_sessions(state: NodeState) -> None:
+    """Forget the sessions of a node's previous installation before its reinstall birth applies:
+    the new, lower session becomes current, and an offline status of the old one does not keep
+    the node offline."""
+    state.reinstalls_total += 1
+    state.session = -1
+    state.telemetry_session = -1
+    state.last_seq = None
+    state.offline_session = -1
 
 
 @dataclass(frozen=True)
@@ -171,7 +195,9 @@ class FleetState:
 
     def _birth(self, state: NodeState, birth: Birth, now: float, retained: bool) -> list[NodeChange]:
         if birth.session < state.session:
-            return []  # an older birth than one already applied
+            if not is_reinstall(state, birth):
+                return []  # an older birth than one already applied
+            restart_sessions(state)
         state.session = birth.session
         state.location = birth.location
         state.hostname = birth.hostname

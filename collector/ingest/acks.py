@@ -9,6 +9,9 @@ Pure: no I/O and no clock reads; every method takes ``now`` (collector clock, Un
   itself: telemetry, an event or an online status from a session whose birth was not seen
   (``unknown_session``), or a frame naming an accelerator the birth did not list
   (``inconsistent``). At most one request per node per ``rebirth_every_s``.
+* **Reinstalls.** A birth with a lower session than the last one but another ``boot_id`` starts
+  the node's link afresh (its agent lost its session counter, protocol.md §7): its session becomes
+  the current one and the event sequence of the old installation is closed.
 * **Event sequence gaps.** Events carry a per-session ``seq``; per node the tracker counts the
   sequence numbers of the current session not (yet) received (``events_missing``) and, over all
   sessions, the gaps when a session ended with numbers missing (``event_gaps_total``).
@@ -41,6 +44,7 @@ class NodeLink:
     node: str
     site: str
     birth_session: int = -1
+    boot_id: str = ""
     accelerators: frozenset[tuple[int, str]] = frozenset()
     skew_samples: deque[float] = field(default_factory=lambda: deque(maxlen=SKEW_SAMPLES))
     skew_s: float | None = None
@@ -74,8 +78,11 @@ class LinkTracker:
         link = self.link(message.node, site)
         reason: str | None = None
         if isinstance(message, Birth):
+            if message.session < link.birth_session and message.boot_id != link.boot_id:
+                self._reinstalled(link)
             if message.session >= link.birth_session:
                 link.birth_session = message.session
+                link.boot_id = message.boot_id
                 link.accelerators = frozenset((a.index, a.id) for a in message.accelerators)
             if not retained:
                 self._skew(link, message.ts - now)
@@ -104,6 +111,14 @@ class LinkTracker:
         link.last_rebirth_at = now
         link.rebirths_requested += 1
         return reason
+
+    def _reinstalled(self, link: NodeLink) -> None:
+        link.event_gaps_total += link.events_missing
+        link.birth_session = -1
+        link.event_session = -1
+        link.event_max_seq = -1
+        link.event_seqs = set()
+        link.events_missing = 0
 
     def _skew(self, link: NodeLink, sample: float) -> None:
         link.skew_samples.append(sample)

@@ -61,6 +61,8 @@ _REJECT_REASONS: Final = (
     "node_mismatch",
     "not_consumed",
     "internal_error",
+    "node_limit",
+    "node_rate",
 )
 _TASK_CHANGES: Final = ("opened", "repeated", "resolved", "auto_resolved")
 

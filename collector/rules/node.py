@@ -36,10 +36,14 @@ def _node_finding(
 
 
 def node_offline_rule(node: NodeState, ctx: RuleContext) -> Finding | None:
-    """A node offline for longer than the grace period → reboot it (once per offline episode)."""
+    """A node offline for longer than the grace period → reboot it (once per offline episode).
+    Only a node that announced itself with a birth: a name known from an offline status (a Will)
+    alone was never online here, and may well be made up."""
     if not ctx.enabled("node_offline"):
         return None
     if node.status != "offline" or node.offline_since is None or node.offline_task_raised:
+        return None
+    if node.birth_ts is None:
         return None
     if ctx.now - node.offline_since < ctx.offline_grace_s:
         return None

@@ -26,6 +26,7 @@ __all__ = [
     "TASK_COLUMNS",
     "TASK_UPDATABLE",
     "T_COLUMNS",
+    "count_nodes",
     "dumps",
     "event_ids",
     "fault_row",
@@ -140,8 +141,18 @@ def dumps(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def list_nodes(conn: sqlite3.Connection) -> list[NodeRecord]:
-    return [node_row(r) for r in conn.execute(f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY node")]
+def list_nodes(conn: sqlite3.Connection, limit: int | None = None) -> list[NodeRecord]:
+    """Every node by name; with ``limit``, the ``limit`` nodes seen last (never seen: last)."""
+    if limit is None:
+        return [node_row(r) for r in conn.execute(f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY node")]
+    rows = conn.execute(
+        f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY last_seen IS NULL, last_seen DESC, node LIMIT ?", (limit,)
+    )
+    return [node_row(r) for r in rows]
+
+
+def count_nodes(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM nodes").fetchone()[0])
 
 
 def get_node(conn: sqlite3.Connection, node: str) -> NodeRecord | None:

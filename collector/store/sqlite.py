@@ -171,9 +171,13 @@ class SqliteStore:
             raise StoreError("store is not open")
         return self._reader
 
-    def list_nodes(self) -> list[NodeRecord]:
+    def list_nodes(self, limit: int | None = None) -> list[NodeRecord]:
         with self._read_lock:
-            return queries.list_nodes(self._reading())
+            return queries.list_nodes(self._reading(), limit)
+
+    def count_nodes(self) -> int:
+        with self._read_lock:
+            return queries.count_nodes(self._reading())
 
     def get_node(self, node: str) -> NodeRecord | None:
         with self._read_lock:

@@ -128,6 +128,7 @@ async def run_until(agent: Agent, done: Callable[[], bool], limit: int = 2000) -
 def test_session_counter_is_durable(tmp_path: Path) -> None:
     clock = FakeClock()
     log = structlog.get_logger()
+    (tmp_path / "session").write_text("0\n")
     counter = SessionCounter(tmp_path / "session", clock=clock, logger=log)
     assert counter.value == 0
     assert [counter.next(), counter.next()] == [1, 2]
@@ -136,12 +137,26 @@ def test_session_counter_is_durable(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["session"]  # no temporary files left behind
 
 
+def test_a_missing_session_counter_is_seeded_from_the_clock(tmp_path: Path) -> None:
+    """A lost state directory (a reimage) must not restart the sessions at 1, below the ones the
+    collector already saw: the counter starts from the milliseconds since the epoch, above any
+    counter raised once per connection."""
+    clock = FakeClock()
+    with structlog.testing.capture_logs() as logs:
+        counter = SessionCounter(tmp_path / "session", clock=clock, logger=structlog.get_logger())
+    assert counter.value == int(clock.time() * 1000)
+    assert counter.next() == int(clock.time() * 1000) + 1
+    assert [(e["event"], e["seeded_from_clock"]) for e in logs] == [
+        ("session_counter_new", counter.value - 1)
+    ]
+
+
 def test_damaged_session_file_never_goes_back(tmp_path: Path) -> None:
     (tmp_path / "session").write_text("garbage")
     clock = FakeClock()
     with structlog.testing.capture_logs() as logs:
         counter = SessionCounter(tmp_path / "session", clock=clock, logger=structlog.get_logger())
-    assert counter.value == int(clock.time())
+    assert counter.value == int(clock.time() * 1000)
     assert logs[0]["event"] == "session_file_damaged"
 
 
@@ -351,7 +366,7 @@ async def test_fleet_runs_many_agents_in_one_loop(broker: PrivateBroker, tmp_pat
     offline = {m.node for ch, m in watcher.messages if ch == "status" and m.state == "offline"}
     assert offline == {n.name for n in nodes}  # every node shut down cleanly
     for n in nodes:
-        assert (tmp_path / n.name / "session").read_text() == "1\n"
+        assert int((tmp_path / n.name / "session").read_text()) > 10**12  # seeded from the clock
 
 
 def test_fleet_rejects_duplicate_names(tmp_path: Path) -> None:

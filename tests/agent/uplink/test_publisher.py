@@ -143,7 +143,8 @@ async def test_connect_sequence_frames_and_immediate_event(broker: PrivateBroker
     birth = rec.received[0].message
     assert isinstance(birth, wire.Birth)
     session = birth.session
-    assert session == 1  # a fresh state dir
+    assert session == int((tmp_path / "session").read_text())
+    assert session > 10**12  # a fresh state dir: the counter starts from the clock, in milliseconds
     assert birth.location == wire.Location(site=SITE, rack="r01", slot="03")
     assert [a.id for a in birth.accelerators] == ["GPU-test-0", "GPU-test-1"]
     assert [p.name for p in birth.probes] == ["testgpu"]

@@ -117,3 +117,15 @@ def test_offline_after_the_grace_once_per_episode(
         node, RuleContext(now=T0 + offline_for, catalog=CATALOG, node=node, offline_grace_s=120.0)
     )
     assert [f.action for f in findings] == ([expected] if expected else [])
+
+
+def test_a_node_never_born_gets_no_offline_task() -> None:
+    """A name known only from an offline status (a Will, perhaps made up) was never online."""
+    fleet = FleetState()
+    fleet.apply(SITE, status("n1", "offline", 1), now=T0)
+    node = fleet.nodes["n1"]
+    assert node.status == "offline"
+    assert (
+        evaluate_node(node, RuleContext(now=T0 + 3600, catalog=CATALOG, node=node, offline_grace_s=120.0))
+        == []
+    )
