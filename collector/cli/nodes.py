@@ -29,7 +29,9 @@ def register(
     p.add_argument("--status", default=None)
     show = nodes.api("show", "one node", _show, _detail)
     show.add_argument("node")
-    show.add_argument("--site", default=None, help="the node's site (needed when the name repeats across sites)")
+    show.add_argument(
+        "--site", default=None, help="the node's site (needed when the name repeats across sites)"
+    )
 
 
 def _list(client: Client, args: argparse.Namespace) -> Any:

@@ -65,7 +65,9 @@ def check_breaker(
             "re-arm: `fleetops-collector ops rearm` or POST /api/v1/operations/breaker/rearm."
         ),
         location=TaskLocation(site=site),
-        evidence=[{"at": now, "unhealthy_nodes": sorted(map(str, unhealthy))[:200], "fleet_size": len(fleet)}],
+        evidence=[
+            {"at": now, "unhealthy_nodes": sorted(map(str, unhealthy))[:200], "fleet_size": len(fleet)}
+        ],
         action_source="rule",
         auto_resolve=False,
         scope="fleet",

@@ -179,7 +179,13 @@ def dispatch(
             continue
         assert signer is not None
         command = signer.sign(
-            site=rec.site, node=rec.node, op=rec.op, args=rec.args, now=now, ttl_s=cfg.ttl_s, cmd_id=rec.cmd_id
+            site=rec.site,
+            node=rec.node,
+            op=rec.op,
+            args=rec.args,
+            now=now,
+            ttl_s=cfg.ttl_s,
+            cmd_id=rec.cmd_id,
         )
         db.update_command(
             conn, rec.cmd_id, state="sent", sent_at=now, expires_at=float(command.exp), hold_reason=""

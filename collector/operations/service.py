@@ -231,7 +231,15 @@ class OperationsService:
                 conn = db.conn_of(tx)
                 db.update_command(conn, rec.cmd_id, state="queued", hold_reason=why[:200])
                 db.audit(
-                    conn, now, ACTOR, "held", cmd_id=rec.cmd_id, node=rec.node, site=rec.site, op=rec.op, detail=why
+                    conn,
+                    now,
+                    ACTOR,
+                    "held",
+                    cmd_id=rec.cmd_id,
+                    node=rec.node,
+                    site=rec.site,
+                    op=rec.op,
+                    detail=why,
                 )
 
             await self.store.awrite(back)

@@ -33,7 +33,9 @@ __all__ = ["hang_peers", "missing_event_rule", "neuron_hw_error_rule", "trn_ecc_
 _REPLACE_ERRORS: Final = ("SRAM_UNCORRECTABLE", "NC_UNCORRECTABLE", "HBM_UNCORRECTABLE", "DMA_ERROR")
 
 
-def hang_peers(fleet: Mapping[NodeKey, NodeState] | None, node: NodeKey, ts: float, window_s: float) -> list[str]:
+def hang_peers(
+    fleet: Mapping[NodeKey, NodeState] | None, node: NodeKey, ts: float, window_s: float
+) -> list[str]:
     """Other nodes that reported a Neuron hardware error (not a hang) within ``window_s`` of ``ts``;
     those of another site are named ``site/node``."""
     if not fleet:

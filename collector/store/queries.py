@@ -12,7 +12,6 @@ from typing import Any, Final
 
 import msgspec
 
-from fleetops.identity import NodeKey
 from collector.store.records import (
     FaultRecord,
     HistoryRecord,
@@ -21,6 +20,7 @@ from collector.store.records import (
     TaskQuery,
     TaskRecord,
 )
+from fleetops.identity import NodeKey
 
 __all__ = [
     "NODE_COLUMNS",

@@ -213,7 +213,12 @@ async def test_offline_node_gets_a_task_after_the_grace_and_it_resolves_on_retur
         node = "gpu-r02-n01"
         publisher.send(birth(node, 1))
         publisher.send(status(node, "offline", 1))
-        await eventually(lambda: NodeKey(SITE, node) in c.state.nodes and c.state.nodes[NodeKey(SITE, node)].status == "offline")
+        await eventually(
+            lambda: (
+                NodeKey(SITE, node) in c.state.nodes
+                and c.state.nodes[NodeKey(SITE, node)].status == "offline"
+            )
+        )
         clock.now += 60
         publisher.send(status(node, "offline", 0))  # a stale Will changes nothing
         await eventually(lambda: c.state.nodes[NodeKey(SITE, node)].stale_status_total == 1)
@@ -298,7 +303,12 @@ async def test_restart_keeps_tasks_and_offline_state(
     publisher.send(birth(node, 3))
     publisher.send(event(node, "ecc_uncorrected", session=3))
     publisher.send(status(node, "offline", 3))
-    await eventually(lambda: NodeKey(SITE, node) in first.state.nodes and first.state.nodes[NodeKey(SITE, node)].status == "offline")
+    await eventually(
+        lambda: (
+            NodeKey(SITE, node) in first.state.nodes
+            and first.state.nodes[NodeKey(SITE, node)].status == "offline"
+        )
+    )
     await eventually(lambda: first.store.list_tasks(TaskQuery(node=node))[1] == 1)
     await first.stop()
 

@@ -97,7 +97,11 @@ async def sites(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[Sites]:
     collector = Collector(
         parse_config(
             {
-                "mqtt": {"url": broker.url, "client_id": f"collector-{uuid.uuid4().hex[:8]}", "reconnect_max_s": 2},
+                "mqtt": {
+                    "url": broker.url,
+                    "client_id": f"collector-{uuid.uuid4().hex[:8]}",
+                    "reconnect_max_s": 2,
+                },
                 "store": {"path": str(tmp_path / "fleetops.db")},
                 "api": {"listen": "127.0.0.1:0"},
                 "liveness": {"tick_s": 0.1},
@@ -186,7 +190,7 @@ async def test_a_spoofed_xid_79_from_the_other_site_touches_only_its_own_machine
     s = sites
     await _online(s)
     s.pub.send(event(NODE, "xid", data={"xid": 79}, index=1), site="dc2")
-    ((task_id, action, fingerprint),) = await eventually(lambda: s.tasks("dc2"))
+    ((_task_id, action, fingerprint),) = await eventually(lambda: s.tasks("dc2"))
     assert action == "REBOOT_NODE"
     assert fingerprint.startswith("dc2|")
     # the reboot the policy runs by itself goes to dc2's machine only

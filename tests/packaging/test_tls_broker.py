@@ -17,8 +17,8 @@ from agent.config import parse_config as agent_config
 from agent.node import Agent
 from collector.config import parse_config as collector_config
 from collector.service import Collector
-from fleetops.identity import NodeKey
 from fleetops import wire
+from fleetops.identity import NodeKey
 from tests.helpers.tls import SITE, Client, Pki, TlsBroker, wait_for
 
 N1, N2 = "gpu-r01-n01", "gpu-r01-n02"
@@ -114,7 +114,12 @@ async def test_agent_with_its_own_certificate_reaches_the_collector(
     pki: Pki, broker: TlsBroker, collector: Collector, tmp_path: Path
 ) -> None:
     async with running(_agent(pki, broker, tmp_path, N1, cert_of=N1)) as agent:
-        await eventually(lambda: NodeKey(SITE, N1) in collector.state.nodes and collector.state.nodes[NodeKey(SITE, N1)].status == "online")
+        await eventually(
+            lambda: (
+                NodeKey(SITE, N1) in collector.state.nodes
+                and collector.state.nodes[NodeKey(SITE, N1)].status == "online"
+            )
+        )
         await eventually(lambda: collector.state.nodes[NodeKey(SITE, N1)].frames_total >= 1)
         assert agent.publisher.stats.publish_refused == 0
     assert collector.state.nodes[NodeKey(SITE, N1)].site == SITE

@@ -118,11 +118,15 @@ def attacks(signer: CommandSigner) -> dict[str, bytes]:
         "unknown_operation": payload(good(signer, op="reboot", args={})),
         "bad_signature": tamper(good(signer), args={"gpu": "4"}),
         "oversized": tamper(big, padding="x" * wire.COMMAND_MAX_BYTES),
-        "unknown_key": payload(stranger.sign(site="demo", node=NODE, op="reset_gpu", args={"gpu": "3"}, now=NOW)),
+        "unknown_key": payload(
+            stranger.sign(site="demo", node=NODE, op="reset_gpu", args={"gpu": "3"}, now=NOW)
+        ),
         "clock_skew": payload(good(signer, now=NOW + 120)),
         "bad_argument": payload(good(signer, args={"gpu": "3; reboot"})),
         "malformed": b'{"type": "cmd", "v": 1, "cmd_id": "abcdefgh1234"',
-        "foreign_key": payload(foreign.sign(site="demo", node=NODE, op="reset_gpu", args={"gpu": "3"}, now=NOW)),
+        "foreign_key": payload(
+            foreign.sign(site="demo", node=NODE, op="reset_gpu", args={"gpu": "3"}, now=NOW)
+        ),
     }
 
 

@@ -92,7 +92,10 @@ async def test_collector_asks_an_unknown_session_to_rebirth(broker: PrivateBroke
         assert isinstance(message, Rebirth)
         assert message.reason == "unknown_session"
         await wait_for(
-            lambda: collector.state.nodes.get(NodeKey(SITE, node)) and collector.state.nodes[NodeKey(SITE, node)].frames_total >= 2,
+            lambda: (
+                collector.state.nodes.get(NodeKey(SITE, node))
+                and collector.state.nodes[NodeKey(SITE, node)].frames_total >= 2
+            ),
             20,
             "frames",
         )

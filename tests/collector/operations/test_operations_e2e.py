@@ -27,8 +27,8 @@ from collector.http.auth import hash_token
 from collector.operations.signing import generate_key
 from collector.service import Collector
 from devtools.broker import PrivateBroker
-from fleetops.identity import NodeKey
 from fleetops import wire
+from fleetops.identity import NodeKey
 from tests.helpers.collector import SITE, eventually
 from tests.helpers.probes import GpuTestProbe
 
@@ -130,7 +130,12 @@ async def fleet(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[Fleet]:
     probe = GpuTestProbe()
     agent = Agent(config, [probe])
     run = asyncio.ensure_future(agent.run())
-    await eventually(lambda: NodeKey(SITE, node) in collector.state.nodes and collector.state.nodes[NodeKey(SITE, node)].status == "online")
+    await eventually(
+        lambda: (
+            NodeKey(SITE, node) in collector.state.nodes
+            and collector.state.nodes[NodeKey(SITE, node)].status == "online"
+        )
+    )
     yield Fleet(collector, agent, probe, record, node)
     agent.stop()
     await asyncio.wait_for(run, 15)

@@ -29,8 +29,8 @@ from collector.operations.policy import (
 from collector.operations.signing import generate_key
 from collector.service import Collector
 from devtools.broker import PrivateBroker
-from fleetops.identity import NodeKey
 from fleetops import wire
+from fleetops.identity import NodeKey
 from tests.helpers.collector import Publisher, birth, event, eventually, frame, status
 
 TOKEN = "operator-token-for-safety-tests"

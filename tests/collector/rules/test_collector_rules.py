@@ -19,7 +19,9 @@ CATALOG = load_catalog()
 def _ctx(now: float = 1000.0) -> RuleContext:
     fleet = FleetState()
     fleet.apply(SITE, birth("gpu-r01-n01", 1), now=0.0)
-    return RuleContext(now=now, catalog=CATALOG, node=fleet.nodes[NodeKey(SITE, "gpu-r01-n01")], offline_grace_s=120.0)
+    return RuleContext(
+        now=now, catalog=CATALOG, node=fleet.nodes[NodeKey(SITE, "gpu-r01-n01")], offline_grace_s=120.0
+    )
 
 
 EVENT_TABLE: list[tuple[str, dict[str, Any], Action | None]] = [

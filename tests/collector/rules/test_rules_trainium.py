@@ -146,7 +146,12 @@ def test_uncorrected_ecc_rising_on_a_device() -> None:
     _frames(
         steady, "trn-r03-n01", 10, lambda i: [_dev(d, ecc_aggregate_uncorrected_total=3) for d in range(4)]
     )
-    assert evaluate_readings(steady.nodes[NodeKey(SITE, "trn-r03-n01")], ctx(steady.nodes[NodeKey(SITE, "trn-r03-n01")])) == []
+    assert (
+        evaluate_readings(
+            steady.nodes[NodeKey(SITE, "trn-r03-n01")], ctx(steady.nodes[NodeKey(SITE, "trn-r03-n01")])
+        )
+        == []
+    )
 
 
 def test_a_device_gone_past_the_grace() -> None:

@@ -6,12 +6,12 @@ import sqlite3
 from pathlib import Path
 
 from collector.store import MIGRATIONS, NodeRecord, SqliteStore, TaskLocation, TransactionInterface
-from fleetops.identity import NodeKey
-from fleetops.wire import Event
 from collector.store.identity_schema import IDENTITY_SCHEMA
 from collector.store.notify_schema import NOTIFY_SCHEMA
 from collector.store.operations_schema import OPERATIONS_SCHEMA
 from collector.store.sqlite import migrate
+from fleetops.identity import NodeKey
+from fleetops.wire import Event
 from tests.helpers.paths import FIXTURES
 
 #: Written by the release whose last migration is version 4 (a node, an acknowledged task).
@@ -147,7 +147,10 @@ def test_version_5_keys_nodes_events_and_fingerprints_by_site(tmp_path: Path) ->
     store.open()
     try:
         assert store.schema_version() == 5
-        assert [(n.site, n.node) for n in store.list_nodes()] == [("dc1", "gpu-r01-n01"), ("dc2", "gpu-r09-n01")]
+        assert [(n.site, n.node) for n in store.list_nodes()] == [
+            ("dc1", "gpu-r01-n01"),
+            ("dc2", "gpu-r09-n01"),
+        ]
         rows = store._read("SELECT id, fingerprint FROM tasks ORDER BY id").fetchall()
         assert [r[1] for r in rows] == [
             "gpu-r01-n01/GPU-0002/xid79",  # not a fingerprint of the old shape: kept as it was
@@ -161,20 +164,34 @@ def test_version_5_keys_nodes_events_and_fingerprints_by_site(tmp_path: Path) ->
         ]
         assert [f.fingerprint for f in store.task_faults(2)] == ["dc1|gpu-r01-n01|GPU-0003|xid:79"]
         audit = store._read("SELECT action, site FROM ops_audit ORDER BY id").fetchall()
-        assert [tuple(r) for r in audit] == [("dry_run", "dc1"), ("requested", "dc2"), ("breaker_tripped", "")]
+        assert [tuple(r) for r in audit] == [
+            ("dry_run", "dc1"),
+            ("requested", "dc2"),
+            ("breaker_tripped", ""),
+        ]
         assert store.open_task_counts()[NodeKey("dc1", "gpu-r01-n01")] == 2
 
         # the same name at another site is a node of its own, with its own event ids
         def twin(tx: TransactionInterface) -> tuple[bool, bool]:
             tx.upsert_node(NodeRecord(node="gpu-r01-n01", site="dc2", first_seen=50.0, updated_at=50.0))
             e = Event(
-                v=1, node="gpu-r01-n01", id="evt-shared-0001", ts=50.0, session=1, seq=0,
-                kind="xid", severity="critical", message="x",
+                v=1,
+                node="gpu-r01-n01",
+                id="evt-shared-0001",
+                ts=50.0,
+                session=1,
+                seq=0,
+                kind="xid",
+                severity="critical",
+                message="x",
             )
             return tx.insert_event(e, "dc2", 50.0), tx.insert_event(e, "dc1", 50.0)
 
         assert store.write(twin) == (True, False)
-        assert [(n.site, n.node) for n in store.list_nodes()][:2] == [("dc1", "gpu-r01-n01"), ("dc2", "gpu-r01-n01")]
+        assert [(n.site, n.node) for n in store.list_nodes()][:2] == [
+            ("dc1", "gpu-r01-n01"),
+            ("dc2", "gpu-r01-n01"),
+        ]
         assert store.event_ids("gpu-r01-n01", "dc2") == ["evt-shared-0001"]
         assert tx_task(store, "dc1|gpu-r01-n01|GPU-0003|xid:79") == 2
     finally:

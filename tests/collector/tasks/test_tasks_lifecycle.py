@@ -150,7 +150,9 @@ def test_no_auto_resolve_without_watching_the_node(store: Store) -> None:
 def test_an_intervention_waits_for_the_operator_and_is_verified(store: Store) -> None:
     opened = apply(store, finding("xid:119", Action.RESET_GPU), T0)
     node = watched_node(T0 - 1000)
-    assert store.write(lambda tx: review(tx, {NodeKey(SITE, NODE): node}, T0 + 5000, CFG)) == []  # never by itself
+    assert (
+        store.write(lambda tx: review(tx, {NodeKey(SITE, NODE): node}, T0 + 5000, CFG)) == []
+    )  # never by itself
     store.write(
         lambda tx: request_resolve(tx, opened.task_id, "alice (operator)", T0 + 5000, "reset done", CFG)
     )
@@ -415,6 +417,8 @@ def test_a_node_back_online_resolves_its_offline_task(store: Store) -> None:
         ),
         T0 + 200,
     )
-    change = store.write(lambda tx: resolve(tx, offline_fingerprint(SITE, "n9"), T0 + 300, "node back online"))
+    change = store.write(
+        lambda tx: resolve(tx, offline_fingerprint(SITE, "n9"), T0 + 300, "node back online")
+    )
     assert change is not None
     assert store.get_task(change.task_id).resolution == "auto_resolved"  # type: ignore[union-attr]
