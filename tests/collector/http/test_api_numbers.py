@@ -49,7 +49,7 @@ def _requests(doc: dict[str, Any], digits: str) -> list[tuple[str, str, bool]]:
         for method, op in ops.items():
             params = op.get("parameters", [])
             names = [p["name"] for p in params if p["in"] == "path"]
-            valid = {n: ("gpu-r01-n01" if n == "node" else "1") for n in names}
+            valid = {n: {"node": "gpu-r01-n01", "site": "demo"}.get(n, "1") for n in names}
             for name in names:
                 url = path.format(**(valid | {name: digits}))
                 out.append((method, url, name == "id"))
