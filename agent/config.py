@@ -124,7 +124,8 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def client_id(self) -> str:
-        return self.mqtt.client_id or f"fleetops-agent-{self.node.name}"
+        # the site too: two nodes of one name at two sites must not take each other's session
+        return self.mqtt.client_id or f"fleetops-agent-{self.node.site}-{self.node.name}"
 
     @property
     def state_dir(self) -> Path:

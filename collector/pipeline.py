@@ -43,6 +43,7 @@ from collector.tasks.lifecycle import (
     offline_fingerprint,
     resolve,
 )
+from fleetops.identity import NodeKey
 from fleetops.wire import (
     Accelerator,
     Birth,
@@ -213,7 +214,7 @@ class Pipeline:
         self._next_tick = time.monotonic()
         self._next_review = 0.0  # collector clock: when the open tasks are next reviewed
         #: node -> the key of its record as last written (see ``_record_key``)
-        self._written: dict[str, tuple[object, ...]] = {}
+        self._written: dict[NodeKey, tuple[object, ...]] = {}
 
     # ---- loop ---------------------------------------------------------------------------------
 
@@ -275,12 +276,12 @@ class Pipeline:
         taken = time.monotonic()
         now = self.clock()
         max_bytes = self.config.ingest.max_payload_bytes
-        touched: set[str] = set()
+        touched: set[NodeKey] = set()
         events: list[tuple[Event, str, list[Finding]]] = []
         changes: list[NodeChange] = []
         rebirths: list[tuple[str, str, str]] = []
         births: list[BirthSeen] = []
-        framed: set[str] = set()
+        framed: set[NodeKey] = set()
         for msg in batch:
             decoded = decode_inbound(msg, max_bytes)
             if isinstance(decoded, DecodeError):
@@ -290,15 +291,15 @@ class Pipeline:
                     self.rejections.note(decoded.reason, decoded.detail, msg.topic)
                 continue
             topic, message = decoded
-            if not self._admitted(message.node, msg.topic, now):
+            if not self._admitted(NodeKey(topic.site, message.node), msg.topic, now):
                 continue
             try:
                 reason = self.links.observe(topic.site, message, now, retained=msg.retained)
                 if reason is not None:
                     rebirths.append((topic.site, message.node, reason))
                 if isinstance(message, Birth):
-                    before = self.state.nodes.get(message.node)
-                    births.append(birth_before(before, message.node))
+                    before = self.state.get(topic.site, message.node)
+                    births.append(birth_before(before, message.node, topic.site))
                     if before is not None and is_reinstall(before, message):
                         log.warning(
                             "node_reinstalled",
@@ -315,31 +316,29 @@ class Pipeline:
                 if isinstance(message, Event):
                     # the evaluator guards each rule: whatever the rules do, the event is stored
                     # and acknowledged
-                    context = self._context(self.state.nodes.get(message.node), now)
+                    context = self._context(self.state.get(topic.site, message.node), now)
                     events.append((message, topic.site, evaluate_event(message, context)))
                 elif isinstance(message, Telemetry):
-                    framed.add(message.node)
+                    framed.add(NodeKey(topic.site, message.node))
             except Exception as exc:  # a bug must not stop ingest: count it, log it (rate-limited)
                 self.rejections.note("internal_error", repr(exc), msg.topic)
                 continue
             self.stats[f"messages_{topic.channel}"] += 1
-            touched.add(message.node)
+            touched.add(NodeKey(topic.site, message.node))
         for change in changes:
             log.info("node_" + change.kind, node=change.node, site=change.site, reason=change.reason)
         records, seen = self._node_writes(touched, now)
         back_online = [c for c in changes if c.kind == "online"]
         readings_findings: list[Finding] = []
-        for name in sorted(framed):
-            node = self.state.nodes[name]
+        for key in sorted(framed):
+            node = self.state.nodes[key]
             try:
                 readings_findings.extend(evaluate_readings(node, self._context(node, now)))
             except Exception as exc:  # a rule bug must not stop ingest
-                self.rejections.note("internal_error", repr(exc), name)
+                self.rejections.note("internal_error", repr(exc), str(key))
         # births read the node as this batch left it, whatever later batches do meanwhile
         born = {
-            seen.node: copy.copy(self.state.nodes[seen.node])
-            for seen in births
-            if seen.node in self.state.nodes
+            seen.key: copy.copy(self.state.nodes[seen.key]) for seen in births if seen.key in self.state.nodes
         }
 
         def write(tx: Transaction) -> tuple[list[TaskChange], int, int]:
@@ -368,7 +367,10 @@ class Pipeline:
             )
             for change in back_online:
                 resolved = resolve(
-                    tx, offline_fingerprint(change.node), now, f"node back online ({change.reason} received)"
+                    tx,
+                    offline_fingerprint(change.site, change.node),
+                    now,
+                    f"node back online ({change.reason} received)",
                 )
                 if resolved is not None:
                     out.append(resolved)
@@ -397,13 +399,13 @@ class Pipeline:
         for change in changes:
             log.info("node_offline", node=change.node, site=change.site, reason=change.reason)
         findings: list[Finding] = []
-        touched = {c.node for c in changes}
+        touched = {c.key for c in changes}
         for node in self.state.nodes.values():
             for finding in evaluate_node(node, self._context(node, now)):
                 findings.append(finding)
                 if finding.fault == "offline":
                     node.offline_task_raised = True
-                touched.add(node.node)
+                touched.add(node.key)
         review_due = now >= self._next_review
         if review_due:
             self._next_review = now + self.config.rules.review_interval_s
@@ -432,25 +434,25 @@ class Pipeline:
     # ---- helpers ------------------------------------------------------------------------------
 
     def _node_writes(
-        self, touched: set[str], now: float
-    ) -> tuple[list[NodeRecord], list[tuple[float | None, float, str]]]:
+        self, touched: set[NodeKey], now: float
+    ) -> tuple[list[NodeRecord], list[tuple[float | None, float, str, str]]]:
         """Whole records for the nodes whose persisted fields changed (or that were not written by
         this process yet), ``last_seen`` updates for the rest."""
         records: list[NodeRecord] = []
-        seen: list[tuple[float | None, float, str]] = []
-        for name in sorted(touched):
-            state = self.state.nodes[name]
+        seen: list[tuple[float | None, float, str, str]] = []
+        for node_key in sorted(touched):
+            state = self.state.nodes[node_key]
             key = _record_key(state)
-            if self._written.get(name) != key:
+            if self._written.get(node_key) != key:
                 records.append(node_record(state, now))
-                self._written[name] = key
+                self._written[node_key] = key
             else:
-                seen.append((state.last_seen, now, name))
+                seen.append((state.last_seen, now, node_key.site, node_key.node))
         return records, seen
 
-    def _admitted(self, node: str, topic: str, now: float) -> bool:
+    def _admitted(self, key: NodeKey, topic: str, now: float) -> bool:
         """A known node, or a new one within ``[fleet]``'s caps; else the message is rejected."""
-        if node in self.state.nodes:
+        if key in self.state.nodes:
             return True
         refused = self.admission.admit(known=len(self.state.nodes), now=now)
         if refused is None:

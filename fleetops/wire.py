@@ -387,10 +387,12 @@ class Command(Struct, tag="cmd", tag_field="type", frozen=True, kw_only=True):
 
     ``sig`` is the Ed25519 signature (base64url, no padding) of ``signing_payload(command)``: the
     fixed ``SIGNATURE_CONTEXT`` followed by the canonical JSON (keys sorted, no whitespace, UTF-8) of
-    ``{v, cmd_id, node, op, args, iat, exp, key_id}``. The agent answers every command, accepted or
-    not, on ``.../cmd/result``."""
+    ``{v, cmd_id, site, node, op, args, iat, exp, key_id}``: ``site`` and ``node`` together name the
+    one machine that is to run it (node names repeat across sites). The agent answers every command,
+    accepted or not, on ``.../cmd/result``."""
 
     v: Version
+    site: NodeName
     node: NodeName
     cmd_id: CommandId
     op: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}\Z")]
@@ -406,7 +408,7 @@ class CommandResult(Struct, tag="cmd/result", tag_field="type", frozen=True, kw_
 
     ``accepted`` (verified, the hook starts now), then one of ``succeeded`` / ``failed`` /
     ``timed_out``; or ``rejected`` alone, with the reason (``oversized``, ``malformed``,
-    ``unknown_key``, ``bad_signature``, ``wrong_node``, ``clock_skew``, ``expired``,
+    ``unknown_key``, ``bad_signature``, ``wrong_node``, ``wrong_site``, ``clock_skew``, ``expired``,
     ``ttl_too_long``, ``unknown_operation``, ``bad_argument``, ``replayed``, ``busy``)."""
 
     v: Version
@@ -476,6 +478,7 @@ def signing_payload(command: Command) -> bytes:
     body = {
         "v": command.v,
         "cmd_id": command.cmd_id,
+        "site": command.site,
         "node": command.node,
         "op": command.op,
         "args": dict(command.args),

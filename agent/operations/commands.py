@@ -5,7 +5,8 @@ check's reason; nothing else happens:
 
 ``oversized`` (more than ``wire.COMMAND_MAX_BYTES``, before parsing) → ``malformed`` (not a valid
 ``Command``) → ``unknown_key`` (``key_id`` not among the configured public keys) →
-``bad_signature`` (Ed25519 over ``wire.signing_payload``) → ``wrong_node`` → ``clock_skew``
+``bad_signature`` (Ed25519 over ``wire.signing_payload``) → ``wrong_node`` → ``wrong_site`` (signed
+for the machine of this name at another site) → ``clock_skew``
 (issued more than ``max_skew_s`` in the future) → ``expired`` (``exp`` more than ``max_skew_s`` in
 the past) → ``ttl_too_long`` (``exp - iat`` above ``max_ttl_s``) → ``unknown_operation`` (not in
 this node's allowlist) → ``bad_argument`` (``wire.check_arguments``) → ``replayed`` (its
@@ -195,6 +196,8 @@ class CommandVerifier:
             raise CommandRejected("bad_signature", "", cmd.cmd_id, cmd.op) from None
         if cmd.node != self.node:
             raise CommandRejected("wrong_node", f"for {cmd.node!r}", cmd.cmd_id, cmd.op)
+        if cmd.site != self.site:
+            raise CommandRejected("wrong_site", f"for site {cmd.site!r}", cmd.cmd_id, cmd.op)
         now = self._clock()
         if cmd.iat > now + self.max_skew_s:
             raise CommandRejected("clock_skew", f"issued {cmd.iat - now:.0f} s ahead", cmd.cmd_id, cmd.op)

@@ -31,13 +31,18 @@ class BoardReader:
             self._conn = None
 
     def events(
-        self, node: str, since: float | None = None, until: float | None = None, limit: int = 200
+        self,
+        site: str,
+        node: str,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 200,
     ) -> list[dict[str, Any]]:
         """The node's events (the stored messages), newest first, within [since, until]."""
         if self._conn is None:
             raise RuntimeError("board reader is not open")
-        sql = "SELECT body FROM events WHERE node = ?"
-        params: list[Any] = [node]
+        sql = "SELECT body FROM events WHERE site = ? AND node = ?"
+        params: list[Any] = [site, node]
         if since is not None:
             sql += " AND ts >= ?"
             params.append(since)

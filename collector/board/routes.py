@@ -30,6 +30,7 @@ from collector.http.tasks import PRINCIPAL_KEY
 from collector.rules.base import readings_evidence
 from collector.store import OPEN_STATES, TaskQuery, TaskRecord
 from collector.store import StoreInterface as Store
+from fleetops.identity import NodeKey
 from fleetops.wire import valid_name
 
 __all__ = ["BOARD_DIR", "PagesLookup", "register_board"]
@@ -87,6 +88,7 @@ def _node_tree(node: NodeState, tasks: list[TaskRecord]) -> dict[str, Any]:
         )
     return {
         "node": node.node,
+        "site": node.site,
         "status": node.status,
         "health": health_of(node.status, [t.severity for t in tasks]),
         "last_seen": _iso(node.last_seen),
@@ -104,13 +106,13 @@ async def _fleet(request: web.Request) -> web.Response:
     """Sites → racks → nodes → accelerators, each with its health and open tasks."""
     store = request.app[_STORE]
     tasks, _ = await store.aread(lambda: store.list_tasks(TaskQuery(state=OPEN_STATES, limit=MAX_OPEN)))
-    by_node: dict[str, list[TaskRecord]] = defaultdict(list)
+    by_node: dict[NodeKey, list[TaskRecord]] = defaultdict(list)
     for task in tasks:
-        by_node[task.node].append(task)
+        by_node[NodeKey(task.location.site, task.node)].append(task)
     sites: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for node in sorted(request.app[_STATE].nodes.values(), key=lambda n: n.node):
         rack = node.location.rack if node.location is not None else ""
-        sites[node.site][rack].append(_node_tree(node, by_node.get(node.node, [])))
+        sites[node.site][rack].append(_node_tree(node, by_node.get(node.key, [])))
     order = ("down", "critical", "warning", "info", "unknown", "ok")
     out = []
     counts: dict[str, int] = defaultdict(int)
@@ -141,7 +143,7 @@ async def _evidence(request: web.Request) -> web.Response:
     rows = evidence_rows(task.evidence)
     if index is not None:
         rows = [r for r in rows if r.get("index", index) == index]
-    node = request.app[_STATE].nodes.get(task.node)
+    node = request.app[_STATE].get(task.location.site, task.node)
     live = 0
     if node is not None:
         indices = [index] if index is not None else node.trend.indices()[:1]
@@ -150,7 +152,9 @@ async def _evidence(request: web.Request) -> web.Response:
                 rows.append(row)
                 live += 1
     events = evidence_events(task.evidence)
-    stored = await asyncio.to_thread(request.app[_READER].events, task.node, start, end, 200)
+    stored = await asyncio.to_thread(
+        request.app[_READER].events, task.location.site, task.node, start, end, 200
+    )
     seen = {e["id"] for e in events}
     for event in stored:
         if event.get("id") in seen:
@@ -163,6 +167,7 @@ async def _evidence(request: web.Request) -> web.Response:
         {
             "task_id": task.id,
             "node": task.node,
+            "site": task.location.site,
             "accelerator_index": index,
             "opened_at": task.opened_at,
             "resolved_at": task.resolved_at,
@@ -183,8 +188,21 @@ async def _pages(request: web.Request) -> web.Response:
 
 
 def _node_or_404(request: web.Request) -> NodeState | web.Response:
+    """The node of ``/sites/{site}/nodes/{node}/...``; on ``/nodes/{node}/...`` the node of that
+    name only while it is unique across the sites (409 otherwise)."""
     name = request.match_info["node"]
-    node = request.app[_STATE].nodes.get(name) if valid_name(name) else None
+    site = request.match_info.get("site", "")
+    state = request.app[_STATE]
+    if not valid_name(name) or (site and not valid_name(site)):
+        return _json({"error": f"unknown node {name[:64]!r}"}, 404)
+    if site:
+        node = state.get(site, name)
+    else:
+        named = state.named(name)
+        if len(named) > 1:
+            sites = ", ".join(n.site for n in named)
+            return _json({"error": f"node {name!r} exists at several sites ({sites}): name the site"}, 409)
+        node = named[0] if named else None
     if node is None:
         return _json({"error": f"unknown node {name[:64]!r}"}, 404)
     return node
@@ -194,7 +212,7 @@ async def _node_events(request: web.Request) -> web.Response:
     node = _node_or_404(request)
     if isinstance(node, web.Response):
         return node
-    events = await asyncio.to_thread(request.app[_READER].events, node.node, None, None, 50)
+    events = await asyncio.to_thread(request.app[_READER].events, node.site, node.node, None, None, 50)
     return _json({"items": [event_marker(e) | {"data": e.get("data", {})} for e in events]})
 
 
@@ -211,7 +229,7 @@ async def _node_series(request: web.Request) -> web.Response:
     for i in indices:
         rows = readings_evidence(node, i, None, len(node.trend) + 1)
         out.append({"accelerator_index": i, "series": series_from_rows(rows)})
-    return _json({"node": node.node, "accelerators": out})
+    return _json({"node": node.node, "site": node.site, "accelerators": out})
 
 
 async def _whoami(request: web.Request) -> web.Response:
@@ -244,3 +262,5 @@ def register_board(
     app.router.add_get("/api/v1/tasks/{id}/pages", _pages)
     app.router.add_get("/api/v1/nodes/{node}/events", _node_events)
     app.router.add_get("/api/v1/nodes/{node}/series", _node_series)
+    app.router.add_get("/api/v1/sites/{site}/nodes/{node}/events", _node_events)
+    app.router.add_get("/api/v1/sites/{site}/nodes/{node}/series", _node_series)

@@ -1,7 +1,7 @@
 """``fleetops nodes ...``: the fleet's nodes.
 
 fleetops nodes list [--site S] [--status online,offline]
-fleetops nodes show NODE
+fleetops nodes show NODE [--site S]   (--site is needed when the name repeats across sites)
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ def register(
     p = nodes.api("list", "list nodes", _list, _rows)
     p.add_argument("--site", default=None)
     p.add_argument("--status", default=None)
-    nodes.api("show", "one node", _show, _detail).add_argument("node")
+    show = nodes.api("show", "one node", _show, _detail)
+    show.add_argument("node")
+    show.add_argument(
+        "--site", default=None, help="the node's site (needed when the name repeats across sites)"
+    )
 
 
 def _list(client: Client, args: argparse.Namespace) -> Any:
@@ -35,7 +39,10 @@ def _list(client: Client, args: argparse.Namespace) -> Any:
 
 
 def _show(client: Client, args: argparse.Namespace) -> Any:
-    return client.get(f"/api/v1/nodes/{urllib.parse.quote(args.node)}")
+    if args.site:
+        site, node = urllib.parse.quote(args.site, safe=""), urllib.parse.quote(args.node, safe="")
+        return client.get(f"/api/v1/sites/{site}/nodes/{node}")
+    return client.get(f"/api/v1/nodes/{urllib.parse.quote(args.node, safe='')}")
 
 
 def _rows(page: dict[str, Any]) -> str:

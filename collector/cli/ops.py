@@ -2,7 +2,7 @@
 the local generation of the collector's signing key.
 
     fleetops ops keygen --out FILE [--key-id ID]          (local: no API)
-    fleetops ops list [--state S[,S]] [--task ID] [--node NODE]
+    fleetops ops list [--state S[,S]] [--task ID] [--node NODE] [--site SITE]
     fleetops ops show CMD_ID
     fleetops ops request TASK_ID OP [--arg k=v ...] [--approve] [--comment TEXT]
     fleetops ops approve CMD_ID [--comment TEXT]
@@ -52,6 +52,7 @@ def register(
     listing.add_argument("--state", default="")
     listing.add_argument("--task", type=int)
     listing.add_argument("--node", default="")
+    listing.add_argument("--site", default="")
     ops.api("show", "one operation with its result", _show, _detail).add_argument("cmd_id")
     request = ops.api("request", "ask for an operation on a task's node", _request, _detail)
     request.add_argument("task_id", type=int)
@@ -84,7 +85,7 @@ def _keygen(args: argparse.Namespace) -> str:
 
 
 def _list(client: Client, args: argparse.Namespace) -> Any:
-    return client.get("/api/v1/operations", state=args.state, node=args.node, task=args.task)
+    return client.get("/api/v1/operations", state=args.state, site=args.site, node=args.node, task=args.task)
 
 
 def _show(client: Client, args: argparse.Namespace) -> Any:

@@ -29,9 +29,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+import msgspec
+
 from collector.fleet.conditions import GpuConditions, HostConditions
 from collector.fleet.history import Trend
 from collector.rules.config import RulesConfig
+from fleetops.identity import NodeKey
 from fleetops.wire import (
     Accelerator,
     AcceleratorReadings,
@@ -45,7 +48,15 @@ from fleetops.wire import (
     Telemetry,
 )
 
-__all__ = ["FleetState", "NodeChange", "NodeState", "NodeStatus", "is_reinstall", "restart_sessions"]
+__all__ = [
+    "FleetState",
+    "NodeChange",
+    "NodeKey",
+    "NodeState",
+    "NodeStatus",
+    "is_reinstall",
+    "restart_sessions",
+]
 
 NodeStatus = Literal["online", "offline", "unknown"]
 
@@ -106,6 +117,11 @@ class NodeState:
     #: the node's latest events (bounded), for rules that look at what came together or repeated
     recent_events: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS_MAX))
 
+    @property
+    def key(self) -> NodeKey:
+        """The node's identity: its site and its name."""
+        return NodeKey(self.site, self.node)
+
     def accelerator(self, index: int | None, accel_id: str = "") -> Accelerator | None:
         """The inventoried accelerator matching ``accel_id`` (preferred) or ``index``."""
         for accel in self.accelerators:
@@ -145,9 +161,14 @@ class NodeChange:
     reason: str
     previous: NodeStatus
 
+    @property
+    def key(self) -> NodeKey:
+        return NodeKey(self.site, self.node)
+
 
 class FleetState:
-    """All nodes, keyed by node name."""
+    """All nodes, keyed by ``NodeKey(site, node)``: a name repeats across sites, and what arrives on
+    one site's topics never changes the same-named node of another site."""
 
     def __init__(
         self,
@@ -166,25 +187,35 @@ class FleetState:
         self.trend_window_s = max(
             self.history_window_s, self.rules.gpu_pcie.replay_window_s, self.rules.gpu_nvlink.window_s
         )
-        self.nodes: dict[str, NodeState] = {}
+        self.nodes: dict[NodeKey, NodeState] = {}
 
     def node(self, name: str, site: str) -> NodeState:
-        state = self.nodes.get(name)
+        """The node ``name`` of ``site``, created when first heard of."""
+        key = NodeKey(site, name)
+        state = self.nodes.get(key)
         if state is None:
-            state = self.nodes[name] = NodeState(node=name, site=site, trend=Trend(self.trend_window_s))
+            state = self.nodes[key] = NodeState(node=name, site=site, trend=Trend(self.trend_window_s))
         return state
+
+    def get(self, site: str, name: str) -> NodeState | None:
+        """The node ``name`` of ``site``, if known."""
+        return self.nodes.get(NodeKey(site, name))
+
+    def named(self, name: str) -> list[NodeState]:
+        """Every node called ``name``, at any site (sorted by site)."""
+        return sorted((s for s in self.nodes.values() if s.node == name), key=lambda s: s.site)
 
     def restore(self, state: NodeState) -> None:
         """Put a node loaded from the store back (at start-up, before any message)."""
         state.trend = Trend(self.trend_window_s)
-        self.nodes[state.node] = state
+        self.nodes[state.key] = state
 
     # ---- messages -----------------------------------------------------------------------------
 
     def apply(self, site: str, message: Message, now: float, *, retained: bool = False) -> list[NodeChange]:
-        """Apply one decoded message received on ``site``'s topic."""
+        """Apply one decoded message received on ``site``'s topic (the site the broker's ACL ties to
+        the sender; a site named inside a payload is not trusted)."""
         state = self.node(message.node, site)
-        state.site = site
         if isinstance(message, Birth):
             return self._birth(state, message, now, retained)
         if isinstance(message, Status):
@@ -199,7 +230,11 @@ class FleetState:
                 return []  # an older birth than one already applied
             restart_sessions(state)
         state.session = birth.session
-        state.location = birth.location
+        location = birth.location
+        if location is not None and location.site != state.site:
+            # the topic decides the site: a birth cannot place itself at another site
+            location = msgspec.structs.replace(location, site=state.site)
+        state.location = location
         state.hostname = birth.hostname
         state.boot_id = birth.boot_id
         state.agent_version = birth.agent_version

@@ -160,22 +160,52 @@ async def _nodes(request: web.Request) -> web.Response:
     store = request.app[_STORE_KEY]
     counts = await store.aread(store.open_task_counts)
     items = [
-        _node_summary(node, counts.get(node.node, 0))
-        for node in sorted(request.app[_STATE_KEY].nodes.values(), key=lambda n: n.node)
+        _node_summary(node, counts.get(node.key, 0))
+        for node in sorted(request.app[_STATE_KEY].nodes.values(), key=lambda n: (n.node, n.site))
         if (not site or node.site == site) and (not statuses or node.status in statuses)
     ]
     return _json({"items": items, "total": len(items)})
 
 
+async def _site_node(request: web.Request) -> web.Response:
+    """``/api/v1/sites/{site}/nodes/{node}``: one node, named by its site and its name."""
+    _check_params(request, frozenset())
+    site, name = request.match_info["site"], request.match_info["node"]
+    state = request.app[_STATE_KEY]
+    node = state.get(site, name) if valid_name(site) and valid_name(name) else None
+    if node is None:
+        return _error(404, f"unknown node {site[:64]!r}/{name[:64]!r}")
+    return await _node_detail(request, node)
+
+
 async def _node(request: web.Request) -> web.Response:
+    """``/api/v1/nodes/{node}[?site=]``: the node of that name; without ``site`` only while the name
+    is unique across the sites (409 naming the sites otherwise)."""
+    _check_params(request, frozenset(("site",)))
     name = request.match_info["node"]
-    node = request.app[_STATE_KEY].nodes.get(name) if valid_name(name) else None
+    site = _name_param(request, "site")
+    state = request.app[_STATE_KEY]
+    if not valid_name(name):
+        return _error(404, f"unknown node {name[:64]!r}")
+    if site:
+        node = state.get(site, name)
+    else:
+        named = state.named(name)
+        if len(named) > 1:
+            sites = ", ".join(n.site for n in named)
+            return _error(
+                409, f"node {name!r} exists at several sites ({sites}): use /api/v1/sites/<site>/nodes/{name}"
+            )
+        node = named[0] if named else None
     if node is None:
         return _error(404, f"unknown node {name[:64]!r}")
+    return await _node_detail(request, node)
+
+
+async def _node_detail(request: web.Request, node: NodeState) -> web.Response:
     store = request.app[_STORE_KEY]
-    tasks, _ = await store.aread(
-        lambda: store.list_tasks(TaskQuery(node=name, state=OPEN_STATES, limit=MAX_LIMIT))
-    )
+    query = TaskQuery(site=node.site, node=node.node, state=OPEN_STATES, limit=MAX_LIMIT)
+    tasks, _ = await store.aread(lambda: store.list_tasks(query))
     body = _node_summary(node, len(tasks))
     body.update(
         {
@@ -260,6 +290,7 @@ def create_app(
     app.router.add_get("/metrics", serve_metrics)
     app.router.add_get("/api/v1/nodes", _nodes)
     app.router.add_get("/api/v1/nodes/{node}", _node)
+    app.router.add_get("/api/v1/sites/{site}/nodes/{node}", _site_node)
     app.router.add_get("/api/v1/tasks", _tasks)
     app.router.add_get("/api/v1/tasks/{id}", _task)
     register_task_routes(app, _STORE_KEY)

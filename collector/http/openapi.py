@@ -49,6 +49,9 @@ _E403: Final = _error(
     "non-loopback client while no tokens are configured."
 )
 _E404: Final = _error("No such task or node.")
+_E409_NODE: Final = _error(
+    "The node name exists at several sites: name the site (`/api/v1/sites/{site}/nodes/{node}` or `?site=`)."
+)
 _E409: Final = _error(
     "The task's state does not allow this change (already closed, acknowledged or verifying)."
 )
@@ -78,6 +81,20 @@ _NODE_NAME: Final = {
     "in": "path",
     "required": True,
     "description": "Node name.",
+    "schema": {"type": "string", "pattern": _NAME},
+}
+_SITE_NAME: Final = {
+    "name": "site",
+    "in": "path",
+    "required": True,
+    "description": "The node's site (node names repeat across sites).",
+    "schema": {"type": "string", "pattern": _NAME},
+}
+_SITE_QUERY: Final = {
+    "name": "site",
+    "in": "query",
+    "required": False,
+    "description": "The node's site; needed when the name exists at several sites.",
     "schema": {"type": "string", "pattern": _NAME},
 }
 
@@ -283,6 +300,11 @@ _TASK_CHANGES: Final = (
 )
 
 
+def _ambiguous(operation: dict[str, Any]) -> dict[str, Any]:
+    """``operation`` on a route that names a node without its site: 409 when the name repeats."""
+    return {**operation, "responses": {**operation["responses"], "409": _E409_NODE}}
+
+
 def _loose(summary: str, params: list[dict[str, Any]], *, not_found: bool = True) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {"description": "OK", "content": _json_content({"type": "object"})},
@@ -361,15 +383,31 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
-        "/api/v1/nodes/{node}": {
+        "/api/v1/sites/{site}/nodes/{node}": {
             "get": {
-                "summary": "One node: inventory, latest readings, telemetry counters, open tasks.",
-                "parameters": [_NODE_NAME],
+                "summary": "One node, named by its site and its name: inventory, latest readings, "
+                "telemetry counters, open tasks.",
+                "parameters": [_SITE_NAME, _NODE_NAME],
                 "responses": {
                     "200": {"description": "OK", "content": _json_content(_ref("NodeDetail"))},
+                    "400": _E400,
                     "401": _E401,
                     "403": _E403,
                     "404": _E404,
+                },
+            }
+        },
+        "/api/v1/nodes/{node}": {
+            "get": {
+                "summary": "The node of that name (`site` needed when the name exists at several sites).",
+                "parameters": [_NODE_NAME, _SITE_QUERY],
+                "responses": {
+                    "200": {"description": "OK", "content": _json_content(_ref("NodeDetail"))},
+                    "400": _E400,
+                    "401": _E401,
+                    "403": _E403,
+                    "404": _E404,
+                    "409": _E409_NODE,
                 },
             }
         },
@@ -401,11 +439,33 @@ def _paths() -> dict[str, Any]:
         "/api/v1/fleet": {"get": _loose("The fleet tree for the maintenance board.", [], not_found=False)},
         "/api/v1/tasks/{id}/evidence": {"get": _loose("A task's evidence as series (board).", [_TASK_ID])},
         "/api/v1/tasks/{id}/pages": {"get": _loose("The pages sent for a task (board).", [_TASK_ID])},
-        "/api/v1/nodes/{node}/events": {"get": _loose("A node's recent events (board).", [_NODE_NAME])},
-        "/api/v1/nodes/{node}/series": {
+        "/api/v1/sites/{site}/nodes/{node}/events": {
+            "get": _loose("A node's recent events (board).", [_SITE_NAME, _NODE_NAME])
+        },
+        "/api/v1/sites/{site}/nodes/{node}/series": {
             "get": _loose(
                 "A node's readings series (board).",
-                [_NODE_NAME, _query("accelerator", "Accelerator index.", {"type": "integer", "minimum": 0})],
+                [
+                    _SITE_NAME,
+                    _NODE_NAME,
+                    _query("accelerator", "Accelerator index.", {"type": "integer", "minimum": 0}),
+                ],
+            )
+        },
+        "/api/v1/nodes/{node}/events": {
+            "get": _ambiguous(
+                _loose("A node's recent events (board); only while the name is unique.", [_NODE_NAME])
+            )
+        },
+        "/api/v1/nodes/{node}/series": {
+            "get": _ambiguous(
+                _loose(
+                    "A node's readings series (board); only while the name is unique.",
+                    [
+                        _NODE_NAME,
+                        _query("accelerator", "Accelerator index.", {"type": "integer", "minimum": 0}),
+                    ],
+                )
             )
         },
     }

@@ -5,7 +5,7 @@ Reads need a viewer token, changes an operator token (``collector.http.tasks.aut
 Bodies are small JSON objects validated strictly (400 with the reason); 404: unknown task or
 operation; 409: the state does not allow it (or remote operations are disabled).
 
-- ``GET  /api/v1/operations[?state=&node=&task=&limit=]``, ``GET /api/v1/operations/{cmd_id}``
+- ``GET  /api/v1/operations[?state=&site=&node=&task=&limit=]``, ``GET /api/v1/operations/{cmd_id}``
 - ``POST /api/v1/operations/{cmd_id}/approve`` and ``/deny`` ``{"comment": ""}``
 - ``GET  /api/v1/tasks/{id}/operations``; ``POST /api/v1/tasks/{id}/operations``
   ``{"op": "reset_gpu", "args": {}, "approve": false, "comment": ""}`` (``approve: true`` is the
@@ -93,6 +93,7 @@ def _audit_view(entry: AuditRecord) -> dict[str, Any]:
         "cmd_id": entry.cmd_id,
         "task_id": entry.task_id,
         "node": entry.node,
+        "site": entry.site,
         "op": entry.op,
         "detail": entry.detail,
     }
@@ -149,7 +150,7 @@ def _actor(request: web.Request) -> str:
 
 
 async def _list(request: web.Request, ops: OperationsService) -> web.Response:
-    allowed = {"state", "node", "task", "limit"}
+    allowed = {"state", "site", "node", "task", "limit"}
     for key in request.query:
         if key not in allowed:
             raise _Bad(f"unknown parameter {key[:64]!r}; allowed: {', '.join(sorted(allowed))}")
@@ -160,7 +161,11 @@ async def _list(request: web.Request, ops: OperationsService) -> web.Response:
     task = _int(request.query["task"], "task") if "task" in request.query else None
     limit = _int(request.query["limit"], "limit", 1000) if "limit" in request.query else 100
     items = await ops.commands(
-        states=states, task_id=task, node=request.query.get("node", "")[:64], limit=limit
+        states=states,
+        task_id=task,
+        node=request.query.get("node", "")[:64],
+        site=request.query.get("site", "")[:64],
+        limit=limit,
     )
     return _json({"items": [command_view(r) for r in items], "total": len(items)})
 

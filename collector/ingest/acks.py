@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
+from fleetops.identity import NodeKey
 from fleetops.wire import PROTOCOL_VERSION, Ack, Birth, Event, Message, Rebirth, Status, Telemetry
 
 __all__ = ["ACK_MAX_IDS", "SKEW_SAMPLES", "LinkTracker", "NodeLink", "ack_messages", "rebirth_message"]
@@ -59,18 +60,19 @@ class NodeLink:
 
 
 class LinkTracker:
-    """Per-node link facts: skew, event sequence gaps, when to ask for a rebirth."""
+    """Per-node link facts: skew, event sequence gaps, when to ask for a rebirth; keyed by
+    ``NodeKey(site, node)``."""
 
     def __init__(self, *, skew_flag_s: float = 30.0, rebirth_every_s: float = 60.0) -> None:
         self.skew_flag_s = skew_flag_s
         self.rebirth_every_s = rebirth_every_s
-        self.nodes: dict[str, NodeLink] = {}
+        self.nodes: dict[NodeKey, NodeLink] = {}
 
     def link(self, node: str, site: str) -> NodeLink:
-        link = self.nodes.get(node)
+        key = NodeKey(site, node)
+        link = self.nodes.get(key)
         if link is None:
-            link = self.nodes[node] = NodeLink(node=node, site=site)
-        link.site = site
+            link = self.nodes[key] = NodeLink(node=node, site=site)
         return link
 
     def observe(self, site: str, message: Message, now: float, *, retained: bool = False) -> str | None:

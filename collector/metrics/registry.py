@@ -37,6 +37,7 @@ from collector.metrics.families import FAMILIES, by_name
 from collector.metrics.fleet import Emit, LabelCache, NodeCounters, emit_node
 from collector.metrics.nodetext import NODE_FAMILIES, NodeText, join_family
 from collector.metrics.tasks import OpenTaskCounts
+from fleetops.identity import NodeKey
 from fleetops.wire import Birth, Event, Message, Telemetry
 
 __all__ = ["EVENT_ID_MEMORY", "CollectorMetrics", "Sample"]
@@ -150,10 +151,10 @@ class _SampleSink:
 
 
 #: What a node's text depends on: (what only changes the way every frame changes it, the rest).
-NodeKey = tuple[tuple[object, ...], tuple[object, ...]]
+TextKey = tuple[tuple[object, ...], tuple[object, ...]]
 
 
-def _node_key(state: NodeState, counters: NodeCounters | None, link: NodeLink | None) -> NodeKey:
+def _node_key(state: NodeState, counters: NodeCounters | None, link: NodeLink | None) -> TextKey:
     """The node's text is rendered again when this changes; a change of the first part alone
     (last seen, frame count, link skew) is routine and waits for ``refresh_s``. The rest —
     liveness, session, inventory, event counters, and whether any frame arrived at all — shows at
@@ -202,7 +203,7 @@ class CollectorMetrics:
         #: node changed costs more than one rendering per node per period (0: whenever it changed)
         self.refresh_s = refresh_s
         #: node -> monotonic time of its last rendering
-        self._rendered: dict[str, float] = {}
+        self._rendered: dict[NodeKey, float] = {}
         self.stats = stats
         self.rejections = rejections
         self.ingest = ingest
@@ -213,7 +214,7 @@ class CollectorMetrics:
         self.clock = clock
         self.started_at = clock()
         self.last_message_at: float | None = None
-        self.counters: dict[str, NodeCounters] = {}
+        self.counters: dict[NodeKey, NodeCounters] = {}
         self.ack_latency_seconds = Histogram(by_name("fleetops_collector_ack_latency_seconds"))
         self.store_write_seconds = Histogram(by_name("fleetops_collector_store_write_seconds"))
         self.render_seconds = 0.0
@@ -223,21 +224,23 @@ class CollectorMetrics:
         # scrape cheap (node text is rendered as frames arrive from the start)
         self._rendered_at: float | None = time.monotonic()
         self._labels = LabelCache()
-        self._seen_events: OrderedDict[str, None] = OrderedDict()
-        self._cache: dict[str, tuple[NodeKey, NodeText]] = {}
+        #: (site, node, event id) of the events counted lately: ids are unique per node only
+        self._seen_events: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._cache: dict[NodeKey, tuple[TextKey, NodeText]] = {}
         #: nodes whose messages arrived since their last rendering -> monotonic time of the first
         #: such message (insertion-ordered)
-        self._dirty: dict[str, float] = {}
+        self._dirty: dict[NodeKey, float] = {}
 
     # ---- observing ----------------------------------------------------------------------------
 
     def observe(self, site: str, message: Message, now: float) -> None:
         """Count one message fleet state has just applied (``site`` from its topic)."""
-        self._observe(message, now)
+        key = NodeKey(site, message.node)
+        self._observe(key, message, now)
         rendered_at = self._rendered_at
         if rendered_at is not None and time.monotonic() - rendered_at < EAGER_WINDOW_S:
             # rendered by ``render_pending`` (many frames, one render)
-            self._dirty.setdefault(message.node, time.monotonic())
+            self._dirty.setdefault(key, time.monotonic())
 
     @property
     def changed_nodes(self) -> int:
@@ -267,13 +270,13 @@ class CollectorMetrics:
                 done += 1
         return len(dirty)
 
-    def _observe(self, message: Message, now: float) -> None:
+    def _observe(self, key: NodeKey, message: Message, now: float) -> None:
         self.last_message_at = now
-        counters = self.counters.get(message.node)
+        counters = self.counters.get(key)
         if counters is None:
-            counters = self.counters[message.node] = NodeCounters()
+            counters = self.counters[key] = NodeCounters()
         if isinstance(message, Telemetry):
-            node = self.state.nodes.get(message.node)
+            node = self.state.nodes.get(key)
             if (
                 node is not None
                 and node.telemetry_session == message.session
@@ -284,7 +287,7 @@ class CollectorMetrics:
                 counters.probes = tuple(message.probes)
             return
         if isinstance(message, Birth):
-            node = self.state.nodes.get(message.node)
+            node = self.state.nodes.get(key)
             if node is None or node.session != message.session or node.birth_ts != message.ts:
                 return  # an older birth fleet state ignored
             counters.probes = tuple(message.probes)
@@ -292,13 +295,14 @@ class CollectorMetrics:
             counters.version += 1
             return
         if isinstance(message, Event):
-            self._count_event(counters, message)
+            self._count_event(key, counters, message)
 
-    def _count_event(self, counters: NodeCounters, event: Event) -> None:
-        if event.id in self._seen_events:
-            self._seen_events.move_to_end(event.id)
+    def _count_event(self, key: NodeKey, counters: NodeCounters, event: Event) -> None:
+        seen = (key.site, key.node, event.id)
+        if seen in self._seen_events:
+            self._seen_events.move_to_end(seen)
             return
-        self._seen_events[event.id] = None
+        self._seen_events[seen] = None
         if len(self._seen_events) > EVENT_ID_MEMORY:
             self._seen_events.popitem(last=False)
         n = event.count
@@ -317,37 +321,38 @@ class CollectorMetrics:
 
     # ---- rendering ----------------------------------------------------------------------------
 
-    def _link(self, node: str) -> NodeLink | None:
+    def _link(self, node: NodeKey) -> NodeLink | None:
         return self.links.nodes.get(node) if self.links is not None else None
 
     def _node_text(self, state: NodeState, now: float) -> NodeText:
         """The node's text: the cached one while nothing changed or, for routine changes only (see
         ``_node_key``), while it is younger than ``refresh_s``; else rendered now."""
-        counters = self.counters.get(state.node)
-        link = self._link(state.node)
+        ident = state.key
+        counters = self.counters.get(ident)
+        link = self._link(ident)
         key = _node_key(state, counters, link)
-        cached = self._cache.get(state.node)
+        cached = self._cache.get(ident)
         if cached is not None and (
             cached[0] == key
-            or (cached[0][1] == key[1] and now - self._rendered.get(state.node, -math.inf) < self.refresh_s)
+            or (cached[0][1] == key[1] and now - self._rendered.get(ident, -math.inf) < self.refresh_s)
         ):
             return cached[1]
         sink = _TextSink()
         emit_node(sink, state, counters, self._labels, link)
         text = NodeText.build(sink.lines, cached[1] if cached is not None else None)
-        self._cache[state.node] = (key, text)
-        self._rendered[state.node] = now
-        self._dirty.pop(state.node, None)
+        self._cache[ident] = (key, text)
+        self._rendered[ident] = now
+        self._dirty.pop(ident, None)
         return text
 
     def _emit_shared(self, emit: Emit, tasks: OpenTaskCounts | None) -> None:
         """The samples that are not a node's own: open tasks and the collector's health."""
         nodes = self.state.nodes
         if tasks is not None:
-            per_node: Counter[str] = Counter()
+            per_node: Counter[NodeKey] = Counter()
             grouped: Counter[tuple[str, str, str, str, str]] = Counter()
             for (site, rack, node, action, severity, task_state), n in tasks.items():
-                per_node[node] += n
+                per_node[NodeKey(site, node)] += n
                 grouped[(site, rack, action, severity, task_state)] += n
             for name in sorted(nodes):
                 emit("fleetops_node_open_tasks", self._labels.node(nodes[name]), _NONE, per_node.get(name, 0))
@@ -499,9 +504,9 @@ class CollectorMetrics:
         """Every gauge and counter sample, by family name (histograms are excluded: OTLP records them
         as they are observed)."""
         sink = _SampleSink()
-        for name in sorted(self.state.nodes):
-            node = self.state.nodes[name]
-            emit_node(sink, node, self.counters.get(name), self._labels, self._link(name))
+        for key in sorted(self.state.nodes):
+            node = self.state.nodes[key]
+            emit_node(sink, node, self.counters.get(key), self._labels, self._link(key))
         self._emit_shared(sink, tasks)
         return sink.samples
 

@@ -38,10 +38,10 @@ def check_breaker(
     since = max(now - cfg.breaker_window_s, current.changed_at)
     unhealthy = db.unhealthy_nodes(conn, since, exclude_prefix="fleet|")
     fleet = [n for n in state.nodes.values()]
-    reason = breaker_verdict(unhealthy, len(fleet), cfg)
+    reason = breaker_verdict([str(k) for k in unhealthy], len(fleet), cfg)
     if reason is None:
         return current, False
-    sites = Counter(n.site for n in fleet if n.node in unhealthy)
+    sites = Counter(n.site for n in fleet if n.key in unhealthy)
     site = sites.most_common(1)[0][0] if sites else (fleet[0].site if fleet else "fleet")
     faults = [fp.split("|")[-1] for fp in _recent_faults(conn, since)]
     action = _breaker_action(faults)
@@ -65,7 +65,9 @@ def check_breaker(
             "re-arm: `fleetops-collector ops rearm` or POST /api/v1/operations/breaker/rearm."
         ),
         location=TaskLocation(site=site),
-        evidence=[{"at": now, "unhealthy_nodes": sorted(unhealthy)[:200], "fleet_size": len(fleet)}],
+        evidence=[
+            {"at": now, "unhealthy_nodes": sorted(map(str, unhealthy))[:200], "fleet_size": len(fleet)}
+        ],
         action_source="rule",
         auto_resolve=False,
         scope="fleet",

@@ -14,6 +14,7 @@ import structlog
 
 from collector.operations.policy import Disruption
 from collector.store import Transaction
+from fleetops.identity import NodeKey
 
 __all__ = [
     "AuditRecord",
@@ -79,6 +80,7 @@ class AuditRecord(msgspec.Struct, kw_only=True):
     node: str
     op: str
     detail: str
+    site: str = ""
 
 
 class BreakerRecord(msgspec.Struct, kw_only=True):
@@ -150,6 +152,7 @@ def commands(
     states: Sequence[str] = (),
     task_id: int | None = None,
     node: str = "",
+    site: str = "",
     limit: int = 1000,
     oldest_first: bool = False,
 ) -> list[CommandRecord]:
@@ -164,6 +167,9 @@ def commands(
     if node:
         where.append("node = ?")
         params.append(node)
+    if site:
+        where.append("site = ?")
+        params.append(site)
     sql = f"SELECT {_COLUMNS} FROM ops_commands"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -196,14 +202,15 @@ def audit(
     cmd_id: str = "",
     task_id: int | None = None,
     node: str = "",
+    site: str = "",
     op: str = "",
     detail: str = "",
 ) -> None:
     """Append to the audit log (and log the same line)."""
     conn.execute(
-        "INSERT INTO ops_audit (at, actor, action, cmd_id, task_id, node, op, detail) "
-        "VALUES (?,?,?,?,?,?,?,?)",
-        (at, actor, action, cmd_id, task_id, node, op, detail[:2000]),
+        "INSERT INTO ops_audit (at, actor, action, cmd_id, task_id, node, site, op, detail) "
+        "VALUES (?,?,?,?,?,?,?,?,?)",
+        (at, actor, action, cmd_id, task_id, node, site, op, detail[:2000]),
     )
     log.info(
         "ops_audit",
@@ -212,6 +219,7 @@ def audit(
         cmd_id=cmd_id,
         task_id=task_id,
         node=node,
+        site=site,
         op=op,
         detail=detail,
     )
@@ -227,12 +235,12 @@ def audit_entries(
     if task_id is not None:
         where.append("task_id = ?")
         params.append(task_id)
-    sql = "SELECT id, at, actor, action, cmd_id, task_id, node, op, detail FROM ops_audit"
+    sql = "SELECT id, at, actor, action, cmd_id, task_id, node, op, detail, site FROM ops_audit"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
-    names = ("id", "at", "actor", "action", "cmd_id", "task_id", "node", "op", "detail")
+    names = ("id", "at", "actor", "action", "cmd_id", "task_id", "node", "op", "detail", "site")
     return [AuditRecord(**dict(zip(names, row, strict=True))) for row in conn.execute(sql, params)]
 
 
@@ -277,17 +285,23 @@ def release_closed(conn: sqlite3.Connection, at: float) -> int:
         "task_id IN (SELECT id FROM tasks WHERE state IN ('resolved', 'dismissed')) "
         "OR state IN ('failed', 'rejected', 'denied', 'expired', 'dry_run') "
         "OR (op = 'drain' AND EXISTS (SELECT 1 FROM ops_commands u WHERE u.node = ops_commands.node "
-        "AND u.op = 'undrain' AND u.state = 'succeeded' AND u.finished_at >= ops_commands.sent_at)))",
+        "AND u.site = ops_commands.site AND u.op = 'undrain' AND u.state = 'succeeded' "
+        "AND u.finished_at >= ops_commands.sent_at)))",
         (at,),
     )
     return cur.rowcount
 
 
-def unhealthy_nodes(conn: sqlite3.Connection, since: float, exclude_prefix: str) -> set[str]:
-    """Nodes with a fault first seen at or after ``since`` (from the tasks' attached faults)."""
+def unhealthy_nodes(conn: sqlite3.Connection, since: float, exclude_prefix: str) -> set[NodeKey]:
+    """Nodes with a fault first seen at or after ``since`` (from the tasks' attached faults, whose
+    node fingerprints are ``site|node|component|fault``)."""
     rows = conn.execute(
-        "SELECT DISTINCT substr(fingerprint, 1, instr(fingerprint, '|') - 1) FROM task_faults "
-        "WHERE first_at >= ? AND instr(fingerprint, '|') > 1 AND fingerprint NOT LIKE ?",
+        "SELECT DISTINCT fingerprint FROM task_faults WHERE first_at >= ? AND fingerprint NOT LIKE ?",
         (since, f"{exclude_prefix}%"),
     )
-    return {r[0] for r in rows}
+    out: set[NodeKey] = set()
+    for (fingerprint,) in rows:
+        parts = str(fingerprint).split("|")
+        if len(parts) == 4 and parts[0] and parts[1]:
+            out.add(NodeKey(parts[0], parts[1]))
+    return out

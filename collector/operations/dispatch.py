@@ -21,6 +21,7 @@ from collector.rules.config import RulesConfig
 from collector.store import Transaction
 from collector.tasks.lifecycle import TaskError, request_resolve
 from fleetops import wire
+from fleetops.identity import NodeKey
 
 __all__ = ["apply_result", "dispatch", "expire", "plan"]
 
@@ -42,9 +43,9 @@ def plan(tx: Transaction, now: float, cfg: OperationsConfig, state: FleetState) 
             continue
         cmd_id = new_id()
         what = describe(plan.op, plan.args)
-        node = state.nodes.get(task.node)
+        site = task.location.site  # the site of the topic the task's node reported on
+        node = state.get(site, task.node)
         rack = node.location.rack if node is not None and node.location is not None else task.location.rack
-        site = node.site if node is not None else task.location.site
         cmd_state = "queued" if plan.automatic else "dry_run"
         db.insert_command(
             conn,
@@ -69,6 +70,7 @@ def plan(tx: Transaction, now: float, cfg: OperationsConfig, state: FleetState) 
             cmd_id=cmd_id,
             task_id=task.id,
             node=task.node,
+            site=task.location.site,
             op=plan.op,
             detail=plan.why,
         )
@@ -80,7 +82,7 @@ def plan(tx: Transaction, now: float, cfg: OperationsConfig, state: FleetState) 
                 task,
                 now,
                 ACTOR,
-                f"dry run: would run {what} on {task.node} ({plan.why}); approve operation {cmd_id} "
+                f"dry run: would run {what} on {site}/{task.node} ({plan.why}); approve operation {cmd_id} "
                 "to run it",
             )
 
@@ -99,6 +101,7 @@ def expire(conn: sqlite3.Connection, now: float, cfg: OperationsConfig) -> None:
                 cmd_id=rec.cmd_id,
                 task_id=rec.task_id,
                 node=rec.node,
+                site=rec.site,
                 op=rec.op,
                 detail=f"waited more than {cfg.queue_max_age_s:g} s ({rec.hold_reason})",
             )
@@ -118,6 +121,7 @@ def expire(conn: sqlite3.Connection, now: float, cfg: OperationsConfig) -> None:
             cmd_id=rec.cmd_id,
             task_id=rec.task_id,
             node=rec.node,
+            site=rec.site,
             op=rec.op,
             detail=why,
         )
@@ -138,21 +142,22 @@ def dispatch(
     queued = db.commands(conn, states=("queued",), oldest_first=True)
     if not queued:
         return []
-    busy = {r.node for r in db.commands(conn, states=("sent", "accepted"))}
+    busy = {NodeKey(r.site, r.node) for r in db.commands(conn, states=("sent", "accepted"))}
     disrupted = db.disrupted(conn, cfg.disruptive)
     site_sizes = Counter(n.site for n in state.nodes.values())
     out: list[tuple[db.CommandRecord, wire.Command]] = []
     for rec in queued:
-        node = state.nodes.get(rec.node)
+        key = NodeKey(rec.site, rec.node)
+        node = state.nodes.get(key)
         hold: str | None = None
         if tripped:
             hold = "circuit breaker tripped: operations stopped until re-armed"
         elif not can_send:
             hold = "not connected to the broker" if signer is not None else "remote operations disabled"
         elif node is None or node.status != "online":
-            hold = f"node {rec.node} is not online"
-        elif rec.node in busy:
-            hold = f"another operation is running on {rec.node}"
+            hold = f"node {key} is not online"
+        elif key in busy:
+            hold = f"another operation is running on {key}"
         elif rec.op in cfg.disruptive:
             candidate = Disruption(node=rec.node, site=rec.site, rack=rec.rack)
             hold = blast_radius_hold(candidate, disrupted, site_sizes, cfg)
@@ -167,13 +172,20 @@ def dispatch(
                     cmd_id=rec.cmd_id,
                     task_id=rec.task_id,
                     node=rec.node,
+                    site=rec.site,
                     op=rec.op,
                     detail=hold,
                 )
             continue
         assert signer is not None
         command = signer.sign(
-            node=rec.node, op=rec.op, args=rec.args, now=now, ttl_s=cfg.ttl_s, cmd_id=rec.cmd_id
+            site=rec.site,
+            node=rec.node,
+            op=rec.op,
+            args=rec.args,
+            now=now,
+            ttl_s=cfg.ttl_s,
+            cmd_id=rec.cmd_id,
         )
         db.update_command(
             conn, rec.cmd_id, state="sent", sent_at=now, expires_at=float(command.exp), hold_reason=""
@@ -186,10 +198,11 @@ def dispatch(
             cmd_id=rec.cmd_id,
             task_id=rec.task_id,
             node=rec.node,
+            site=rec.site,
             op=rec.op,
             detail=f"{describe(rec.op, rec.args)} signed with {command.key_id}, expires {command.exp}",
         )
-        busy.add(rec.node)
+        busy.add(key)
         if rec.op in cfg.disruptive:
             disrupted.append(Disruption(node=rec.node, site=rec.site, rack=rec.rack))
         out.append((rec, command))
@@ -216,6 +229,7 @@ def apply_result(
                 cmd_id=rec.cmd_id,
                 task_id=rec.task_id,
                 node=rec.node,
+                site=rec.site,
                 op=rec.op,
             )
         return True
@@ -248,6 +262,7 @@ def apply_result(
         cmd_id=rec.cmd_id,
         task_id=rec.task_id,
         node=rec.node,
+        site=rec.site,
         op=rec.op,
         detail=summary,
     )

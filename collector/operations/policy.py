@@ -113,10 +113,11 @@ def blast_radius_hold(
     cfg: OperationsConfig,
 ) -> str | None:
     """Why ``candidate`` must wait (the rack or site limit is reached), or ``None``."""
-    others = {d.node: d for d in disrupted if d.node != candidate.node}
+    me = (candidate.site, candidate.node)
+    others = {(d.site, d.node): d for d in disrupted if (d.site, d.node) != me}
     if candidate.rack:
         in_rack = sorted(
-            n for n, d in others.items() if d.site == candidate.site and d.rack == candidate.rack
+            n for (s, n), d in others.items() if s == candidate.site and d.rack == candidate.rack
         )
         if len(in_rack) >= cfg.max_per_rack:
             return (

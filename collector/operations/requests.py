@@ -57,14 +57,15 @@ def request(
         approve_command(tx, proposed[0], actor, now, note_text)  # the dry run becomes the real thing
         return proposed[0].cmd_id
     decision = admission(op, approve, cfg)
-    node = state.nodes.get(task.node)
+    site = task.location.site  # the site of the topic the task's node reported on
+    node = state.get(site, task.node)
     cmd_id = new_id()
     db.insert_command(
         conn,
         cmd_id=cmd_id,
         task_id=task.id,
         node=task.node,
-        site=node.site if node is not None else task.location.site,
+        site=site,
         rack=node.location.rack if node is not None and node.location is not None else task.location.rack,
         op=op,
         args=given,
@@ -83,6 +84,7 @@ def request(
         cmd_id=cmd_id,
         task_id=task.id,
         node=task.node,
+        site=task.location.site,
         op=op,
         detail=f"{what}: {decision.why}" + (f"; {note_text}" if note_text else ""),
     )
@@ -120,6 +122,7 @@ def approve_command(tx: Transaction, rec: db.CommandRecord, actor: str, now: flo
         cmd_id=rec.cmd_id,
         task_id=rec.task_id,
         node=rec.node,
+        site=rec.site,
         op=rec.op,
         detail=note_text,
     )
@@ -161,6 +164,7 @@ def deny(tx: Transaction, cmd_id: str, actor: str, now: float, note_text: str) -
         cmd_id=cmd_id,
         task_id=rec.task_id,
         node=rec.node,
+        site=rec.site,
         op=rec.op,
         detail=note_text,
     )

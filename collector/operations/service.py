@@ -235,7 +235,17 @@ class OperationsService:
             def back(tx: Transaction) -> None:
                 conn = db.conn_of(tx)
                 db.update_command(conn, rec.cmd_id, state="queued", hold_reason=why[:200])
-                db.audit(conn, now, ACTOR, "held", cmd_id=rec.cmd_id, node=rec.node, op=rec.op, detail=why)
+                db.audit(
+                    conn,
+                    now,
+                    ACTOR,
+                    "held",
+                    cmd_id=rec.cmd_id,
+                    node=rec.node,
+                    site=rec.site,
+                    op=rec.op,
+                    detail=why,
+                )
 
             await self.store.awrite(back)
 
@@ -333,10 +343,16 @@ class OperationsService:
         return rec
 
     async def commands(
-        self, *, states: tuple[str, ...] = (), task_id: int | None = None, node: str = "", limit: int = 100
+        self,
+        *,
+        states: tuple[str, ...] = (),
+        task_id: int | None = None,
+        node: str = "",
+        site: str = "",
+        limit: int = 100,
     ) -> list[db.CommandRecord]:
         result: list[db.CommandRecord] = await self._read(
-            lambda c: db.commands(c, states=states, task_id=task_id, node=node, limit=limit)
+            lambda c: db.commands(c, states=states, task_id=task_id, node=node, site=site, limit=limit)
         )
         return result
 

@@ -82,6 +82,7 @@ class CommandSigner:
     def sign(
         self,
         *,
+        site: str,
         node: str,
         op: str,
         args: dict[str, str],
@@ -89,12 +90,13 @@ class CommandSigner:
         ttl_s: int = 120,
         cmd_id: str | None = None,
     ) -> wire.Command:
-        """A signed command for ``node``, issued ``now``, expiring ``ttl_s`` later."""
+        """A signed command for ``node`` of ``site``, issued ``now``, expiring ``ttl_s`` later."""
         if not 1 <= ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl_s must be 1-{MAX_TTL_S}")
         iat = int(now)
         unsigned = wire.Command(
             v=wire.PROTOCOL_VERSION,
+            site=site,
             node=node,
             cmd_id=cmd_id or uuid.uuid4().hex,
             op=op,

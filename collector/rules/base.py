@@ -18,6 +18,7 @@ from collector.rules.actions import Action, Severity, default_severity
 from collector.rules.config import RulesConfig
 from collector.rules.errors import RuleErrors
 from collector.store.records import TaskLocation
+from fleetops.identity import NodeKey
 from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, Event
 from fleetops.xid_catalog import XidCatalog
 
@@ -100,7 +101,8 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.node}|{self.component}|{self.fault}"
+        """``site|node|component|fault``: node names repeat across sites."""
+        return f"{self.location.site}|{self.node}|{self.component}|{self.fault}"
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class RuleContext:
     offline_grace_s: float = 120.0
     config: RulesConfig = field(default_factory=RulesConfig)
     #: every node, read-only (for rules that look beyond one node, e.g. a hang's peers)
-    fleet: Mapping[str, NodeState] | None = None
+    fleet: Mapping[NodeKey, NodeState] | None = None
     #: where rule exceptions are counted (``None``: a process-wide fallback counter)
     errors: RuleErrors | None = None
 
@@ -146,7 +148,8 @@ def as_int(value: DataValue) -> int | None:
 def node_location(node: NodeState | None, site: str = "") -> TaskLocation:
     loc = node.location if node is not None else None
     return TaskLocation(
-        site=loc.site if loc is not None else (node.site if node is not None else site),
+        # the site of the node's topic, never one a payload names
+        site=node.site if node is not None else (loc.site if loc is not None else site),
         room=loc.room if loc is not None else "",
         row=loc.row if loc is not None else "",
         rack=loc.rack if loc is not None else "",

@@ -25,6 +25,7 @@ from collector.rules.base import (
     where,
 )
 from collector.rules.evaluator import Gpu
+from fleetops.identity import NodeKey
 from fleetops.wire import Event
 
 __all__ = ["hang_peers", "missing_event_rule", "neuron_hw_error_rule", "trn_ecc_rule"]
@@ -32,14 +33,18 @@ __all__ = ["hang_peers", "missing_event_rule", "neuron_hw_error_rule", "trn_ecc_
 _REPLACE_ERRORS: Final = ("SRAM_UNCORRECTABLE", "NC_UNCORRECTABLE", "HBM_UNCORRECTABLE", "DMA_ERROR")
 
 
-def hang_peers(fleet: Mapping[str, NodeState] | None, node: str, ts: float, window_s: float) -> list[str]:
-    """Other nodes that reported a Neuron hardware error (not a hang) within ``window_s`` of ``ts``."""
+def hang_peers(
+    fleet: Mapping[NodeKey, NodeState] | None, node: NodeKey, ts: float, window_s: float
+) -> list[str]:
+    """Other nodes that reported a Neuron hardware error (not a hang) within ``window_s`` of ``ts``;
+    those of another site are named ``site/node``."""
     if not fleet:
         return []
     peers = []
-    for name, state in sorted(fleet.items()):
-        if name == node:
+    for key, state in sorted(fleet.items()):
+        if key == node:
             continue
+        name = key.node if key.site == node.site else str(key)
         for event in state.recent_events:
             error = str(event.data.get("error") or "")
             if (
@@ -52,6 +57,10 @@ def hang_peers(fleet: Mapping[str, NodeState] | None, node: str, ts: float, wind
     return peers
 
 
+def _key(ctx: RuleContext, event: Event) -> NodeKey:
+    return ctx.node.key if ctx.node is not None else NodeKey("", event.node)
+
+
 def neuron_hw_error_rule(event: Event, ctx: RuleContext) -> Finding | None:
     if event.kind != "neuron_hw_error":
         return None
@@ -60,7 +69,7 @@ def neuron_hw_error_rule(event: Event, ctx: RuleContext) -> Finding | None:
     place = where(event.accelerator_index)
     if "HANG_ON_COLLECTIVES" in error:
         named = event.data.get("peers") or event.data.get("peer_nodes")
-        found = hang_peers(ctx.fleet, event.node, event.ts, ctx.config.facility.window_s)
+        found = hang_peers(ctx.fleet, _key(ctx, event), event.ts, ctx.config.facility.window_s)
         if named:
             who = f"peers {named}"
         elif found:

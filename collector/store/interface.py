@@ -19,6 +19,7 @@ from collector.store.records import (
     TaskRecord,
     TaskState,
 )
+from fleetops.identity import NodeKey
 from fleetops.wire import Event
 
 __all__ = ["StoreInterface", "TransactionInterface"]
@@ -30,13 +31,14 @@ class TransactionInterface(Protocol):
     """The operations available inside ``StoreInterface.write``; all run in one transaction."""
 
     def insert_event(self, event: Event, site: str, received_at: float) -> bool:
-        """Store the event; ``False`` when an event with this id was stored before (a duplicate)."""
+        """Store the event; ``False`` when this node (``site`` and name) stored an event with this id
+        before (a duplicate)."""
         ...
 
     def upsert_node(self, node: NodeRecord) -> None: ...
 
-    def touch_nodes(self, seen: Sequence[tuple[float | None, float, str]]) -> None:
-        """``(last_seen, updated_at, node)`` rows for nodes whose other fields did not change."""
+    def touch_nodes(self, seen: Sequence[tuple[float | None, float, str, str]]) -> None:
+        """``(last_seen, updated_at, site, node)`` rows for nodes whose other fields did not change."""
         ...
 
     def task_holding(self, fingerprint: str) -> TaskRecord | None:
@@ -49,11 +51,11 @@ class TransactionInterface(Protocol):
 
     def get_task(self, task_id: int) -> TaskRecord | None: ...
 
-    def open_tasks_about(self, node: str, component: str) -> list[TaskRecord]:
+    def open_tasks_about(self, site: str, node: str, component: str) -> list[TaskRecord]:
         """Open tasks about one component of one node, newest first."""
         ...
 
-    def open_tasks(self, node: str | None = None) -> list[TaskRecord]:
+    def open_tasks(self, node: NodeKey | None = None) -> list[TaskRecord]:
         """Every open task (of one node when given), oldest first."""
         ...
 
@@ -63,7 +65,7 @@ class TransactionInterface(Protocol):
         """Open tasks with ``action`` in one row of one site, active since ``since``."""
         ...
 
-    def resolved_tasks_about(self, node: str, component: str, since: float) -> list[TaskRecord]:
+    def resolved_tasks_about(self, site: str, node: str, component: str, since: float) -> list[TaskRecord]:
         """Tasks about one component resolved (not dismissed) since ``since``, newest first."""
         ...
 
@@ -165,8 +167,8 @@ class StoreInterface(Protocol):
 
     def task_history(self, task_id: int) -> list[HistoryRecord]: ...
 
-    def open_task_counts(self) -> dict[str, int]:
+    def open_task_counts(self) -> dict[NodeKey, int]:
         """Open (not resolved or dismissed) tasks per node."""
         ...
 
-    def event_ids(self, node: str | None = None) -> list[str]: ...
+    def event_ids(self, node: str | None = None, site: str | None = None) -> list[str]: ...

@@ -3,13 +3,15 @@
 Each entry is ``(version, name, statements)``; a store applies the versions it has not recorded in
 ``schema_migrations``, each in one transaction. Never edit a released migration: append a new one.
 Version 2 holds the notification tables and the trigger that fills the paging outbox from
-``task_history``; version 4 holds the remote-operations tables.
+``task_history``; version 4 holds the remote-operations tables; version 5 makes ``(site, node)`` the
+identity of a node in every key (``identity_schema.py``).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from collector.store.identity_schema import IDENTITY_SCHEMA
 from collector.store.notify_schema import NOTIFY_SCHEMA
 from collector.store.operations_schema import OPERATIONS_SCHEMA
 
@@ -131,4 +133,5 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         ),
     ),
     (4, "remote operations: commands, approvals, audit log, circuit breaker", OPERATIONS_SCHEMA),
+    (5, "a node is (site, node): keys, event ids per node, fingerprints with the site", IDENTITY_SCHEMA),
 )

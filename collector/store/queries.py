@@ -20,6 +20,7 @@ from collector.store.records import (
     TaskQuery,
     TaskRecord,
 )
+from fleetops.identity import NodeKey
 
 __all__ = [
     "NODE_COLUMNS",
@@ -142,11 +143,12 @@ def dumps(value: Any) -> str:
 
 
 def list_nodes(conn: sqlite3.Connection, limit: int | None = None) -> list[NodeRecord]:
-    """Every node by name; with ``limit``, the ``limit`` nodes seen last (never seen: last)."""
+    """Every node by name and site; with ``limit``, the ``limit`` nodes seen last (never seen: last)."""
     if limit is None:
-        return [node_row(r) for r in conn.execute(f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY node")]
+        return [node_row(r) for r in conn.execute(f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY node, site")]
     rows = conn.execute(
-        f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY last_seen IS NULL, last_seen DESC, node LIMIT ?", (limit,)
+        f"SELECT {NODE_COLUMNS} FROM nodes ORDER BY last_seen IS NULL, last_seen DESC, node, site LIMIT ?",
+        (limit,),
     )
     return [node_row(r) for r in rows]
 
@@ -155,8 +157,10 @@ def count_nodes(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM nodes").fetchone()[0])
 
 
-def get_node(conn: sqlite3.Connection, node: str) -> NodeRecord | None:
-    row = conn.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE node = ?", (node,)).fetchone()
+def get_node(conn: sqlite3.Connection, site: str, node: str) -> NodeRecord | None:
+    row = conn.execute(
+        f"SELECT {NODE_COLUMNS} FROM nodes WHERE site = ? AND node = ?", (site, node)
+    ).fetchone()
     return node_row(row) if row is not None else None
 
 
@@ -226,17 +230,24 @@ def task_history(conn: sqlite3.Connection, task_id: int) -> list[HistoryRecord]:
     ]
 
 
-def open_task_counts(conn: sqlite3.Connection) -> dict[str, int]:
+def open_task_counts(conn: sqlite3.Connection) -> dict[NodeKey, int]:
     """Open (not resolved or dismissed) tasks per node."""
     rows = conn.execute(
-        "SELECT node, count(*) FROM tasks WHERE state NOT IN ('resolved', 'dismissed') GROUP BY node"
+        "SELECT site, node, count(*) FROM tasks WHERE state NOT IN ('resolved', 'dismissed') "
+        "GROUP BY site, node"
     ).fetchall()
-    return {str(r[0]): int(r[1]) for r in rows}
+    return {NodeKey(str(r[0]), str(r[1])): int(r[2]) for r in rows}
 
 
-def event_ids(conn: sqlite3.Connection, node: str | None = None) -> list[str]:
+def event_ids(conn: sqlite3.Connection, node: str | None = None, site: str | None = None) -> list[str]:
+    """Stored event ids: all (in arrival order), or of the nodes of that name (of one site when
+    ``site`` is given; by event time)."""
     if node is None:
         rows = conn.execute("SELECT id FROM events ORDER BY received_at, id").fetchall()
-    else:
+    elif site is None:
         rows = conn.execute("SELECT id FROM events WHERE node = ? ORDER BY ts, id", (node,)).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT id FROM events WHERE site = ? AND node = ? ORDER BY ts, id", (site, node)
+        ).fetchall()
     return [str(r[0]) for r in rows]

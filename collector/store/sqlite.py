@@ -21,6 +21,7 @@ from collector.store.errors import StoreError
 from collector.store.migrations import MIGRATIONS, Migration
 from collector.store.records import FaultRecord, HistoryRecord, NodeRecord, TaskQuery, TaskRecord
 from collector.store.sqlite_transaction import SqliteTransaction
+from fleetops.identity import NodeKey
 
 __all__ = ["SqliteStore", "migrate"]
 
@@ -179,9 +180,9 @@ class SqliteStore:
         with self._read_lock:
             return queries.count_nodes(self._reading())
 
-    def get_node(self, node: str) -> NodeRecord | None:
+    def get_node(self, site: str, node: str) -> NodeRecord | None:
         with self._read_lock:
-            return queries.get_node(self._reading(), node)
+            return queries.get_node(self._reading(), site, node)
 
     def get_task(self, task_id: int) -> TaskRecord | None:
         with self._read_lock:
@@ -200,11 +201,11 @@ class SqliteStore:
         with self._read_lock:
             return queries.task_history(self._reading(), task_id)
 
-    def open_task_counts(self) -> dict[str, int]:
+    def open_task_counts(self) -> dict[NodeKey, int]:
         """Open (not resolved or dismissed) tasks per node."""
         with self._read_lock:
             return queries.open_task_counts(self._reading())
 
-    def event_ids(self, node: str | None = None) -> list[str]:
+    def event_ids(self, node: str | None = None, site: str | None = None) -> list[str]:
         with self._read_lock:
-            return queries.event_ids(self._reading(), node)
+            return queries.event_ids(self._reading(), node, site)

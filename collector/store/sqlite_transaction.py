@@ -18,6 +18,7 @@ from collector.store.queries import (
     task_row,
 )
 from collector.store.records import FaultRecord, NodeRecord, TaskLocation, TaskRecord, TaskState
+from fleetops.identity import NodeKey
 from fleetops.wire import Event
 
 __all__ = ["SqliteTransaction"]
@@ -34,7 +35,8 @@ class SqliteTransaction:
         self._conn = conn
 
     def insert_event(self, event: Event, site: str, received_at: float) -> bool:
-        """Store the event; ``False`` when an event with this id was stored before (a duplicate)."""
+        """Store the event; ``False`` when this node (``site`` and name) stored an event with this id
+        before (a duplicate). Ids are unique per node, not across the fleet."""
         cur = self._conn.execute(
             "INSERT OR IGNORE INTO events (id, node, site, kind, severity, ts, session, seq, "
             "accelerator_index, accelerator_id, received_at, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -58,7 +60,7 @@ class SqliteTransaction:
     def upsert_node(self, node: NodeRecord) -> None:
         self._conn.execute(
             f"INSERT INTO nodes ({NODE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (node) DO UPDATE SET site=excluded.site, rack=excluded.rack, "
+            "ON CONFLICT (site, node) DO UPDATE SET rack=excluded.rack, "
             "status=excluded.status, session=excluded.session, boot_id=excluded.boot_id, "
             "agent_version=excluded.agent_version, hostname=excluded.hostname, "
             "interval_s=excluded.interval_s, last_seen=excluded.last_seen, "
@@ -86,10 +88,12 @@ class SqliteTransaction:
             ),
         )
 
-    def touch_nodes(self, seen: Sequence[tuple[float | None, float, str]]) -> None:
-        """Record when nodes were last heard from: ``(last_seen, updated_at, node)`` rows, for nodes
-        whose other persisted fields did not change."""
-        self._conn.executemany("UPDATE nodes SET last_seen = ?, updated_at = ? WHERE node = ?", seen)
+    def touch_nodes(self, seen: Sequence[tuple[float | None, float, str, str]]) -> None:
+        """Record when nodes were last heard from: ``(last_seen, updated_at, site, node)`` rows, for
+        nodes whose other persisted fields did not change."""
+        self._conn.executemany(
+            "UPDATE nodes SET last_seen = ?, updated_at = ? WHERE site = ? AND node = ?", seen
+        )
 
     def open_task(self, fingerprint: str) -> TaskRecord | None:
         """The task for ``fingerprint`` that is not resolved or dismissed, if any."""
@@ -122,20 +126,20 @@ class SqliteTransaction:
         row = self._conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return task_row(row) if row is not None else None
 
-    def open_tasks_about(self, node: str, component: str) -> list[TaskRecord]:
+    def open_tasks_about(self, site: str, node: str, component: str) -> list[TaskRecord]:
         """Open tasks about one component of one node, newest first."""
         rows = self._conn.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE node = ? AND component = ? "
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE site = ? AND node = ? AND component = ? "
             "AND state NOT IN ('resolved', 'dismissed') ORDER BY id DESC",
-            (node, component),
+            (site, node, component),
         ).fetchall()
         return [task_row(r) for r in rows]
 
-    def open_tasks(self, node: str | None = None) -> list[TaskRecord]:
+    def open_tasks(self, node: NodeKey | None = None) -> list[TaskRecord]:
         """Every open task (of one node when given), oldest first."""
         where, params = "state NOT IN ('resolved', 'dismissed')", tuple[str, ...]()
         if node is not None:
-            where, params = where + " AND node = ?", (node,)
+            where, params = where + " AND site = ? AND node = ?", (node.site, node.node)
         rows = self._conn.execute(
             f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY id", params
         ).fetchall()
@@ -153,12 +157,12 @@ class SqliteTransaction:
         ).fetchall()
         return [task_row(r) for r in rows]
 
-    def resolved_tasks_about(self, node: str, component: str, since: float) -> list[TaskRecord]:
+    def resolved_tasks_about(self, site: str, node: str, component: str, since: float) -> list[TaskRecord]:
         """Tasks about one component resolved (not dismissed) since ``since``, newest first."""
         rows = self._conn.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE node = ? AND component = ? AND state = 'resolved' "
-            "AND resolved_at >= ? ORDER BY resolved_at DESC, id DESC",
-            (node, component, since),
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE site = ? AND node = ? AND component = ? "
+            "AND state = 'resolved' AND resolved_at >= ? ORDER BY resolved_at DESC, id DESC",
+            (site, node, component, since),
         ).fetchall()
         return [task_row(r) for r in rows]
 

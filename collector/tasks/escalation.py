@@ -30,7 +30,9 @@ def escalation(
     ladder = finding_ladder(finding)
     if finding.action not in ladder or (finding.component == "node" and finding.fault == "offline"):
         return None
-    for previous in tx.resolved_tasks_about(finding.node, finding.component, at - cfg.escalation_window_s):
+    for previous in tx.resolved_tasks_about(
+        finding.location.site, finding.node, finding.component, at - cfg.escalation_window_s
+    ):
         try:
             before = Action(previous.action)
         except ValueError:

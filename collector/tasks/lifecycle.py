@@ -49,6 +49,7 @@ from collector.tasks.opening import apply_finding, offline_fingerprint, open_tas
 from collector.tasks.operator import acknowledge, assign, comment, dismiss, request_resolve
 from collector.tasks.transition import ACTOR, TaskChange, TaskError
 from collector.tasks.verify import on_birth, resolve, review
+from fleetops.identity import NodeKey
 
 __all__ = [
     "ACTOR",
@@ -76,16 +77,22 @@ class BirthSeen(msgspec.Struct, frozen=True, kw_only=True):
     """A birth applied to the fleet state, and what the node looked like just before it."""
 
     node: str
+    site: str
     previous_boot_id: str
     previous_ids: dict[int, tuple[str, str]]
 
+    @property
+    def key(self) -> NodeKey:
+        return NodeKey(self.site, self.node)
 
-def birth_before(node: NodeState | None, name: str) -> BirthSeen:
+
+def birth_before(node: NodeState | None, name: str, site: str) -> BirthSeen:
     """What ``on_birth`` needs to know about a node before its birth is applied."""
     if node is None:
-        return BirthSeen(node=name, previous_boot_id="", previous_ids={})
+        return BirthSeen(node=name, site=site, previous_boot_id="", previous_ids={})
     return BirthSeen(
         node=name,
+        site=site,
         previous_boot_id=node.boot_id,
         previous_ids={a.index: (a.id, a.serial) for a in node.accelerators},
     )
@@ -94,7 +101,7 @@ def birth_before(node: NodeState | None, name: str) -> BirthSeen:
 def apply_work(
     tx: TransactionInterface,
     *,
-    nodes: Mapping[str, NodeState],
+    nodes: Mapping[NodeKey, NodeState],
     at: float,
     cfg: RulesConfig,
     births: Sequence[BirthSeen] = (),
@@ -105,7 +112,7 @@ def apply_work(
     verify reboots and replacements), then findings, then the periodic review."""
     out: list[TaskChange] = []
     for seen in births:
-        node = nodes.get(seen.node)
+        node = nodes.get(seen.key)
         if node is not None:
             out.extend(on_birth(tx, node, seen.previous_boot_id, seen.previous_ids, at))
     for finding in findings:

@@ -21,9 +21,9 @@ __all__ = ["QUIET_RESOLVES", "apply_finding", "offline_fingerprint", "open_task"
 QUIET_RESOLVES: Final = frozenset((Action.OBSERVE, Action.RESTART_APP))
 
 
-def offline_fingerprint(node: str) -> str:
+def offline_fingerprint(site: str, node: str) -> str:
     """The fingerprint of a node's offline task (see ``rules.node.node_offline_rule``)."""
-    return f"{node}|node|offline"
+    return f"{site}|{node}|node|offline"
 
 
 def open_task(tx: TransactionInterface, finding: Finding, at: float, cfg: RulesConfig) -> TaskChange:
@@ -83,7 +83,7 @@ def apply_finding(
                     refresh(tx, latest, last_active_at=at)
                 return None
     if finding.component != "node":
-        for task in tx.open_tasks_about(finding.node, finding.component):
+        for task in tx.open_tasks_about(finding.location.site, finding.node, finding.component):
             if (
                 task.scope == "component"
                 and (task.last_active_at or task.updated_at) >= at - cfg.correlation_window_s

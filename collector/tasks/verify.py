@@ -12,6 +12,7 @@ from collector.rules.actions import Action
 from collector.rules.config import RulesConfig
 from collector.store import TaskRecord, TransactionInterface
 from collector.tasks.transition import ACTOR, TaskChange, transition
+from fleetops.identity import NodeKey
 
 __all__ = ["REBOOT_VERIFIES", "close", "on_birth", "resolve", "review"]
 
@@ -69,7 +70,7 @@ def _watched(node: NodeState | None, since: float) -> bool:
 
 
 def review(
-    tx: TransactionInterface, nodes: Mapping[str, NodeState], at: float, cfg: RulesConfig
+    tx: TransactionInterface, nodes: Mapping[NodeKey, NodeState], at: float, cfg: RulesConfig
 ) -> list[TaskChange]:
     """Resolve what has been verified and what cleared by itself (run periodically)."""
     out: list[TaskChange] = []
@@ -78,7 +79,7 @@ def review(
         if task.fault == "offline":
             continue  # resolved when the node comes back
         last = task.last_active_at or task.updated_at
-        node = nodes.get(task.node)
+        node = nodes.get(NodeKey(task.location.site, task.node))
         watched = task.scope != "component" or _watched(node, at - window)
         if task.verify_since is not None:
             if task.action == Action.REPLACE_HARDWARE.value:
@@ -126,7 +127,7 @@ def on_birth(
     expected = len(node.expected_accelerators)
     healthy = len(present) >= expected
     rebooted = bool(previous_boot_id) and bool(node.boot_id) and previous_boot_id != node.boot_id
-    for task in tx.open_tasks(node.node):
+    for task in tx.open_tasks(node.key):
         action = Action(task.action)
         index = task.location.accelerator_index
         if action is Action.REPLACE_HARDWARE and index is not None and index in present:

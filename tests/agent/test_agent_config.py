@@ -21,12 +21,21 @@ def with_(**sections: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def test_same_name_at_two_sites_gets_two_client_ids() -> None:
+    """Two nodes of one name at two sites must not take each other's MQTT session."""
+    ids = {
+        parse_config({"node": {"name": "gpu-r01-n05", "site": site}}, environ={}).client_id
+        for site in ("dc1", "dc2")
+    }
+    assert ids == {"fleetops-agent-dc1-gpu-r01-n05", "fleetops-agent-dc2-gpu-r01-n05"}
+
+
 def test_defaults() -> None:
     config = parse_config(BASE, environ={})
     assert config.node.name == "gpu-r01-n01"
     assert config.mqtt.url == "mqtt://localhost:1883"
     assert (config.mqtt.host, config.mqtt.port) == ("localhost", 1883)
-    assert config.client_id == "fleetops-agent-gpu-r01-n01"
+    assert config.client_id == "fleetops-agent-lab-gpu-r01-n01"
     assert config.agent.interval_s == 10.0
     assert config.mqtt.reconnect_min_s == 1.0
     assert config.mqtt.reconnect_max_s == 60.0

@@ -19,6 +19,7 @@ from collector.config import parse_config
 from collector.service import Collector
 from collector.store import TaskQuery
 from devtools.broker import PrivateBroker
+from fleetops.identity import NodeKey
 from tests.helpers.collector import eventually
 from tests.helpers.paths import REPO
 
@@ -97,7 +98,10 @@ async def test_agent_process_to_task_and_killed_agent_goes_offline(
         await eventually(lambda: collector.ingest.connected)
         api = collector.api_url
         await eventually(
-            lambda: node in collector.state.nodes and collector.state.nodes[node].status == "online"
+            lambda: (
+                NodeKey("e2e", node) in collector.state.nodes
+                and collector.state.nodes[NodeKey("e2e", node)].status == "online"
+            )
         )
         with kmsg.open("a") as f:
             f.write("NVRM: Xid (PCI:0000:18:00): 79, pid=2231, name=python3, GPU has fallen off the bus.\n")

@@ -17,6 +17,7 @@ from collector.ingest.client import MqttIngest
 from collector.service import Collector
 from collector.store import TaskQuery
 from devtools.broker import PrivateBroker
+from fleetops.identity import NodeKey
 from fleetops.wire import encode, topic_for
 from tests.helpers.collector import SITE, Publisher, birth, event, eventually, frame, status
 
@@ -108,7 +109,7 @@ async def test_xid_79_becomes_a_reboot_task_in_sqlite_and_api(
         2,
         1,
     )
-    await eventually(lambda: collector.state.nodes[node].readings)
+    await eventually(lambda: collector.state.nodes[NodeKey(SITE, node)].readings)
     code, one = await _get(f"{collector.api_url}/api/v1/nodes/{node}")
     assert one["readings"]["accelerators"][0]["temperature_celsius"] == 40.0
     assert one["telemetry"]["frames_total"] == 1
@@ -212,10 +213,15 @@ async def test_offline_node_gets_a_task_after_the_grace_and_it_resolves_on_retur
         node = "gpu-r02-n01"
         publisher.send(birth(node, 1))
         publisher.send(status(node, "offline", 1))
-        await eventually(lambda: node in c.state.nodes and c.state.nodes[node].status == "offline")
+        await eventually(
+            lambda: (
+                NodeKey(SITE, node) in c.state.nodes
+                and c.state.nodes[NodeKey(SITE, node)].status == "offline"
+            )
+        )
         clock.now += 60
         publisher.send(status(node, "offline", 0))  # a stale Will changes nothing
-        await eventually(lambda: c.state.nodes[node].stale_status_total == 1)
+        await eventually(lambda: c.state.nodes[NodeKey(SITE, node)].stale_status_total == 1)
         assert c.store.list_tasks(TaskQuery(node=node))[1] == 0
         clock.now += 61
         tasks = await eventually(lambda: c.store.list_tasks(TaskQuery(node=node))[0])
@@ -297,14 +303,19 @@ async def test_restart_keeps_tasks_and_offline_state(
     publisher.send(birth(node, 3))
     publisher.send(event(node, "ecc_uncorrected", session=3))
     publisher.send(status(node, "offline", 3))
-    await eventually(lambda: node in first.state.nodes and first.state.nodes[node].status == "offline")
+    await eventually(
+        lambda: (
+            NodeKey(SITE, node) in first.state.nodes
+            and first.state.nodes[NodeKey(SITE, node)].status == "offline"
+        )
+    )
     await eventually(lambda: first.store.list_tasks(TaskQuery(node=node))[1] == 1)
     await first.stop()
 
     second = Collector(cfg)
     await second.start()
     try:
-        restored = second.state.nodes[node]
+        restored = second.state.nodes[NodeKey(SITE, node)]
         assert (restored.status, restored.offline_session, len(restored.accelerators)) == ("offline", 3, 2)
         code, body = await _get(f"{second.api_url}/api/v1/tasks?node={node}")
         assert code == 200

@@ -27,7 +27,9 @@ from fleetops.wire import (
 SITE = "demo"
 
 
-def birth(node: str, session: int = 1, *, gpus: int = 2, ts: float = 1000.0, rack: str = "r01") -> Birth:
+def birth(
+    node: str, session: int = 1, *, gpus: int = 2, ts: float = 1000.0, rack: str = "r01", site: str = SITE
+) -> Birth:
     return Birth(
         v=1,
         node=node,
@@ -37,7 +39,7 @@ def birth(node: str, session: int = 1, *, gpus: int = 2, ts: float = 1000.0, rac
         agent_version="0.1.0",
         boot_id="boot-1",
         interval_s=10.0,
-        location=Location(site=SITE, room="hall-a", row="1", rack=rack, slot="u10"),
+        location=Location(site=site, room="hall-a", row="1", rack=rack, slot="u10"),
         host=HostFacts(os="Debian 12", cpu_count=64),
         accelerators=[
             Accelerator(

@@ -11,6 +11,7 @@ import msgspec
 from collector.config import rules_config
 from collector.fleet.state import FleetState, NodeState
 from collector.rules import RuleContext
+from fleetops.identity import NodeKey
 from fleetops.wire import (
     AcceleratorReadings,
     DataValue,
@@ -102,7 +103,7 @@ def node_with(
             probes=probes(i, ts) if probes else [],
         )
         fleet.apply(SITE, frame, now=ts - received_offset_s)
-    return fleet.nodes[NODE]
+    return fleet.nodes[NodeKey(SITE, NODE)]
 
 
 def ctx(node: NodeState | None, now: float | None = None, **rules: Any) -> RuleContext:

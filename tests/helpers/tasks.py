@@ -14,6 +14,7 @@ from collector.store import Store
 from collector.tasks.lifecycle import (
     apply_finding,
 )
+from fleetops.identity import NodeKey
 from fleetops.wire import Telemetry
 from tests.helpers.collector import SITE, birth
 
@@ -34,4 +35,4 @@ def watched_node(frames_since: float, *, boot_id: str = "boot-1", gpus: int = 2)
     fleet.apply(
         SITE, Telemetry(v=1, node=NODE, ts=frames_since, session=1, seq=0, interval_s=10.0), now=frames_since
     )
-    return fleet.nodes[NODE]
+    return fleet.nodes[NodeKey(SITE, NODE)]

@@ -18,6 +18,7 @@ from agent.node import Agent
 from collector.config import parse_config as collector_config
 from collector.service import Collector
 from fleetops import wire
+from fleetops.identity import NodeKey
 from tests.helpers.tls import SITE, Client, Pki, TlsBroker, wait_for
 
 N1, N2, N3 = "gpu-r01-n01", "gpu-r01-n02", "gpu-r01-n03"
@@ -163,10 +164,15 @@ async def test_agent_with_its_own_certificate_reaches_the_collector(
     pki: Pki, broker: TlsBroker, collector: Collector, tmp_path: Path
 ) -> None:
     async with running(_agent(pki, broker, tmp_path, N1, cert_of=N1)) as agent:
-        await eventually(lambda: N1 in collector.state.nodes and collector.state.nodes[N1].status == "online")
-        await eventually(lambda: collector.state.nodes[N1].frames_total >= 1)
+        await eventually(
+            lambda: (
+                NodeKey(SITE, N1) in collector.state.nodes
+                and collector.state.nodes[NodeKey(SITE, N1)].status == "online"
+            )
+        )
+        await eventually(lambda: collector.state.nodes[NodeKey(SITE, N1)].frames_total >= 1)
         assert agent.publisher.stats.publish_refused == 0
-    assert collector.state.nodes[N1].site == SITE
+    assert collector.state.nodes[NodeKey(SITE, N1)].site == SITE
 
 
 async def test_agent_cannot_publish_as_another_node_and_logs_the_reason_code(
@@ -183,7 +189,7 @@ async def test_agent_cannot_publish_as_another_node_and_logs_the_reason_code(
     assert refused[0]["reason"] == "Not authorized"
     assert refused[0]["topic_prefix"] == f"fleetops/v1/{SITE}/{N2}"
     await asyncio.sleep(0.5)
-    assert N2 not in collector.state.nodes
+    assert not collector.state.named(N2)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,9 @@ import structlog
 
 from collector.service import Collector
 from devtools.broker import PrivateBroker
+from fleetops.identity import NodeKey
 from tests.helpers.reliability import (
+    SITE,
     OffsetClock,
     RunningAgent,
     agent_config,
@@ -43,18 +45,23 @@ async def test_skewed_clocks_are_measured_flagged_and_do_not_reorder(
         links = collector.pipeline.links.nodes
         state = collector.state.nodes
         await wait_for(
-            lambda: all(node in state and state[node].frames_total >= 3 for node in OFFSETS), 30, "frames"
+            lambda: all(
+                NodeKey(SITE, node) in state and state[NodeKey(SITE, node)].frames_total >= 3
+                for node in OFFSETS
+            ),
+            30,
+            "frames",
         )
         emitted = {m for a in agents for m in a.emitted}
         await wait_for(lambda: {r[2] for r in stored_events(db)} >= emitted, 30, "events stored")
         for node, offset in OFFSETS.items():
-            skew = links[node].skew_s
+            skew = links[NodeKey(SITE, node)].skew_s
             assert skew is not None
             assert abs(skew - offset) < 5.0, (node, skew)
-            assert links[node].skew_flagged == (abs(offset) > 30)
-            assert state[node].late_frames_total == 0
-            assert state[node].gaps_total == 0
-            assert state[node].status == "online"
+            assert links[NodeKey(SITE, node)].skew_flagged == (abs(offset) > 30)
+            assert state[NodeKey(SITE, node)].late_frames_total == 0
+            assert state[NodeKey(SITE, node)].gaps_total == 0
+            assert state[NodeKey(SITE, node)].status == "online"
             seqs = [r[4] for r in stored_events(db) if r[1] == node and r[2] in emitted]
             assert seqs == sorted(seqs)
             assert len(seqs) == 10
@@ -63,8 +70,8 @@ async def test_skewed_clocks_are_measured_flagged_and_do_not_reorder(
             **{
                 node: {
                     "offset_s": OFFSETS[node],
-                    "skew_s": round(links[node].skew_s or 0.0, 3),
-                    "flagged": links[node].skew_flagged,
+                    "skew_s": round(links[NodeKey(SITE, node)].skew_s or 0.0, 3),
+                    "flagged": links[NodeKey(SITE, node)].skew_flagged,
                 }
                 for node in OFFSETS
             },

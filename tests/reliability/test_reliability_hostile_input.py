@@ -22,6 +22,7 @@ from collector.ingest.client import InboundMessage, decode_inbound
 from collector.rules import RuleContext, evaluate_event, evaluate_node
 from collector.service import Collector
 from devtools.broker import PrivateBroker
+from fleetops.identity import NodeKey
 from fleetops.wire import MAX_PAYLOAD_BYTES, DecodeError, encode, topic_for
 from fleetops.xid_catalog import load_catalog
 from tests.helpers.collector import Publisher, birth, event, frame, status
@@ -169,7 +170,7 @@ def test_extreme_values_in_every_field_never_raise(mutation: tuple[str, bytes]) 
     now = 1_700_000_000.0
     links.observe(topic.site, message, now)
     state.apply(topic.site, message, now)
-    node = state.nodes[NODE]
+    node = state.nodes[NodeKey(SITE, NODE)]
     ctx = RuleContext(now=now, catalog=CATALOG, node=node, offline_grace_s=300.0)
     if channel == "event":
         evaluate_event(message, ctx)  # type: ignore[arg-type]

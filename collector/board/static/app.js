@@ -137,7 +137,7 @@ function nodeItem(n) {
       "data-health": a.health,
     }, a.health === "ok" ? "" : (HEALTH[a.health] || HEALTH.unknown)[0])));
   return h("li", { class: "node", "data-node": n.node, "data-health": n.health },
-    h("a", { href: `#/nodes/${encodeURIComponent(n.node)}` },
+    h("a", { href: nodeHref(n.site, n.node) },
       healthBadge(n.health), h("strong", {}, n.node), accels,
       n.open_tasks ? h("span", { class: "muted" }, `${n.open_tasks} task${n.open_tasks === 1 ? "" : "s"}: ${n.tasks.map((t) => t.action).join(", ")}`) : ""));
 }
@@ -188,7 +188,7 @@ function taskItem(t) {
       h("a", { class: "title", href: `#/tasks/${t.id}` }, `#${t.id} ${t.action}`)),
     h("div", {}, t.summary),
     h("div", { class: "line muted" },
-      h("a", { href: `#/nodes/${encodeURIComponent(t.node)}` }, t.node),
+      h("a", { href: nodeHref(loc.site, t.node) }, t.node),
       `${loc.site || ""}${loc.rack ? " / " + loc.rack : ""}${loc.accelerator_index !== undefined && loc.accelerator_index !== null ? ` / accelerator ${loc.accelerator_index}` : ""}`,
       t.assignee ? `assigned to ${t.assignee}` : "", h("span", {}, "opened ", when(t.opened_at))));
 }
@@ -210,7 +210,7 @@ async function taskView(id) {
     h("div", { class: "card" }, h("strong", {}, task.action), h("p", {}, task.runbook)),
     h("h2", {}, "Where"),
     h("dl", { class: "facts" },
-      fact("Node", h("a", { href: `#/nodes/${encodeURIComponent(task.node)}` }, task.node)),
+      fact("Node", h("a", { href: nodeHref(loc.site, task.node) }, task.node)),
       fact("Site", loc.site), fact("Room", loc.room), fact("Row", loc.row), fact("Rack", loc.rack), fact("Slot", loc.slot),
       fact("Accelerator", loc.accelerator_index ?? ""), fact("Accelerator id", loc.accelerator_id),
       fact("PCI bus", loc.pci_bus_id), fact("Serial", loc.serial), fact("Component", task.component),
@@ -299,9 +299,18 @@ const READING_COLUMNS = [
   ["pcie_link_width", "PCIe width"], ["nvlink_links_up", "NVLink up"],
 ];
 
-async function nodeView(name) {
+// A node is its site and its name: names repeat across sites.
+function nodePath(site, name) {
+  return `/sites/${encodeURIComponent(site || "")}/nodes/${encodeURIComponent(name)}`;
+}
+
+function nodeHref(site, name) {
+  return `#${nodePath(site, name)}`;
+}
+
+async function nodeView(site, name) {
   const [node, events] = await Promise.all([
-    api(`/api/v1/nodes/${encodeURIComponent(name)}`), api(`/api/v1/nodes/${encodeURIComponent(name)}/events`)]);
+    api(`/api/v1${nodePath(site, name)}`), api(`/api/v1${nodePath(site, name)}/events`)]);
   const loc = node.location || {};
   const host = node.host || {};
   const readings = new Map((node.readings.accelerators || []).map((r) => [r.index, r]));
@@ -341,9 +350,10 @@ function route() {
   let m;
   if ((m = path.match(/^\/tasks\/(\d+)$/))) return { nav: "tasks", title: `Task ${m[1]}`, view: () => taskView(m[1]) };
   if (path === "/tasks") return { nav: "tasks", title: "Tasks", view: () => tasksView(params) };
-  if ((m = path.match(/^\/nodes\/([^/]+)$/))) {
-    const name = decodeURIComponent(m[1]);
-    return { nav: "fleet", title: name, view: () => nodeView(name) };
+  if ((m = path.match(/^\/sites\/([^/]+)\/nodes\/([^/]+)$/))) {
+    const site = decodeURIComponent(m[1]);
+    const name = decodeURIComponent(m[2]);
+    return { nav: "fleet", title: `${name} (${site})`, view: () => nodeView(site, name) };
   }
   return { nav: "fleet", title: "Fleet", view: fleetView };
 }

@@ -91,6 +91,7 @@ def tamper(command: wire.Command, **changes: object) -> bytes:
 
 def good(signer: CommandSigner, **over: object) -> wire.Command:
     kwargs: dict[str, object] = {
+        "site": "demo",
         "node": NODE,
         "op": "reset_gpu",
         "args": {"gpu": "3"},
@@ -109,21 +110,30 @@ def attacks(signer: CommandSigner) -> dict[str, bytes]:
     big = good(signer)
     return {
         "wrong_node": payload(good(signer, node="gpu-r01-n02")),
+        # the same node name at another site: signed for that machine, never run here
+        "wrong_site": payload(good(signer, site="dc2")),
+        "site_changed_after_signing": tamper(good(signer, site="dc2"), site="demo"),
         "expired": payload(good(signer, now=NOW - 600)),
         "ttl_too_long": payload(long_ttl),
         "unknown_operation": payload(good(signer, op="reboot", args={})),
         "bad_signature": tamper(good(signer), args={"gpu": "4"}),
         "oversized": tamper(big, padding="x" * wire.COMMAND_MAX_BYTES),
-        "unknown_key": payload(stranger.sign(node=NODE, op="reset_gpu", args={"gpu": "3"}, now=NOW)),
+        "unknown_key": payload(
+            stranger.sign(site="demo", node=NODE, op="reset_gpu", args={"gpu": "3"}, now=NOW)
+        ),
         "clock_skew": payload(good(signer, now=NOW + 120)),
         "bad_argument": payload(good(signer, args={"gpu": "3; reboot"})),
         "malformed": b'{"type": "cmd", "v": 1, "cmd_id": "abcdefgh1234"',
-        "foreign_key": payload(foreign.sign(node=NODE, op="reset_gpu", args={"gpu": "3"}, now=NOW)),
+        "foreign_key": payload(
+            foreign.sign(site="demo", node=NODE, op="reset_gpu", args={"gpu": "3"}, now=NOW)
+        ),
     }
 
 
 EXPECTED = {
     "wrong_node": "wrong_node",
+    "wrong_site": "wrong_site",
+    "site_changed_after_signing": "bad_signature",
     "expired": "expired",
     "ttl_too_long": "ttl_too_long",
     "unknown_operation": "unknown_operation",

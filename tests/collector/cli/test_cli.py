@@ -20,6 +20,7 @@ from collector.config import parse_config
 from collector.http.auth import hash_token
 from collector.service import Collector
 from devtools.broker import PrivateBroker
+from fleetops.identity import NodeKey
 from tests.helpers.api import OPERATOR, TOKENS, VIEWER, seed_tasks
 from tests.helpers.collector import SITE, Publisher, birth, eventually
 
@@ -79,7 +80,7 @@ async def test_nodes_list_and_show(api: Collector) -> None:
     publisher = Publisher(api.config.mqtt.port)
     try:
         await asyncio.to_thread(publisher.send, birth("gpu-cli-n01", 1, rack="r09"))
-        await eventually(lambda: "gpu-cli-n01" in api.state.nodes)
+        await eventually(lambda: NodeKey(SITE, "gpu-cli-n01") in api.state.nodes)
     finally:
         publisher.close()
     code, text = await _run(api, "nodes", "list")

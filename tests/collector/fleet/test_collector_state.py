@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collector.fleet.state import FleetState
+from fleetops.identity import NodeKey
 from tests.helpers.collector import SITE, birth, event, frame, status
 
 
@@ -11,7 +12,7 @@ def test_gaps_are_counted_within_a_session() -> None:
     fleet.apply(SITE, birth("n1", 1), now=0.0)
     for seq in (0, 1, 2, 5, 6, 10):
         fleet.apply(SITE, frame("n1", seq), now=1.0)
-    node = fleet.nodes["n1"]
+    node = fleet.nodes[NodeKey(SITE, "n1")]
     assert node.gaps_total == 2 + 3
     assert node.late_frames_total == 0
     assert node.last_seq == 10
@@ -21,7 +22,7 @@ def test_first_frame_after_a_live_birth_must_be_seq_zero() -> None:
     fleet = FleetState()
     fleet.apply(SITE, birth("n1", 1), now=0.0)
     fleet.apply(SITE, frame("n1", 3), now=1.0)
-    assert fleet.nodes["n1"].gaps_total == 3
+    assert fleet.nodes[NodeKey(SITE, "n1")].gaps_total == 3
 
 
 def test_retained_birth_gives_no_baseline() -> None:
@@ -29,7 +30,7 @@ def test_retained_birth_gives_no_baseline() -> None:
     fleet.apply(SITE, birth("n1", 4), now=0.0, retained=True)
     fleet.apply(SITE, frame("n1", 5000, session=4), now=1.0)
     fleet.apply(SITE, frame("n1", 5001, session=4), now=2.0)
-    assert fleet.nodes["n1"].gaps_total == 0
+    assert fleet.nodes[NodeKey(SITE, "n1")].gaps_total == 0
 
 
 def test_frames_from_an_older_session_are_late_not_gaps() -> None:
@@ -41,7 +42,7 @@ def test_frames_from_an_older_session_are_late_not_gaps() -> None:
     # frames buffered while disconnected arrive after the new birth
     fleet.apply(SITE, frame("n1", 7, session=1, temp=99.0), now=4.0)
     fleet.apply(SITE, frame("n1", 1, session=2, temp=51.0), now=5.0)
-    node = fleet.nodes["n1"]
+    node = fleet.nodes[NodeKey(SITE, "n1")]
     assert node.late_frames_total == 1
     assert node.gaps_total == 0
     assert node.readings[0].temperature_celsius == 51.0  # the late frame did not overwrite
@@ -53,7 +54,7 @@ def test_duplicate_seq_is_late() -> None:
     fleet.apply(SITE, frame("n1", 0), now=1.0)
     fleet.apply(SITE, frame("n1", 1), now=1.0)
     fleet.apply(SITE, frame("n1", 1), now=1.0)
-    assert fleet.nodes["n1"].late_frames_total == 1
+    assert fleet.nodes[NodeKey(SITE, "n1")].late_frames_total == 1
 
 
 def test_stale_will_is_ignored() -> None:
@@ -61,7 +62,7 @@ def test_stale_will_is_ignored() -> None:
     fleet.apply(SITE, birth("n1", 2), now=0.0)
     fleet.apply(SITE, status("n1", "online", 2), now=0.0)
     changes = fleet.apply(SITE, status("n1", "offline", 1), now=1.0)
-    node = fleet.nodes["n1"]
+    node = fleet.nodes[NodeKey(SITE, "n1")]
     assert changes == []
     assert node.status == "online"
     assert node.stale_status_total == 1
@@ -72,7 +73,7 @@ def test_will_of_current_session_takes_node_offline_and_newer_birth_brings_it_ba
     fleet.apply(SITE, birth("n1", 2), now=0.0)
     changes = fleet.apply(SITE, status("n1", "offline", 2), now=5.0)
     assert [(c.kind, c.reason) for c in changes] == [("offline", "status")]
-    node = fleet.nodes["n1"]
+    node = fleet.nodes[NodeKey(SITE, "n1")]
     assert node.offline_since == 5.0
     # a late event of the dead session does not revive it
     assert fleet.apply(SITE, event("n1", "xid", session=2), now=6.0) == []
@@ -86,8 +87,8 @@ def test_retained_birth_after_retained_will_keeps_node_offline() -> None:
     fleet = FleetState()
     fleet.apply(SITE, status("n1", "offline", 4), now=0.0)
     fleet.apply(SITE, birth("n1", 4), now=0.0, retained=True)
-    assert fleet.nodes["n1"].status == "offline"
-    assert fleet.nodes["n1"].accelerators  # inventory still known
+    assert fleet.nodes[NodeKey(SITE, "n1")].status == "offline"
+    assert fleet.nodes[NodeKey(SITE, "n1")].accelerators  # inventory still known
 
 
 def test_silence_takes_node_offline_after_three_intervals() -> None:
@@ -97,11 +98,11 @@ def test_silence_takes_node_offline_after_three_intervals() -> None:
     assert fleet.tick(129.0) == []
     changes = fleet.tick(131.0)
     assert [(c.node, c.kind, c.reason) for c in changes] == [("n1", "offline", "silence")]
-    assert fleet.nodes["n1"].offline_since == 100.0
+    assert fleet.nodes[NodeKey(SITE, "n1")].offline_since == 100.0
     assert fleet.tick(200.0) == []  # once per episode
     changes = fleet.apply(SITE, frame("n1", 1), now=210.0)
     assert [c.kind for c in changes] == ["online"]
-    assert fleet.nodes["n1"].gaps_total == 0
+    assert fleet.nodes[NodeKey(SITE, "n1")].gaps_total == 0
 
 
 def test_will_after_silence_is_the_same_offline_episode() -> None:
@@ -109,6 +110,6 @@ def test_will_after_silence_is_the_same_offline_episode() -> None:
     fleet.apply(SITE, birth("n1", 1), now=0.0)
     fleet.tick(100.0)
     assert fleet.apply(SITE, status("n1", "offline", 1), now=101.0) == []
-    node = fleet.nodes["n1"]
+    node = fleet.nodes[NodeKey(SITE, "n1")]
     assert node.offline_since == 0.0
     assert node.offline_reason == "status"

@@ -13,6 +13,7 @@ import pytest
 from collector.http.params import ascii_int
 from collector.service import Collector
 from devtools.broker import PrivateBroker
+from fleetops.identity import NodeKey
 from tests.helpers.api import OPERATOR, TOKENS, seed_tasks, start_collector
 from tests.helpers.collector import Publisher, birth, eventually, frame
 
@@ -33,7 +34,7 @@ async def api(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[Collector]
     try:
         publisher.send(birth("gpu-r01-n01"))
         publisher.send(frame("gpu-r01-n01", 1))
-        await eventually(lambda: "gpu-r01-n01" in collector.state.nodes)
+        await eventually(lambda: NodeKey("demo", "gpu-r01-n01") in collector.state.nodes)
     finally:
         publisher.close()
     yield collector
@@ -48,7 +49,7 @@ def _requests(doc: dict[str, Any], digits: str) -> list[tuple[str, str, bool]]:
         for method, op in ops.items():
             params = op.get("parameters", [])
             names = [p["name"] for p in params if p["in"] == "path"]
-            valid = {n: ("gpu-r01-n01" if n == "node" else "1") for n in names}
+            valid = {n: {"node": "gpu-r01-n01", "site": "demo"}.get(n, "1") for n in names}
             for name in names:
                 url = path.format(**(valid | {name: digits}))
                 out.append((method, url, name == "id"))

@@ -12,6 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from collector.ingest.acks import ACK_MAX_IDS, LinkTracker, ack_messages
 from collector.service import Collector
 from devtools.broker import PrivateBroker
+from fleetops.identity import NodeKey
 from fleetops.wire import PROTOCOL_VERSION, Ack, Rebirth, decode_control, encode, parse_topic, topic_for
 from tests.helpers.collector import Publisher, birth, event, frame, status
 from tests.helpers.reliability import (
@@ -91,12 +92,15 @@ async def test_collector_asks_an_unknown_session_to_rebirth(broker: PrivateBroke
         assert isinstance(message, Rebirth)
         assert message.reason == "unknown_session"
         await wait_for(
-            lambda: collector.state.nodes.get(node) and collector.state.nodes[node].frames_total >= 2,
+            lambda: (
+                collector.state.nodes.get(NodeKey(SITE, node))
+                and collector.state.nodes[NodeKey(SITE, node)].frames_total >= 2
+            ),
             20,
             "frames",
         )
         assert listener.messages.empty()
-        assert collector.pipeline.links.nodes[node].rebirths_requested == 1
+        assert collector.pipeline.links.nodes[NodeKey(SITE, node)].rebirths_requested == 1
     finally:
         pub.close()
         listener.close()
@@ -150,9 +154,9 @@ def test_link_tracker_counts_event_gaps_and_rebirth_reasons() -> None:
     assert links.observe("demo", birth("n1", 2), 100.0) is None
     for seq in (0, 1, 4, 2):
         assert links.observe("demo", event("n1", "xid", session=2, seq=seq), 100.0) is None
-    assert links.nodes["n1"].events_missing == 1  # 3 never came
+    assert links.nodes[NodeKey(SITE, "n1")].events_missing == 1  # 3 never came
     assert links.observe("demo", event("n1", "xid", session=3, seq=0), 101.0) == "unknown_session"
-    assert links.nodes["n1"].event_gaps_total == 1
+    assert links.nodes[NodeKey(SITE, "n1")].event_gaps_total == 1
     assert links.observe("demo", status("n1", "online", 3), 102.0) is None  # rate-limited
     odd = frame("n2", 0, session=1)
     links.observe("demo", birth("n2", 1, gpus=0), 100.0)

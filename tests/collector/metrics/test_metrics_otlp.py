@@ -19,6 +19,7 @@ from collector.metrics import TaskCounter
 from collector.metrics.otlp import OtlpPusher
 from collector.service import Collector
 from devtools.broker import PrivateBroker
+from fleetops.identity import NodeKey
 from tests.helpers.collector import Publisher, birth, event, eventually, frame, status
 from tests.helpers.metrics import Fleet, gpu_reading
 from tests.helpers.metrics import frame as gpu_frame
@@ -163,7 +164,12 @@ async def test_collector_pushes_while_running_and_on_stop(
         await eventually(lambda: collector.ingest.connected)
         publisher.send(birth(node, rack="r09"))
         publisher.send(frame(node, 0, temp=55.0), qos=0)
-        await eventually(lambda: collector.state.nodes.get(node) and collector.state.nodes[node].readings)
+        await eventually(
+            lambda: (
+                collector.state.nodes.get(NodeKey("demo", node))
+                and collector.state.nodes[NodeKey("demo", node)].readings
+            )
+        )
         await eventually(
             lambda: any(
                 a["node"] == node for a, _, _ in receiver.points("fleetops_accelerator_temperature_celsius")

@@ -28,6 +28,7 @@ from collector.operations.signing import generate_key
 from collector.service import Collector
 from devtools.broker import PrivateBroker
 from fleetops import wire
+from fleetops.identity import NodeKey
 from tests.helpers.collector import SITE, eventually
 from tests.helpers.probes import GpuTestProbe
 
@@ -129,7 +130,12 @@ async def fleet(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[Fleet]:
     probe = GpuTestProbe()
     agent = Agent(config, [probe])
     run = asyncio.ensure_future(agent.run())
-    await eventually(lambda: node in collector.state.nodes and collector.state.nodes[node].status == "online")
+    await eventually(
+        lambda: (
+            NodeKey(SITE, node) in collector.state.nodes
+            and collector.state.nodes[NodeKey(SITE, node)].status == "online"
+        )
+    )
     yield Fleet(collector, agent, probe, record, node)
     agent.stop()
     await asyncio.wait_for(run, 15)
@@ -264,21 +270,32 @@ async def test_unsigned_and_replayed_commands_never_run(fleet: Fleet, broker: Pr
         signer = fleet.collector.operations.signer
         assert signer is not None
         original = signer.sign(
-            node=fleet.node, op="reset_gpu", args={"gpu": "1"}, now=sent[0], ttl_s=120, cmd_id=body["cmd_id"]
+            site=SITE,
+            node=fleet.node,
+            op="reset_gpu",
+            args={"gpu": "1"},
+            now=sent[0],
+            ttl_s=120,
+            cmd_id=body["cmd_id"],
         )
         client.publish(topic, wire.encode(original), qos=1).wait_for_publish(5)
         unsigned = json.loads(wire.encode(original))
         unsigned["cmd_id"] = uuid.uuid4().hex
         unsigned["sig"] = base64.urlsafe_b64encode(b"\0" * 64).decode().rstrip("=")
         client.publish(topic, json.dumps(unsigned).encode(), qos=1).wait_for_publish(5)
+        # properly signed, but for the machine of this name at another site
+        elsewhere = signer.sign(
+            site="elsewhere", node=fleet.node, op="reset_gpu", args={"gpu": "1"}, now=sent[0], ttl_s=120
+        )
+        client.publish(topic, wire.encode(elsewhere), qos=1).wait_for_publish(5)
         rejected = await eventually(
             lambda: (
                 [r for r in results if r.outcome == "rejected"]
-                if len([r for r in results if r.outcome == "rejected"]) >= 2
+                if len([r for r in results if r.outcome == "rejected"]) >= 3
                 else None
             )
         )
-        assert sorted(r.reason for r in rejected) == ["bad_signature", "replayed"]
+        assert sorted(r.reason for r in rejected) == ["bad_signature", "replayed", "wrong_site"]
         assert len(fleet.record.read_text().splitlines()) == 1  # only the approved command ran
     finally:
         client.disconnect()

@@ -30,6 +30,7 @@ from collector.operations.signing import generate_key
 from collector.service import Collector
 from devtools.broker import PrivateBroker
 from fleetops import wire
+from fleetops.identity import NodeKey
 from tests.helpers.collector import Publisher, birth, event, eventually, frame, status
 
 TOKEN = "operator-token-for-safety-tests"
@@ -161,7 +162,7 @@ async def test_mass_thermal_event_trips_the_breaker_no_operation_runs_one_page(
             pub.send(birth(node, rack=f"r{i // 4 + 1:02d}"), retain=False)
             pub.send(status(node, "online"))
             pub.send(frame(node, 0), qos=1)
-        await eventually(lambda: len([n for n in collector.state.nodes if n in NODES]) == len(NODES))
+        await eventually(lambda: len([k for k in collector.state.nodes if k.node in NODES]) == len(NODES))
         # a cooling failure: 12 of 20 nodes throttle for heat, and their GPUs fall off the bus
         hot = NODES[:12]
         for node in hot:
@@ -226,7 +227,7 @@ async def test_mass_thermal_event_trips_the_breaker_no_operation_runs_one_page(
         await asyncio.sleep(0.5)
         assert len(tap.commands) == 2
         assert {c.op for c in tap.commands} == {"reboot"}
-        racks = {collector.state.nodes[c.node].location.rack for c in tap.commands}  # type: ignore[union-attr]
+        racks = {collector.state.nodes[NodeKey("demo", c.node)].location.rack for c in tap.commands}  # type: ignore[union-attr]
         assert len(racks) == 2
         held = await collector.operations.commands(states=("queued",))
         assert len(held) == 14

@@ -9,6 +9,7 @@ import pytest
 from collector.fleet.state import FleetState
 from collector.rules import RuleContext, evaluate_event, evaluate_node, recovery_action_of
 from collector.rules.actions import Action
+from fleetops.identity import NodeKey
 from fleetops.xid_catalog import load_catalog
 from tests.helpers.collector import SITE, birth, event, status
 
@@ -18,7 +19,9 @@ CATALOG = load_catalog()
 def _ctx(now: float = 1000.0) -> RuleContext:
     fleet = FleetState()
     fleet.apply(SITE, birth("gpu-r01-n01", 1), now=0.0)
-    return RuleContext(now=now, catalog=CATALOG, node=fleet.nodes["gpu-r01-n01"], offline_grace_s=120.0)
+    return RuleContext(
+        now=now, catalog=CATALOG, node=fleet.nodes[NodeKey(SITE, "gpu-r01-n01")], offline_grace_s=120.0
+    )
 
 
 EVENT_TABLE: list[tuple[str, dict[str, Any], Action | None]] = [
@@ -78,7 +81,7 @@ def test_event_rules(kind: str, data: dict[str, Any], expected: Action | None) -
 def test_xid_finding_carries_location_and_fingerprint() -> None:
     (finding,) = evaluate_event(event("gpu-r01-n01", "xid", data={"xid": 79}, index=1), _ctx())
     assert finding.severity == "critical"
-    assert finding.fingerprint == "gpu-r01-n01|GPU-gpu-r01-n01-1|xid:79"
+    assert finding.fingerprint == "demo|gpu-r01-n01|GPU-gpu-r01-n01-1|xid:79"
     assert finding.location.rack == "r01"
     assert finding.location.serial == "SN0001"
     assert finding.location.pci_bus_id == "00000000:19:00.0"
@@ -127,7 +130,7 @@ def test_node_offline_rule(how: str, elapsed: float, raised: bool, expected: Act
     fleet.apply(SITE, birth("n1", 1), now=0.0)
     if how == "status":
         fleet.apply(SITE, status("n1", "offline", 1), now=1000.0)
-    node = fleet.nodes["n1"]
+    node = fleet.nodes[NodeKey(SITE, "n1")]
     node.offline_task_raised = raised
     ctx = RuleContext(now=1000.0 + elapsed, catalog=CATALOG, node=node, offline_grace_s=120.0)
     findings = evaluate_node(node, ctx)

@@ -11,6 +11,7 @@ import pytest
 from collector.rules import evaluate_event, evaluate_readings
 from collector.rules.actions import Action
 from collector.rules.gpu_events import LOST_LADDER
+from fleetops.identity import NodeKey
 from fleetops.wire import AcceleratorReadings
 from tests.helpers.collector import SITE
 from tests.helpers.rules import T0, ctx, fleet_with_birth, gpu_event, h100, node_with
@@ -237,5 +238,5 @@ def test_gpu_event_rules(kind: str, data: dict[str, Any], action: Action | None,
     fleet = fleet_with_birth()
     event = gpu_event(kind, data)
     fleet.apply(SITE, event, now=T0)
-    findings = evaluate_event(event, ctx(fleet.nodes["gpu-r01-n01"]))
+    findings = evaluate_event(event, ctx(fleet.nodes[NodeKey(SITE, "gpu-r01-n01")]))
     assert [(f.action, f.opens) for f in findings] == ([(action, opens)] if action else [])

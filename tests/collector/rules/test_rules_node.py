@@ -10,6 +10,7 @@ import pytest
 from collector.fleet.state import FleetState
 from collector.rules import RuleContext, evaluate_node, evaluate_readings
 from collector.rules.actions import Action
+from fleetops.identity import NodeKey
 from fleetops.wire import DiskReading, HostReadings, ProbeHealth, Telemetry
 from tests.helpers.collector import SITE, birth, status
 from tests.helpers.rules import CATALOG, T0, ctx, h100, host, node_with
@@ -84,7 +85,7 @@ def test_a_backlog_replayed_at_once_is_not_clock_skew() -> None:
             ),
             now=max(ts, arrival + i * 0.01),
         )
-    node = fleet.nodes["gpu-r01-n01"]
+    node = fleet.nodes[NodeKey(SITE, "gpu-r01-n01")]
     assert evaluate_readings(node, ctx(node)) == []
 
 
@@ -111,7 +112,7 @@ def test_offline_after_the_grace_once_per_episode(
     fleet = FleetState()
     fleet.apply(SITE, birth("n1", 1), now=0.0)
     fleet.apply(SITE, status("n1", "offline", 1), now=T0)
-    node = fleet.nodes["n1"]
+    node = fleet.nodes[NodeKey(SITE, "n1")]
     node.offline_task_raised = raised
     findings = evaluate_node(
         node, RuleContext(now=T0 + offline_for, catalog=CATALOG, node=node, offline_grace_s=120.0)

@@ -12,6 +12,7 @@ import pytest
 from collector.fleet.state import FleetState
 from collector.rules import evaluate_event, evaluate_readings
 from collector.rules.actions import Action
+from fleetops.identity import NodeKey
 from fleetops.wire import Accelerator, AcceleratorReadings, Birth, Event, HostFacts, Location, Telemetry
 from tests.helpers.rules import T0, ctx
 
@@ -75,7 +76,7 @@ HW: list[tuple[dict[str, Any], Action]] = [
 def test_neuron_hw_errors(data: dict[str, Any], action: Action) -> None:
     fleet = _fleet("trn-r03-n01")
     event = _event("trn-r03-n01", "neuron_hw_error", data)
-    (finding,) = evaluate_event(event, ctx(fleet.nodes["trn-r03-n01"]))
+    (finding,) = evaluate_event(event, ctx(fleet.nodes[NodeKey(SITE, "trn-r03-n01")]))
     assert finding.action is action
     assert (finding.component, finding.location.serial, finding.location.rack) == (
         "trn-r03-n01-sn1",
@@ -89,7 +90,7 @@ def test_a_hang_points_at_the_peer_with_the_hardware_error() -> None:
     fleet.apply(SITE, _event("trn-r03-n02", "neuron_hw_error", {"error": "SRAM_UNCORRECTABLE_ERROR"}), now=T0)
     hang = _event("trn-r03-n04", "neuron_hw_error", {"error": "HANG_ON_COLLECTIVES"}, index=0, ts=T0 + 6)
     fleet.apply(SITE, hang, now=T0 + 6)
-    context = dataclasses.replace(ctx(fleet.nodes["trn-r03-n04"], T0 + 6), fleet=fleet.nodes)
+    context = dataclasses.replace(ctx(fleet.nodes[NodeKey(SITE, "trn-r03-n04")], T0 + 6), fleet=fleet.nodes)
     (finding,) = evaluate_event(hang, context)
     assert finding.action is Action.INVESTIGATE_SOFTWARE
     assert "trn-r03-n02 (SRAM_UNCORRECTABLE_ERROR)" in finding.summary
@@ -107,7 +108,7 @@ ECC_EVENTS: list[tuple[dict[str, Any], Action]] = [
 def test_neuron_ecc_events(data: dict[str, Any], action: Action) -> None:
     fleet = _fleet("trn-r03-n01")
     (finding,) = evaluate_event(
-        _event("trn-r03-n01", "ecc_uncorrected", data), ctx(fleet.nodes["trn-r03-n01"])
+        _event("trn-r03-n01", "ecc_uncorrected", data), ctx(fleet.nodes[NodeKey(SITE, "trn-r03-n01")])
     )
     assert finding.action is action
 
@@ -134,7 +135,7 @@ def test_uncorrected_ecc_rising_on_a_device() -> None:
         10,
         lambda i: [_dev(d, ecc_aggregate_uncorrected_total=(i // 4 if d == 2 else 0)) for d in range(4)],
     )
-    node = fleet.nodes["trn-r03-n01"]
+    node = fleet.nodes[NodeKey(SITE, "trn-r03-n01")]
     (finding,) = evaluate_readings(node, ctx(node))
     assert (finding.fault, finding.action, finding.component) == (
         "ecc_uncorrected",
@@ -145,13 +146,18 @@ def test_uncorrected_ecc_rising_on_a_device() -> None:
     _frames(
         steady, "trn-r03-n01", 10, lambda i: [_dev(d, ecc_aggregate_uncorrected_total=3) for d in range(4)]
     )
-    assert evaluate_readings(steady.nodes["trn-r03-n01"], ctx(steady.nodes["trn-r03-n01"])) == []
+    assert (
+        evaluate_readings(
+            steady.nodes[NodeKey(SITE, "trn-r03-n01")], ctx(steady.nodes[NodeKey(SITE, "trn-r03-n01")])
+        )
+        == []
+    )
 
 
 def test_a_device_gone_past_the_grace() -> None:
     fleet = _fleet("trn-r03-n01")
     _frames(fleet, "trn-r03-n01", 20, lambda i: [_dev(d, lost=(d == 3 and i >= 5)) for d in range(4)])
-    node = fleet.nodes["trn-r03-n01"]
+    node = fleet.nodes[NodeKey(SITE, "trn-r03-n01")]
     (finding,) = evaluate_readings(node, ctx(node))
     assert (finding.fault, finding.action, finding.component) == (
         "accelerator_missing",

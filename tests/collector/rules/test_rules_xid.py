@@ -10,6 +10,7 @@ import pytest
 from collector.rules import APP_CLASS_XIDS, BUCKET_ACTIONS, evaluate_event
 from collector.rules.actions import Action
 from collector.rules.xid import decode_nvlink5, xid74_classes
+from fleetops.identity import NodeKey
 from tests.helpers.collector import SITE
 from tests.helpers.paths import REPO
 from tests.helpers.rules import CATALOG, T0, ctx, fleet_with_birth, gpu_event
@@ -23,7 +24,7 @@ def _one(
         fleet.apply(SITE, gpu_event("xid", extra, index=extra.pop("_index", index), ts=T0 + i), now=T0 + i)
     event = gpu_event("xid", data, index=index, ts=T0 + 100, count=count)
     fleet.apply(SITE, event, now=T0 + 100)
-    return evaluate_event(event, ctx(fleet.nodes["gpu-r01-n01"], T0 + 100, **rules))
+    return evaluate_event(event, ctx(fleet.nodes[NodeKey(SITE, "gpu-r01-n01")], T0 + 100, **rules))
 
 
 def test_every_catalog_xid_maps_to_an_action() -> None:
@@ -196,7 +197,7 @@ def test_the_drivers_verdict(kind: str, data: dict[str, Any], action: Action | N
     fleet = fleet_with_birth()
     event = gpu_event(kind, data)
     fleet.apply(SITE, event, now=T0)
-    findings = evaluate_event(event, ctx(fleet.nodes["gpu-r01-n01"]))
+    findings = evaluate_event(event, ctx(fleet.nodes[NodeKey(SITE, "gpu-r01-n01")]))
     assert [f.action for f in findings] == ([action] if action else [])
     assert all(f.verdict for f in findings)
 

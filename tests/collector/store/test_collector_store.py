@@ -11,6 +11,7 @@ from collector.fleet.state import FleetState
 from collector.rules import RuleContext, evaluate_event
 from collector.store import MIGRATIONS, Store, TaskQuery
 from collector.tasks.lifecycle import EVIDENCE_MAX, apply_finding, offline_fingerprint, resolve
+from fleetops.identity import NodeKey
 from fleetops.xid_catalog import load_catalog
 from tests.helpers.collector import SITE, birth, event
 
@@ -26,7 +27,7 @@ def store(tmp_path: Path) -> Store:
 def _finding(node: str = "gpu-r01-n01", xid: int = 79):  # type: ignore[no-untyped-def]
     fleet = FleetState()
     fleet.apply(SITE, birth(node, 1), now=0.0)
-    ctx = RuleContext(now=10.0, catalog=load_catalog(), node=fleet.nodes[node])
+    ctx = RuleContext(now=10.0, catalog=load_catalog(), node=fleet.nodes[NodeKey(SITE, node)])
     (finding,) = evaluate_event(event(node, "xid", data={"xid": xid}), ctx)
     return finding
 
@@ -116,7 +117,7 @@ def test_tasks_survive_a_restart(tmp_path: Path) -> None:
         task = s.get_task(opened.task_id)
         assert task is not None
         assert task.action == "REBOOT_NODE"
-        assert s.open_task_counts() == {"gpu-r01-n01": 1}
+        assert s.open_task_counts() == {NodeKey(SITE, "gpu-r01-n01"): 1}
         again = s.write(lambda tx: apply_finding(tx, _finding(), 20.0))
         assert again.change == "repeated"
     finally:
@@ -134,4 +135,4 @@ def test_task_filters_and_pagination(store: Store) -> None:
     page, total = store.list_tasks(TaskQuery(limit=3, offset=3))
     assert total == 4
     assert len(page) == 1
-    assert store.write(lambda tx: resolve(tx, offline_fingerprint("gpu-r01-n01"), 1.0, "x")) is None
+    assert store.write(lambda tx: resolve(tx, offline_fingerprint(SITE, "gpu-r01-n01"), 1.0, "x")) is None

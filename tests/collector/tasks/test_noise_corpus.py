@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from agent.sim.scenario import Fault
+from fleetops.identity import NodeKey
 from fleetops.wire import AcceleratorReadings
 from tests.helpers.simfleet import (
     FakeClock,
@@ -113,7 +114,7 @@ async def test_an_nvml_count_that_drops_for_30_seconds_raises_nothing(
         await feed.run([node], 600)
     finally:
         await node.stop()
-    assert feed.collector.state.nodes["gpu-flap-n01"].missing_since == {}
+    assert feed.collector.state.nodes[NodeKey("demo", "gpu-flap-n01")].missing_since == {}
     assert feed.all_tasks() == []
 
 
@@ -134,4 +135,4 @@ async def test_an_agent_restart_raises_nothing(feed: Feed, clock: FakeClock, tmp
     finally:
         await gpu.stop()
     assert feed.all_tasks() == []
-    assert feed.collector.state.nodes["gpu-restart-n01"].status == "online"
+    assert feed.collector.state.nodes[NodeKey("demo", "gpu-restart-n01")].status == "online"

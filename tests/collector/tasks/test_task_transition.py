@@ -155,7 +155,7 @@ def test_resolutions_write_one_row_each(store: Store) -> None:
     cleared = store.write(
         lambda tx: apply_finding(tx, finding("xid:13", Action.OBSERVE, node=node.node), T0, CFG)
     )
-    verified, n = written(store, lambda tx: review(tx, {node.node: node}, T0 + 601, CFG))
+    verified, n = written(store, lambda tx: review(tx, {node.key: node}, T0 + 601, CFG))
     assert ([(c.task_id, c.change) for c in verified], n) == ([(cleared.task_id, "resolved")], 1)
 
     reset = store.write(lambda tx: apply_finding(tx, finding("xid:119", Action.RESET_GPU), T0, CFG))

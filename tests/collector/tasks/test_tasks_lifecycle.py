@@ -25,6 +25,7 @@ from collector.tasks.lifecycle import (
     request_resolve,
     review,
 )
+from fleetops.identity import NodeKey
 from tests.helpers.collector import SITE, birth, status
 from tests.helpers.tasks import CFG, NODE, apply, watched_node
 
@@ -79,7 +80,7 @@ def test_one_double_bit_ecc_error_is_one_task(store: Store) -> None:
     apply(store, finding("recovery_action", Action.RESET_GPU, verdict=True, condition=True), T0 + 5)
     (task,) = tasks(store)
     assert (task.action, task.action_source, task.fault) == ("RESET_GPU", "driver", "xid:48")
-    faults = {f.fingerprint.split("|")[2] for f in store.task_faults(task.id)}
+    faults = {f.fingerprint.split("|")[3] for f in store.task_faults(task.id)}
     assert faults == {"xid:48", "xid:63", "ecc_uncorrected", "remap_pending", "xid:154", "recovery_action"}
     changes = [h.change for h in store.task_history(task.id)]
     assert changes.count("correlated") == 5
@@ -128,8 +129,8 @@ def test_repeats_count_occurrences_and_conditions_only_refresh(store: Store) -> 
 def test_a_condition_that_clears_by_itself_auto_resolves_after_the_window(store: Store) -> None:
     apply(store, finding("remap_pending", Action.RESET_GPU, condition=True), T0)
     node = watched_node(T0 - 1000)
-    assert store.write(lambda tx: review(tx, {NODE: node}, T0 + 599, CFG)) == []
-    (change,) = store.write(lambda tx: review(tx, {NODE: node}, T0 + 601, CFG))
+    assert store.write(lambda tx: review(tx, {NodeKey(SITE, NODE): node}, T0 + 599, CFG)) == []
+    (change,) = store.write(lambda tx: review(tx, {NodeKey(SITE, NODE): node}, T0 + 601, CFG))
     task = store.get_task(change.task_id)
     assert task is not None
     assert (task.state, task.resolution) == ("resolved", "auto_resolved")
@@ -142,21 +143,23 @@ def test_no_auto_resolve_without_watching_the_node(store: Store) -> None:
     offline = watched_node(T0 - 1000)
     offline.status = "offline"
     for node in (restarted, offline, None):
-        nodes = {NODE: node} if node is not None else {}
+        nodes = {NodeKey(SITE, NODE): node} if node is not None else {}
         assert store.write(lambda tx, nodes=nodes: review(tx, nodes, T0 + 700, CFG)) == []
 
 
 def test_an_intervention_waits_for_the_operator_and_is_verified(store: Store) -> None:
     opened = apply(store, finding("xid:119", Action.RESET_GPU), T0)
     node = watched_node(T0 - 1000)
-    assert store.write(lambda tx: review(tx, {NODE: node}, T0 + 5000, CFG)) == []  # never by itself
+    assert (
+        store.write(lambda tx: review(tx, {NodeKey(SITE, NODE): node}, T0 + 5000, CFG)) == []
+    )  # never by itself
     store.write(
         lambda tx: request_resolve(tx, opened.task_id, "alice (operator)", T0 + 5000, "reset done", CFG)
     )
     with pytest.raises(TaskError):
         store.write(lambda tx: request_resolve(tx, opened.task_id, "alice (operator)", T0 + 5001, "", CFG))
-    assert store.write(lambda tx: review(tx, {NODE: node}, T0 + 5500, CFG)) == []
-    (done,) = store.write(lambda tx: review(tx, {NODE: node}, T0 + 5601, CFG))
+    assert store.write(lambda tx: review(tx, {NodeKey(SITE, NODE): node}, T0 + 5500, CFG)) == []
+    (done,) = store.write(lambda tx: review(tx, {NodeKey(SITE, NODE): node}, T0 + 5601, CFG))
     task = store.get_task(done.task_id)
     assert task is not None
     assert (task.state, task.resolution) == ("resolved", "verified")
@@ -191,7 +194,7 @@ def test_the_escalation_ladder_after_each_verified_step(store: Store) -> None:
             lambda tx, o=opened, a=at: request_resolve(tx, o.task_id, "op (operator)", a + 10, "", CFG)
         )
         if actions[-1] != "REPLACE_HARDWARE":
-            store.write(lambda tx, a=at: review(tx, {NODE: node}, a + 700, CFG))
+            store.write(lambda tx, a=at: review(tx, {NodeKey(SITE, NODE): node}, a + 700, CFG))
         at += 3600
     assert actions == ["RESET_GPU", "REBOOT_NODE", "REPLACE_HARDWARE"]
     escalated = tasks(store, state=("in_progress",))
@@ -222,7 +225,7 @@ def test_a_replacement_resolves_only_with_a_new_part_in_the_slot(store: Store) -
     same_first = msgspec.structs.replace(same.accelerators[0], id=GPU)
     same.accelerators = (same_first, *same.accelerators[1:])
     assert store.write(lambda tx: on_birth(tx, same, "boot-1", {}, T0 + 100)) == []
-    assert store.write(lambda tx: review(tx, {NODE: same}, T0 + 5000, CFG)) == []
+    assert store.write(lambda tx: review(tx, {NodeKey(SITE, NODE): same}, T0 + 5000, CFG)) == []
     new = watched_node(T0 + 6000, boot_id="boot-3")
     new.accelerators = (
         msgspec.structs.replace(same_first, id="GPU-new", serial="SN9999"),
@@ -414,6 +417,8 @@ def test_a_node_back_online_resolves_its_offline_task(store: Store) -> None:
         ),
         T0 + 200,
     )
-    change = store.write(lambda tx: resolve(tx, offline_fingerprint("n9"), T0 + 300, "node back online"))
+    change = store.write(
+        lambda tx: resolve(tx, offline_fingerprint(SITE, "n9"), T0 + 300, "node back online")
+    )
     assert change is not None
     assert store.get_task(change.task_id).resolution == "auto_resolved"  # type: ignore[union-attr]
