@@ -19,6 +19,7 @@ from collector.service import Collector
 from collector.store import Store, TaskQuery
 from collector.store import TransactionInterface as Transaction
 from devtools.broker import PrivateBroker
+from fleetops.identity import NodeKey
 from tests.helpers.collector import SITE, Publisher, birth, eventually, frame, status
 
 T0 = 1_700_000_000.0
@@ -102,7 +103,7 @@ async def test_a_flood_of_new_node_names_is_capped_counted_and_opens_no_task(
         await eventually(lambda: c.pipeline.rejections.counts["node_limit"] == 15)
         assert len(c.state.nodes) == 40
         publisher.send(status("spoof-0000", "offline", 2))  # a node already known is not refused
-        await eventually(lambda: c.state.nodes["spoof-0000"].offline_session == 2)
+        await eventually(lambda: c.state.nodes[NodeKey(SITE, "spoof-0000")].offline_session == 2)
         assert dict(c.pipeline.rejections.counts) == {"node_rate": 36, "node_limit": 15}
         assert len(c.store.list_nodes()) == 40
         rejected = await _rejected(c)
@@ -152,10 +153,10 @@ async def test_restart_with_a_store_beyond_the_cap_loads_at_most_max_nodes(
     c = Collector(cfg, clock=clock)
     await c.start()
     try:
-        assert sorted(c.state.nodes) == sorted(n.node for n in real[:20])  # the 20 seen last
+        assert sorted(k.node for k in c.state.nodes) == sorted(n.node for n in real[:20])  # the 20 seen last
         clock.now += GRACE_S
         await eventually(lambda: len(_tasks(c)) == 20)
-        assert sorted(_tasks(c)) == sorted(c.state.nodes)
+        assert sorted(_tasks(c)) == sorted(k.node for k in c.state.nodes)
         assert c.pipeline.stats["tasks_opened"] == 20
     finally:
         await c.stop()
@@ -178,13 +179,16 @@ async def test_a_reinstalled_node_is_accepted_and_gets_no_offline_task(
             publisher.send(frame(name, 0, session=41))
             publisher.send(status(name, "offline", 41))  # the Will: the node died, then it was reimaged
         await eventually(
-            lambda: all(n in c.state.nodes and c.state.nodes[n].status == "offline" for n in (node, other))
+            lambda: all(
+                NodeKey(SITE, n) in c.state.nodes and c.state.nodes[NodeKey(SITE, n)].status == "offline"
+                for n in (node, other)
+            )
         )
 
         clock.now += 10.0
         publisher.send(msgspec.structs.replace(birth(node, 1), boot_id="boot-reimaged"))
         publisher.send(status(node, "online", 1))
-        state = await eventually(lambda: (n := c.state.nodes[node]).status == "online" and n)
+        state = await eventually(lambda: (n := c.state.nodes[NodeKey(SITE, node)]).status == "online" and n)
         for seq in range(7):  # a frame every 20 s, past the grace since the Will
             clock.now += 20.0
             publisher.send(frame(node, seq, session=1, temp=50.0 + seq), qos=1)
@@ -195,6 +199,6 @@ async def test_a_reinstalled_node_is_accepted_and_gets_no_offline_task(
 
         await eventually(lambda: _tasks(c, other))  # the tick that raised it looked at both nodes
         assert _tasks(c) == [other]
-        assert c.state.nodes[node].status == "online"
+        assert c.state.nodes[NodeKey(SITE, node)].status == "online"
     finally:
         await c.stop()

@@ -284,6 +284,7 @@ def _command_json(cmd_id: str) -> bytes:
             "type": "cmd",
             "v": 1,
             "cmd_id": cmd_id,
+            "site": "dc1",
             "node": NODE,
             "op": "drain",
             "args": {},

@@ -8,6 +8,7 @@ import msgspec
 
 from collector.fleet.state import FleetState
 from collector.ingest.acks import LinkTracker
+from fleetops.identity import NodeKey
 from fleetops.wire import Birth
 from tests.helpers.collector import SITE, birth, event, frame, status
 
@@ -28,7 +29,7 @@ def test_lower_session_with_a_new_boot_id_is_a_reinstall() -> None:
     fleet = FleetState()
     _retired_node(fleet)
     changes = fleet.apply(SITE, _reinstalled("n1"), now=100.0)
-    node = fleet.nodes["n1"]
+    node = fleet.nodes[NodeKey(SITE, "n1")]
     assert [c.kind for c in changes] == ["online"]
     assert (node.status, node.session, node.boot_id) == ("online", 1, "boot-after-reimage")
     assert (node.telemetry_session, node.offline_session, node.offline_reason) == (1, -1, "")
@@ -49,7 +50,7 @@ def test_lower_session_with_the_same_boot_id_stays_late() -> None:
     _retired_node(fleet)
     assert fleet.apply(SITE, birth("n1", 40), now=100.0) == []  # an old retained birth, same boot
     fleet.apply(SITE, frame("n1", 7, session=40), now=101.0)
-    node = fleet.nodes["n1"]
+    node = fleet.nodes[NodeKey(SITE, "n1")]
     assert (node.status, node.session, node.late_frames_total, node.reinstalls_total) == ("offline", 41, 1, 0)
 
 
@@ -58,7 +59,7 @@ def test_the_link_tracker_restarts_its_session_on_a_reinstall() -> None:
     links.observe(SITE, birth("n1", 41), now=0.0)
     links.observe(SITE, event("n1", "xid", session=41, seq=0), now=1.0)
     links.observe(SITE, _reinstalled("n1"), now=100.0)
-    link = links.nodes["n1"]
+    link = links.nodes[NodeKey(SITE, "n1")]
     assert (link.birth_session, link.event_session) == (1, -1)
     # the new session's frames and events are the current ones: no rebirth asked, gaps counted
     assert links.observe(SITE, frame("n1", 0, session=1), now=101.0) is None

@@ -124,7 +124,7 @@ def test_a_node_never_born_gets_no_offline_task() -> None:
     """A name known only from an offline status (a Will, perhaps made up) was never online."""
     fleet = FleetState()
     fleet.apply(SITE, status("n1", "offline", 1), now=T0)
-    node = fleet.nodes["n1"]
+    node = fleet.nodes[NodeKey(SITE, "n1")]
     assert node.status == "offline"
     assert (
         evaluate_node(node, RuleContext(now=T0 + 3600, catalog=CATALOG, node=node, offline_grace_s=120.0))
