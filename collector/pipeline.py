@@ -286,10 +286,15 @@ class Pipeline:
                     rebirths.append((topic.site, message.node, reason))
                 if isinstance(message, Birth):
                     births.append(birth_before(self.state.nodes.get(message.node), message.node))
+                redelivered = isinstance(message, Event) and self._redelivered(message)
                 changes.extend(self.state.apply(topic.site, message, now, retained=msg.retained))
                 for observe in self.message_observers:
                     observe(topic.site, message, now)
-                if isinstance(message, Event):
+                if isinstance(message, Event) and redelivered:
+                    # seen already: stored (the store counts it a duplicate) and acknowledged again,
+                    # never evaluated again
+                    events.append((message, topic.site, []))
+                elif isinstance(message, Event):
                     # the evaluator guards each rule: whatever the rules do, the event is stored
                     # and acknowledged
                     context = self._context(self.state.nodes.get(message.node), now)
@@ -407,6 +412,13 @@ class Pipeline:
         return task_changes
 
     # ---- helpers ------------------------------------------------------------------------------
+
+    def _redelivered(self, event: Event) -> bool:
+        """An event this process already took (in this batch or an earlier one): the rules see an
+        event once. An older one, no longer remembered, is evaluated, and its findings dropped when
+        the store finds its id (only the findings of events stored as new reach the tasks)."""
+        node = self.state.nodes.get(event.node)
+        return node is not None and node.remembers(event.id)
 
     def _node_writes(
         self, touched: set[str], now: float

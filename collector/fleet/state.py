@@ -99,6 +99,10 @@ class NodeState:
     #: the node's latest events (bounded), for rules that look at what came together or repeated
     recent_events: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS_MAX))
 
+    def remembers(self, event_id: str) -> bool:
+        """An event with this id is among the node's recent events (a redelivery, not a new event)."""
+        return any(e.id == event_id for e in self.recent_events)
+
     def accelerator(self, index: int | None, accel_id: str = "") -> Accelerator | None:
         """The inventoried accelerator matching ``accel_id`` (preferred) or ``index``."""
         for accel in self.accelerators:
@@ -286,7 +290,8 @@ class FleetState:
 
     def _event(self, state: NodeState, event: Event, now: float) -> list[NodeChange]:
         state.events_total += 1
-        state.recent_events.append(event)
+        if not state.remembers(event.id):  # the rules' memory counts an event once, however often sent
+            state.recent_events.append(event)
         state.session = max(state.session, event.session)
         return self._alive(state, event.session, now, "event")
 
