@@ -183,7 +183,9 @@ async def test_a_redelivered_xid_counts_once_toward_the_application_repeat(
 
     publisher.send(event(node, "xid", data={"xid": 13}, event_id="app-xid-0003"))
     repeated = await eventually(
-        lambda: [t for t in collector.store.list_tasks(TaskQuery(node=node))[0] if t.fault == "xid:13:repeated"]
+        lambda: [
+            t for t in collector.store.list_tasks(TaskQuery(node=node))[0] if t.fault == "xid:13:repeated"
+        ]
     )
     code, detail = await _get(f"{collector.api_url}/api/v1/tasks/{repeated[0].id}")
     assert code == 200
