@@ -26,6 +26,7 @@ from typing import Final, Literal
 
 from collector.fleet.conditions import GpuConditions, HostConditions
 from collector.fleet.history import Trend
+from collector.fleet.snapshot import FleetSnapshot
 from collector.rules.config import RulesConfig
 from fleetops.wire import (
     Accelerator,
@@ -153,6 +154,10 @@ class FleetState:
         if state is None:
             state = self.nodes[name] = NodeState(node=name, site=site, trend=Trend(self.trend_window_s))
         return state
+
+    def snapshot(self) -> FleetSnapshot[str]:
+        """An immutable copy of the nodes, to hand to a worker thread (take it on the event loop)."""
+        return FleetSnapshot.of(self.nodes)
 
     def restore(self, state: NodeState) -> None:
         """Put a node loaded from the store back (at start-up, before any message)."""
