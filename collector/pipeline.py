@@ -23,6 +23,7 @@ import structlog
 from collector.fleet.settings import LivenessConfig
 from collector.fleet.state import FleetState, NodeChange, NodeState
 from collector.ingest.acks import LinkTracker, ack_messages, rebirth_message
+from collector.ingest.budget import frame_series
 from collector.ingest.client import InboundMessage, MqttIngest, Rejections, decode_inbound
 from collector.ingest.settings import IngestConfig
 from collector.rules import Finding, RuleContext, RuleErrors, evaluate_event, evaluate_node, evaluate_readings
@@ -265,6 +266,7 @@ class Pipeline:
         taken = time.monotonic()
         now = self.clock()
         max_bytes = self.config.ingest.max_payload_bytes
+        max_series = self.config.ingest.max_series_per_node
         touched: set[str] = set()
         events: list[tuple[Event, str, list[Finding]]] = []
         changes: list[NodeChange] = []
@@ -280,6 +282,9 @@ class Pipeline:
                     self.rejections.note(decoded.reason, decoded.detail, msg.topic)
                 continue
             topic, message = decoded
+            if isinstance(message, Telemetry) and (series := frame_series(message)) > max_series:
+                self.rejections.note("series_budget", f"{series} series > {max_series}", msg.topic)
+                continue
             try:
                 reason = self.links.observe(topic.site, message, now, retained=msg.retained)
                 if reason is not None:
