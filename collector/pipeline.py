@@ -28,6 +28,7 @@ from collector.fleet.admission import Admission
 from collector.fleet.settings import FleetConfig, LivenessConfig
 from collector.fleet.state import FleetState, NodeChange, NodeState, is_reinstall
 from collector.ingest.acks import LinkTracker, ack_messages, rebirth_message
+from collector.ingest.budget import frame_series
 from collector.ingest.client import InboundMessage, MqttIngest, Rejections, decode_inbound
 from collector.ingest.settings import IngestConfig
 from collector.rules import Finding, RuleContext, RuleErrors, evaluate_event, evaluate_node, evaluate_readings
@@ -276,6 +277,7 @@ class Pipeline:
         taken = time.monotonic()
         now = self.clock()
         max_bytes = self.config.ingest.max_payload_bytes
+        max_series = self.config.ingest.max_series_per_node
         touched: set[NodeKey] = set()
         events: list[tuple[Event, str, list[Finding]]] = []
         changes: list[NodeChange] = []
@@ -291,6 +293,9 @@ class Pipeline:
                     self.rejections.note(decoded.reason, decoded.detail, msg.topic)
                 continue
             topic, message = decoded
+            if isinstance(message, Telemetry) and (series := frame_series(message)) > max_series:
+                self.rejections.note("series_budget", f"{series} series > {max_series}", msg.topic)
+                continue
             if not self._admitted(NodeKey(topic.site, message.node), msg.topic, now):
                 continue
             try:
@@ -310,10 +315,15 @@ class Pipeline:
                             previous_boot_id=before.boot_id,
                             boot_id=message.boot_id,
                         )
+                redelivered = isinstance(message, Event) and self._redelivered(topic.site, message)
                 changes.extend(self.state.apply(topic.site, message, now, retained=msg.retained))
                 for observe in self.message_observers:
                     observe(topic.site, message, now)
-                if isinstance(message, Event):
+                if isinstance(message, Event) and redelivered:
+                    # seen already: stored (the store counts it a duplicate) and acknowledged again,
+                    # never evaluated again
+                    events.append((message, topic.site, []))
+                elif isinstance(message, Event):
                     # the evaluator guards each rule: whatever the rules do, the event is stored
                     # and acknowledged
                     context = self._context(self.state.get(topic.site, message.node), now)
@@ -432,6 +442,13 @@ class Pipeline:
         return task_changes
 
     # ---- helpers ------------------------------------------------------------------------------
+
+    def _redelivered(self, site: str, event: Event) -> bool:
+        """An event this process already took (in this batch or an earlier one): the rules see an
+        event once. An older one, no longer remembered, is evaluated, and its findings dropped when
+        the store finds its id (only the findings of events stored as new reach the tasks)."""
+        node = self.state.get(site, event.node)
+        return node is not None and node.remembers(event.id)
 
     def _node_writes(
         self, touched: set[NodeKey], now: float

@@ -27,6 +27,7 @@ __all__ = [
     "COMMAND_MAX_BYTES",
     "CONTROL_CHANNELS",
     "EVENT_KINDS",
+    "MAX_ACCELERATORS",
     "MAX_PAYLOAD_BYTES",
     "NAME_PATTERN",
     "OPERATIONS",
@@ -70,6 +71,11 @@ __all__ = [
 PROTOCOL_VERSION: Final = 1
 TOPIC_ROOT: Final = "fleetops/v1"
 MAX_PAYLOAD_BYTES: Final = 256 * 1024
+#: Accelerators in one birth or frame. The largest nodes sold carry 16 (Trainium trn1/trn2, the
+#: 16-GPU HGX-2/DGX-2 generation); HGX boards 8, GB200/GB300 compute trays 4, and a trn2
+#: UltraServer is 4 nodes of 16. Twice the largest leaves room, and bounds what one node's frame
+#: can add to a consumer's metrics (each accelerator is a few dozen series).
+MAX_ACCELERATORS: Final = 32
 NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
 _NAME_RE: Final = re.compile(NAME_PATTERN)
 
@@ -205,7 +211,7 @@ class Birth(Struct, tag="birth", tag_field="type", frozen=True):
     interval_s: Annotated[float, msgspec.Meta(ge=1, le=300)]
     location: Location
     host: HostFacts
-    accelerators: Annotated[list[Accelerator], msgspec.Meta(max_length=256)] = []
+    accelerators: Annotated[list[Accelerator], msgspec.Meta(max_length=MAX_ACCELERATORS)] = []
     probes: Annotated[list[ProbeHealth], msgspec.Meta(max_length=64)] = []
 
 
@@ -320,7 +326,7 @@ class Telemetry(Struct, tag="telemetry", tag_field="type", frozen=True):
     seq: Count
     interval_s: Annotated[float, msgspec.Meta(ge=1, le=300)]
     host: HostReadings | None = None
-    accelerators: Annotated[list[AcceleratorReadings], msgspec.Meta(max_length=256)] = []
+    accelerators: Annotated[list[AcceleratorReadings], msgspec.Meta(max_length=MAX_ACCELERATORS)] = []
     probes: Annotated[list[ProbeHealth], msgspec.Meta(max_length=64)] = []
 
 
@@ -565,7 +571,8 @@ def decode(topic: Topic, payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) 
     """Decode and validate ``payload`` received on ``topic``.
 
     Raises ``DecodeError`` with ``reason`` one of: ``oversized``, ``unknown_channel``,
-    ``malformed`` (not JSON or wrong shape), ``unknown_version``, ``node_mismatch``.
+    ``malformed`` (not JSON or wrong shape), ``over_limit`` (a list, map or string longer than its
+    bound, e.g. more than ``MAX_ACCELERATORS`` accelerators), ``unknown_version``, ``node_mismatch``.
     """
     return _decode(_DECODERS, topic, payload, max_bytes)
 
@@ -598,7 +605,9 @@ def _decode(
         version = _version_of(payload)
         if version not in (None, PROTOCOL_VERSION):
             raise DecodeError("unknown_version", str(version)) from None
-        raise DecodeError("malformed", str(exc)[:300]) from None
+        # msgspec words a length bound as "Expected `array` of length <= 32 - at `$.accelerators`"
+        reason = "over_limit" if "of length <=" in str(exc) else "malformed"
+        raise DecodeError(reason, str(exc)[:300]) from None
     except (msgspec.DecodeError, RecursionError, OverflowError, ValueError) as exc:
         raise DecodeError("malformed", str(exc)[:300]) from None
     if message.v != PROTOCOL_VERSION:

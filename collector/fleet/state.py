@@ -33,6 +33,7 @@ import msgspec
 
 from collector.fleet.conditions import GpuConditions, HostConditions
 from collector.fleet.history import Trend
+from collector.fleet.snapshot import FleetSnapshot
 from collector.rules.config import RulesConfig
 from fleetops.identity import NodeKey
 from fleetops.wire import (
@@ -122,6 +123,10 @@ class NodeState:
         """The node's identity: its site and its name."""
         return NodeKey(self.site, self.node)
 
+    def remembers(self, event_id: str) -> bool:
+        """An event with this id is among the node's recent events (a redelivery, not a new event)."""
+        return any(e.id == event_id for e in self.recent_events)
+
     def accelerator(self, index: int | None, accel_id: str = "") -> Accelerator | None:
         """The inventoried accelerator matching ``accel_id`` (preferred) or ``index``."""
         for accel in self.accelerators:
@@ -204,6 +209,10 @@ class FleetState:
     def named(self, name: str) -> list[NodeState]:
         """Every node called ``name``, at any site (sorted by site)."""
         return sorted((s for s in self.nodes.values() if s.node == name), key=lambda s: s.site)
+
+    def snapshot(self) -> FleetSnapshot:
+        """An immutable copy of the nodes, to hand to a worker thread (take it on the event loop)."""
+        return FleetSnapshot.of(self.nodes)
 
     def restore(self, state: NodeState) -> None:
         """Put a node loaded from the store back (at start-up, before any message)."""
@@ -347,7 +356,8 @@ class FleetState:
 
     def _event(self, state: NodeState, event: Event, now: float) -> list[NodeChange]:
         state.events_total += 1
-        state.recent_events.append(event)
+        if not state.remembers(event.id):  # the rules' memory counts an event once, however often sent
+            state.recent_events.append(event)
         state.session = max(state.session, event.session)
         return self._alive(state, event.session, now, "event")
 

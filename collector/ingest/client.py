@@ -93,7 +93,8 @@ def decode_inbound(msg: InboundMessage, max_bytes: int) -> tuple[Topic, Message]
     Reasons: ``topic`` (not a fleetops v1 node topic), ``not_consumed`` (a command or control
     message that only the collector itself should write), ``elsewhere`` (command results, read by
     the operations service: not a rejection), and those of ``fleetops.wire.decode``: ``oversized``,
-    ``malformed``, ``unknown_version``, ``node_mismatch``, ``unknown_channel``.
+    ``malformed``, ``over_limit``, ``unknown_version``, ``node_mismatch``, ``unknown_channel``. (The
+    pipeline adds ``series_budget``: see ``collector.ingest.budget``.)
     """
     topic = _TOPICS.get(msg.topic)
     if topic is None:

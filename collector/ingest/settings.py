@@ -48,3 +48,7 @@ class IngestConfig(_Section, frozen=True):
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 262144
     batch_max: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2000
     queue_max: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 20_000
+    #: a telemetry frame that would put more series on /metrics is rejected (``series_budget``; see
+    #: ``collector.ingest.budget``). 4096 holds a 16-device Trainium node with 64 application keys
+    #: per device, about 3,300; an 8-GPU node needs about 500.
+    max_series_per_node: Annotated[int, msgspec.Meta(ge=256, le=1_000_000)] = 4096

@@ -58,6 +58,8 @@ _REJECT_REASONS: Final = (
     "oversized",
     "unknown_channel",
     "malformed",
+    "over_limit",
+    "series_budget",
     "unknown_version",
     "node_mismatch",
     "not_consumed",

@@ -9,7 +9,7 @@ from typing import Final
 
 import structlog
 
-from collector.fleet.state import FleetState
+from collector.fleet.snapshot import FleetSnapshot
 from collector.operations import db
 from collector.operations.audit import ACTOR, OperationsError
 from collector.operations.policy import breaker_verdict
@@ -27,7 +27,7 @@ BREAKER_FINGERPRINT: Final = "fleet|automation|circuit_breaker"
 
 
 def check_breaker(
-    tx: Transaction, now: float, cfg: OperationsConfig, state: FleetState
+    tx: Transaction, now: float, cfg: OperationsConfig, state: FleetSnapshot
 ) -> tuple[db.BreakerRecord, bool]:
     """Trip the circuit breaker when too many nodes turned unhealthy at once: the breaker and
     whether it tripped just now (a fleet task opens; it pages through the notification outbox)."""

@@ -10,7 +10,7 @@ from typing import Final
 
 import structlog
 
-from collector.fleet.state import FleetState
+from collector.fleet.snapshot import FleetSnapshot
 from collector.operations import db
 from collector.operations.audit import ACTOR, POLICY, describe, new_id, note
 from collector.operations.brakes import BREAKER_FINGERPRINT
@@ -31,7 +31,7 @@ _ANSWER_GRACE_S: Final = 30.0
 _FINAL: Final = frozenset(("succeeded", "failed", "timed_out", "rejected", "denied", "expired"))
 
 
-def plan(tx: Transaction, now: float, cfg: OperationsConfig, state: FleetState) -> None:
+def plan(tx: Transaction, now: float, cfg: OperationsConfig, state: FleetSnapshot) -> None:
     """Give every open task whose action an operation carries out a plan: queued (policy lets it run
     by itself) or a dry run that an operator can approve."""
     conn = db.conn_of(tx)
@@ -132,7 +132,7 @@ def dispatch(
     now: float,
     *,
     cfg: OperationsConfig,
-    state: FleetState,
+    state: FleetSnapshot,
     signer: CommandSigner | None,
     tripped: bool,
     can_send: bool,

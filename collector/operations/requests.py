@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from collector.fleet.state import FleetState
+from collector.fleet.snapshot import FleetSnapshot
 from collector.operations import db
 from collector.operations.audit import OperationsError, describe, new_id, note
 from collector.operations.policy import admission, default_args, plan_for
@@ -27,7 +27,7 @@ def request(
     note_text: str,
     now: float,
     cfg: OperationsConfig,
-    state: FleetState,
+    state: FleetSnapshot,
 ) -> str:
     """An operator asks for ``op`` on a task's node (``approve``: and approves it at once; an empty ``op``:
     the operation that carries out the task's action); the command's id."""

@@ -1,6 +1,7 @@
 """Remote operations on the collector: plans, approvals, the queue, signing, dispatch, results.
 
-Every ``tick_s``, in one store transaction:
+Every ``tick_s``, in one store transaction (run in the store's thread, reading a snapshot of the
+fleet taken on the event loop, never the live fleet state):
 
 1. disruptions whose task closed (or that never ran) stop counting against the blast radius;
 2. the circuit breaker: more than ``breaker_percent`` of the fleet's nodes with a new fault within
@@ -39,6 +40,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from collector.fleet.snapshot import FleetSnapshot
 from collector.fleet.state import FleetState
 from collector.ingest.settings import MqttConfig
 from collector.operations import brakes, db, dispatch, requests
@@ -196,25 +198,27 @@ class OperationsService:
         """One round: release, breaker, plans, timeouts, dispatch."""
         now = self.clock()
         can_send = self.signer is not None and self._client is not None
-        outgoing = await self.store.awrite(lambda tx: self._round(tx, now, can_send))
+        fleet = self.state.snapshot()  # here, on the event loop: the round runs in the store's thread
+        outgoing = await self.store.awrite(lambda tx: self._round(tx, now, can_send, fleet))
         for record, command in outgoing:
             await self._publish(record, command)
 
     def _round(
-        self, tx: Transaction, now: float, can_send: bool
+        self, tx: Transaction, now: float, can_send: bool, fleet: FleetSnapshot
     ) -> list[tuple[db.CommandRecord, wire.Command]]:
+        """One round in the store's thread: reads ``fleet`` (a snapshot), never the live fleet state."""
         conn = db.conn_of(tx)
         db.release_closed(conn, now)
-        breaker, tripped = brakes.check_breaker(tx, now, self.cfg, self.state)
+        breaker, tripped = brakes.check_breaker(tx, now, self.cfg, fleet)
         if tripped:
             self.stats["breaker_trips"] += 1
-        dispatch.plan(tx, now, self.cfg, self.state)
+        dispatch.plan(tx, now, self.cfg, fleet)
         dispatch.expire(conn, now, self.cfg)
         return dispatch.dispatch(
             conn,
             now,
             cfg=self.cfg,
-            state=self.state,
+            state=fleet,
             signer=self.signer,
             tripped=breaker.state == "tripped",
             can_send=can_send,
@@ -291,6 +295,7 @@ class OperationsService:
         if op and op not in wire.OPERATIONS:
             raise OperationsError(400, f"unknown operation {op[:64]!r}; known: {', '.join(wire.OPERATIONS)}")
         now = self.clock()
+        fleet = self.state.snapshot()
 
         def work(tx: Transaction) -> str:
             return requests.request(
@@ -303,7 +308,7 @@ class OperationsService:
                 note_text=note,
                 now=now,
                 cfg=self.cfg,
-                state=self.state,
+                state=fleet,
             )
 
         cmd_id = await self.store.awrite(work)

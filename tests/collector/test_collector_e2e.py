@@ -165,6 +165,37 @@ async def test_duplicate_event_ids_raise_one_task_once(collector: Collector, pub
     assert collector.store.event_ids(node) == ["dup-event-0001", "dup-event-0002"]
 
 
+async def test_a_redelivered_xid_counts_once_toward_the_application_repeat(
+    collector: Collector, publisher: Publisher
+) -> None:
+    """The same XID 13 delivered twice plus one other is two occurrences, not three: no task. A
+    third distinct one opens it, its evidence naming each earlier event once."""
+    node = "gpu-r01-n04"
+    first = event(node, "xid", data={"xid": 13}, event_id="app-xid-0001")
+    publisher.send(first)
+    publisher.send(first)
+    publisher.send(event(node, "xid", data={"xid": 13}, event_id="app-xid-0002"))
+    # on another GPU (so it joins nothing), in order after the XIDs: once it is in, so are they
+    publisher.send(event(node, "gpu_lost", index=1, event_id="app-xid-marker"))
+    tasks = await eventually(lambda: collector.store.list_tasks(TaskQuery(node=node))[0])
+    assert [t.fault for t in tasks] == ["gpu_lost"]
+    assert collector.pipeline.stats["events_duplicate"] >= 1
+    assert [e.id for e in collector.state.nodes[NodeKey(SITE, node)].recent_events].count("app-xid-0001") == 1
+
+    publisher.send(event(node, "xid", data={"xid": 13}, event_id="app-xid-0003"))
+    repeated = await eventually(
+        lambda: [
+            t for t in collector.store.list_tasks(TaskQuery(node=node))[0] if t.fault == "xid:13:repeated"
+        ]
+    )
+    code, detail = await _get(f"{collector.api_url}/api/v1/tasks/{repeated[0].id}")
+    assert code == 200
+    (evidence,) = detail["evidence"]
+    assert evidence["occurrences"] == 3
+    assert evidence["earlier_event_ids"] == ["app-xid-0001", "app-xid-0002"]
+    assert "3 times" in repeated[0].summary
+
+
 @pytest.mark.parametrize(
     "query",
     [

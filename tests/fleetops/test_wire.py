@@ -197,6 +197,26 @@ def test_reject_reasons(payload: bytes, reason: str) -> None:
     assert info.value.reason == reason
 
 
+@pytest.mark.parametrize("count", [wire.MAX_ACCELERATORS, wire.MAX_ACCELERATORS + 1, 256])
+def test_a_frame_holds_at_most_max_accelerators(count: int) -> None:
+    frame = wire.Telemetry(
+        v=1,
+        node=NODE,
+        ts=1.0,
+        session=1,
+        seq=0,
+        interval_s=10.0,
+        accelerators=[wire.AcceleratorReadings(index=i, id=f"GPU-{i}") for i in range(count)],
+    )
+    topic = parse_topic(f"fleetops/v1/dc1/{NODE}/telemetry")
+    if count <= wire.MAX_ACCELERATORS:
+        assert len(decode(topic, encode(frame)).accelerators) == count  # type: ignore[union-attr]
+        return
+    with pytest.raises(DecodeError) as info:
+        decode(topic, encode(frame))
+    assert info.value.reason == "over_limit"
+
+
 def test_reserved_channels_are_not_node_messages() -> None:
     with pytest.raises(DecodeError) as info:
         decode(parse_topic(f"fleetops/v1/dc1/{NODE}/cmd"), b"{}")

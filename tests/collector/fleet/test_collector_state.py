@@ -57,6 +57,17 @@ def test_duplicate_seq_is_late() -> None:
     assert fleet.nodes[NodeKey(SITE, "n1")].late_frames_total == 1
 
 
+def test_a_redelivered_event_is_remembered_once() -> None:
+    fleet = FleetState()
+    first = event("n1", "xid", data={"xid": 13}, event_id="ev-1")
+    for message in (first, first, event("n1", "xid", data={"xid": 13}, event_id="ev-2"), first):
+        fleet.apply(SITE, message, now=1.0)
+    node = fleet.nodes[NodeKey(SITE, "n1")]
+    assert [e.id for e in node.recent_events] == ["ev-1", "ev-2"]
+    assert node.remembers("ev-1")
+    assert not node.remembers("ev-3")
+
+
 def test_stale_will_is_ignored() -> None:
     fleet = FleetState()
     fleet.apply(SITE, birth("n1", 2), now=0.0)
