@@ -120,11 +120,11 @@ async def test_collector_ingest_and_operations_connections_have_their_own_identi
         # Its own node: the other tests' agents start a fresh session 1 for N1 and N2, which a
         # retained offline status of an earlier session 1 would shadow.
         async with running(_agent(pki, broker, tmp_path, N3, cert_of=N3)):
-            await eventually(lambda: N3 in collector.state.nodes)
-            frames = collector.state.nodes[N3].frames_total
+            await eventually(lambda: NodeKey(SITE, N3) in collector.state.nodes)
+            frames = collector.state.nodes[NodeKey(SITE, N3)].frames_total
             # A connection taken over is dropped before the broker answers the new one; frames
             # arriving afterwards show that ingest kept its one connection.
-            await eventually(lambda: collector.state.nodes[N3].frames_total >= frames + 2)
+            await eventually(lambda: collector.state.nodes[NodeKey(SITE, N3)].frames_total >= frames + 2)
         assert collector.ingest.connects == 1
         assert collector.operations.connected
     finally:

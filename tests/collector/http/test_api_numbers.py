@@ -26,15 +26,20 @@ _NUMERIC_QUERY = {
 }
 
 
+# A name no other test uses: the broker is shared, and a retained birth of the same name at another
+# site (left by an earlier test) would make the name-only routes answer 409.
+NODE = "api-numbers-n01"
+
+
 @pytest.fixture
 async def api(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[Collector]:
     collector = await start_collector(broker, tmp_path, TOKENS)
     seed_tasks(collector)
     publisher = Publisher(broker.port)
     try:
-        publisher.send(birth("gpu-r01-n01"))
-        publisher.send(frame("gpu-r01-n01", 1))
-        await eventually(lambda: NodeKey("demo", "gpu-r01-n01") in collector.state.nodes)
+        publisher.send(birth(NODE))
+        publisher.send(frame(NODE, 1))
+        await eventually(lambda: NodeKey("demo", NODE) in collector.state.nodes)
     finally:
         publisher.close()
     yield collector
@@ -49,7 +54,7 @@ def _requests(doc: dict[str, Any], digits: str) -> list[tuple[str, str, bool]]:
         for method, op in ops.items():
             params = op.get("parameters", [])
             names = [p["name"] for p in params if p["in"] == "path"]
-            valid = {n: {"node": "gpu-r01-n01", "site": "demo"}.get(n, "1") for n in names}
+            valid = {n: {"node": NODE, "site": "demo"}.get(n, "1") for n in names}
             for name in names:
                 url = path.format(**(valid | {name: digits}))
                 out.append((method, url, name == "id"))
