@@ -52,3 +52,8 @@ class IngestConfig(_Section, frozen=True):
     #: ``collector.ingest.budget``). 4096 holds a 16-device Trainium node with 64 application keys
     #: per device, about 3,300; an 8-GPU node needs about 500.
     max_series_per_node: Annotated[int, msgspec.Meta(ge=256, le=1_000_000)] = 4096
+    #: event occurrence counters one node can hold on /metrics (one per distinct kind and severity,
+    #: per accelerator, per XID or Neuron error). An event that would add more is stored, evaluated
+    #: and paged as usual but not counted there (``fleetops_collector_event_series_refused_total``).
+    #: A node with 32 accelerators that each logged 8 kinds of fault holds about 800.
+    max_event_series_per_node: Annotated[int, msgspec.Meta(ge=64, le=1_000_000)] = 2048

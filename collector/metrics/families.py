@@ -162,6 +162,10 @@ COLLECTOR: Final[tuple[Family, ...]] = (
     _c("fleetops_collector_channel_messages_total", "Accepted messages by channel."),
     _c("fleetops_collector_rejected_messages_total", "Rejected messages by reason."),
     _c("fleetops_collector_duplicate_events_total", "Events dropped because their id was already stored."),
+    _c(
+        "fleetops_collector_event_series_refused_total",
+        "Events stored but not counted on /metrics: their node held [ingest] max_event_series_per_node.",
+    ),
     _c("fleetops_collector_telemetry_gaps_total", "Telemetry frames missing in sequence, all nodes."),
     _c("fleetops_collector_late_frames_total", "Telemetry frames that arrived after newer ones, all nodes."),
     _c("fleetops_collector_stale_statuses_total", "Offline statuses of an older session, ignored."),

@@ -130,6 +130,11 @@ class NodeCounters:
     present: frozenset[int] | None = None  # accelerator indexes of the latest frame; None: unknown
     version: int = 0  # bumped on every change, so cached renderings know to refresh
 
+    @property
+    def event_series(self) -> int:
+        """The event counter series the node holds on /metrics."""
+        return len(self.events) + len(self.accelerator_events) + len(self.xids) + len(self.neuron_errors)
+
 
 class LabelCache:
     """Label sets of nodes, built once per distinct identity, and of accelerators, built once per

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
@@ -32,6 +32,7 @@ from collector.metrics.deflate import (
     gzip_trailer,
     inflate,
 )
+from collector.metrics.event_counts import EVENT_ID_MEMORY, EventCounting
 from collector.metrics.exposition import Family, Histogram, LabelSet, format_value, label_text
 from collector.metrics.families import FAMILIES, by_name
 from collector.metrics.fleet import Emit, LabelCache, NodeCounters, emit_node
@@ -42,8 +43,6 @@ from fleetops.wire import Birth, Event, Message, Telemetry
 
 __all__ = ["EVENT_ID_MEMORY", "CollectorMetrics", "Sample"]
 
-#: How many recent event ids are remembered to drop redelivered events before counting them.
-EVENT_ID_MEMORY: Final = 200_000
 #: While the exposition was rendered within this many seconds (and during the first such period after
 #: start), a node's text is re-rendered as soon as a message changed it, so the cost is spread over
 #: ingest instead of landing on the scrape; unscraped for longer, rendering waits for the next scrape.
@@ -198,6 +197,7 @@ class CollectorMetrics:
         version: str = "",
         clock: Callable[[], float] = time.time,
         refresh_s: float = 0.0,
+        max_event_series: int = 2048,
     ) -> None:
         self.state = state
         #: a node's text is rendered again at most this often (seconds); until then a scrape shows
@@ -226,8 +226,8 @@ class CollectorMetrics:
         # scrape cheap (node text is rendered as frames arrive from the start)
         self._rendered_at: float | None = time.monotonic()
         self._labels = LabelCache()
-        #: (site, node, event id) of the events counted lately: ids are unique per node only
-        self._seen_events: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        #: per-node event counters, each event once, within ``max_event_series`` per node
+        self.event_counting = EventCounting(max_event_series)
         self._cache: dict[NodeKey, tuple[TextKey, NodeText]] = {}
         #: nodes whose messages arrived since their last rendering -> monotonic time of the first
         #: such message (insertion-ordered)
@@ -297,29 +297,7 @@ class CollectorMetrics:
             counters.version += 1
             return
         if isinstance(message, Event):
-            self._count_event(key, counters, message)
-
-    def _count_event(self, key: NodeKey, counters: NodeCounters, event: Event) -> None:
-        seen = (key.site, key.node, event.id)
-        if seen in self._seen_events:
-            self._seen_events.move_to_end(seen)
-            return
-        self._seen_events[seen] = None
-        if len(self._seen_events) > EVENT_ID_MEMORY:
-            self._seen_events.popitem(last=False)
-        n = event.count
-        counters.events[(event.kind, event.severity)] += n
-        index = event.accelerator_index
-        if index is not None:
-            counters.accelerator_events[(index, event.kind, event.severity)] += n
-        if event.kind == "xid":
-            xid = event.data.get("xid")
-            if isinstance(xid, int) and not isinstance(xid, bool):
-                counters.xids[(index, event.accelerator_id, xid)] += n
-        elif event.kind == "neuron_hw_error":
-            error = event.data.get("error")
-            counters.neuron_errors[(index, event.accelerator_id, str(error) if error else "unknown")] += n
-        counters.version += 1
+            self.event_counting.count(key, counters, message)
 
     # ---- rendering ----------------------------------------------------------------------------
 
@@ -389,6 +367,12 @@ class CollectorMetrics:
         for reason in sorted(set(_REJECT_REASONS) | counts.keys()):
             emit("fleetops_collector_rejected_messages_total", _EMPTY, (("reason", reason),), counts[reason])
         emit("fleetops_collector_duplicate_events_total", _EMPTY, _NONE, stats["events_duplicate"])
+        emit(
+            "fleetops_collector_event_series_refused_total",
+            _EMPTY,
+            _NONE,
+            self.event_counting.refused,
+        )
         emit(
             "fleetops_collector_telemetry_gaps_total",
             _EMPTY,

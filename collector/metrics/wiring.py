@@ -80,6 +80,7 @@ class MetricsService:
             version=__version__,
             clock=clock,
             refresh_s=config.export.metrics_refresh_s,
+            max_event_series=config.ingest.max_event_series_per_node,
         )
         attach(self.metrics, pipeline=pipeline, store=store)
         self.tasks = TaskCounter(store.path)

@@ -1,7 +1,8 @@
 """A hostile node cannot flood /metrics: through a real Mosquitto into the real collector, a birth
 or frame with more accelerators than the protocol allows is rejected (``over_limit``), a frame
 whose readings would put more series on /metrics than a node's budget is rejected
-(``series_budget``); both are counted, and the scrape stays the size it was."""
+(``series_budget``); both are counted, and the scrape stays the size it was. Events with ever new
+label values are stored but their counters stop at the node's bound (counted as refused)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from collector.service import Collector
 from devtools.broker import PrivateBroker
 from fleetops.identity import NodeKey
 from fleetops.wire import MAX_PAYLOAD_BYTES, AcceleratorReadings, Telemetry, encode
-from tests.helpers.collector import SITE, Publisher, birth, eventually, frame
+from tests.helpers.collector import SITE, Publisher, birth, event, eventually, frame
 from tests.helpers.metrics import Series, one, parse
 
 LEGIT = "gpu-r07-n01"
@@ -59,6 +60,10 @@ def broker() -> Iterator[PrivateBroker]:
         yield b
 
 
+#: the smallest event-series bound the configuration takes, so the test sends few events
+EVENT_SERIES = 64
+
+
 @pytest.fixture
 async def collector(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[Collector]:
     config = parse_config(
@@ -67,6 +72,7 @@ async def collector(broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[Coll
             "store": {"path": str(tmp_path / "fleetops.db")},
             "api": {"listen": "127.0.0.1:0"},
             "export": {"metrics_refresh_s": 0},
+            "ingest": {"max_event_series_per_node": EVENT_SERIES},
         }
     )
     c = Collector(config)
@@ -131,5 +137,43 @@ async def test_hostile_frames_are_rejected_counted_and_add_no_series(
         assert _of(after, KEYS) <= 32 + 16
         assert not [name for name, labels in after if ("node", KEYS) in labels and "app" in dict(labels)]
         assert len(after) <= len(before) + 32 + 16 + 8  # + the new reasons' and nodes' own series
+    finally:
+        pub.close()
+
+
+EVENTS = "gpu-r07-n04"  # events with a new XID number each time
+_EVENT_FAMILIES = {
+    "fleetops_node_events_total",
+    "fleetops_accelerator_events_total",
+    "fleetops_accelerator_xid_errors_total",
+    "fleetops_accelerator_neuron_hw_errors_total",
+}
+
+
+async def test_events_with_ever_new_labels_are_stored_but_their_series_stop_at_the_bound(
+    collector: Collector, broker: PrivateBroker
+) -> None:
+    pub = Publisher(broker.port)
+    try:
+        pub.send(birth(EVENTS, gpus=8))
+        pub.send(birth(LEGIT, gpus=8))
+        await eventually(lambda: collector.state.get(SITE, EVENTS) and collector.state.get(SITE, LEGIT))
+        sent = [event(EVENTS, "xid", data={"xid": 1000 + n}, index=n % 8, seq=n) for n in range(150)]
+        for e in sent:
+            pub.send(e)
+        honest = event(LEGIT, "xid", data={"xid": 79}, index=2)
+        pub.send(honest)
+
+        ids = {e.id for e in sent}
+        await eventually(lambda: ids <= set(collector.store.event_ids(EVENTS)), timeout_s=60)
+        await eventually(lambda: collector.store.event_ids(LEGIT) == [honest.id])
+        after = await _scrape(collector)
+        # every event was stored; the node's counters stopped at the bound. The first event adds
+        # three series (kind, accelerator, XID), the next seven two each (a new accelerator and XID),
+        # every later one one: the bound is reached after 55 events, the other 95 are refused.
+        held = [name for name, labels in after if name in _EVENT_FAMILIES and ("node", EVENTS) in labels]
+        assert len(held) == EVENT_SERIES
+        assert one(after, "fleetops_collector_event_series_refused_total") == 150 - 55
+        assert one(after, "fleetops_accelerator_xid_errors_total", node=LEGIT, xid="79") == 1
     finally:
         pub.close()
