@@ -1,6 +1,7 @@
 """The collector's pipeline: ingest batch → decode → fleet state → rules → store (one transaction)
 → acknowledge. A periodic tick marks silent nodes offline and raises tasks for nodes offline
-beyond the grace period.
+beyond the grace period — not for silence the collector caused (its own broker connection down)
+nor for nodes of a site that went offline together: that is one site task (``collector.liveness``).
 
 Acknowledging a batch, in this order, once its transaction committed: one ``Ack`` per node on
 ``.../ack`` with the ids of its events in the batch (new and duplicate), so the agents can drop them
@@ -31,6 +32,7 @@ from collector.ingest.acks import LinkTracker, ack_messages, rebirth_message
 from collector.ingest.budget import frame_series
 from collector.ingest.client import InboundMessage, MqttIngest, Rejections, decode_inbound
 from collector.ingest.settings import IngestConfig
+from collector.liveness import Liveness, write_site_outages
 from collector.rules import Finding, RuleContext, RuleErrors, evaluate_event, evaluate_node, evaluate_readings
 from collector.rules.config import RulesConfig
 from collector.store import NodeRecord
@@ -198,6 +200,8 @@ class Pipeline:
         self.rejections = Rejections()
         #: takes on new node names within ``[fleet]``'s caps
         self.admission = Admission(config.fleet)
+        #: the collector's own view: its broker connection, the sites' outages
+        self.liveness = Liveness(config.liveness)
         #: rule exceptions per rule (a rule that raises is skipped; its subject is still stored)
         self.rule_errors = RuleErrors()
         #: per-node link facts: clock skew, event sequence gaps, rebirth requests
@@ -256,6 +260,7 @@ class Pipeline:
     # ---- one batch ----------------------------------------------------------------------------
 
     def _context(self, node: NodeState | None, now: float) -> RuleContext:
+        liveness = self.liveness
         return RuleContext(
             now=now,
             catalog=self.catalog,
@@ -264,6 +269,8 @@ class Pipeline:
             config=self.config.rules,
             fleet=self.state.nodes,
             errors=self.rule_errors,
+            judging_offline=node is not None and liveness.judging(node.key, now),
+            offline_counts_from=liveness.counts_from(node.site) if node is not None else now,
         )
 
     async def process(self, batch: list[InboundMessage]) -> list[TaskChange]:
@@ -405,7 +412,9 @@ class Pipeline:
     async def tick(self) -> list[TaskChange]:
         """Liveness: silent nodes go offline; nodes offline beyond the grace get a task."""
         now = self.clock()
-        changes = self.state.tick(now)
+        ingest = self.ingest
+        lively = self.liveness.tick(self.state, connected=ingest.connected, connects=ingest.connects, now=now)
+        changes = lively.changes
         for change in changes:
             log.info("node_offline", node=change.node, site=change.site, reason=change.reason)
         findings: list[Finding] = []
@@ -419,16 +428,18 @@ class Pipeline:
         review_due = now >= self._next_review
         if review_due:
             self._next_review = now + self.config.rules.review_interval_s
-        if not touched and not review_due:
+        if not touched and not review_due and not lively.has_work:
             return []
         records, seen = self._node_writes(touched, now)
+        outages = dict(self.liveness.vantage.outages)
 
         def write(tx: Transaction) -> list[TaskChange]:
             for record in records:
                 tx.upsert_node(record)
             if seen:
                 tx.touch_nodes(seen)
-            return apply_work(
+            sites = write_site_outages(tx, lively, outages, now, review=review_due)
+            return sites + apply_work(
                 tx,
                 nodes=self.state.nodes,
                 at=now,

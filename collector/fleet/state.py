@@ -25,6 +25,7 @@ same ``boot_id`` is an old birth and is ignored.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -391,12 +392,15 @@ class FleetState:
 
     # ---- time ---------------------------------------------------------------------------------
 
-    def tick(self, now: float) -> list[NodeChange]:
-        """Mark nodes offline that stayed silent for ``silent_after_intervals`` intervals."""
+    def tick(self, now: float, watching_since: float = -math.inf) -> list[NodeChange]:
+        """Mark nodes offline that stayed silent for ``silent_after_intervals`` intervals, counted
+        from no earlier than ``watching_since`` (when the collector's broker connection came up:
+        before it, the collector could not have heard them; ``collector.fleet.vantage``)."""
         changes: list[NodeChange] = []
         for state in self.nodes.values():
             if state.status != "online" or state.last_seen is None:
                 continue
-            if now - state.last_seen > self.silent_after_intervals * state.interval_s:
+            heard = max(state.last_seen, watching_since)
+            if now - heard > self.silent_after_intervals * state.interval_s:
                 changes.extend(self._offline(state, state.last_seen, "silence"))
         return changes

@@ -142,7 +142,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "runbook": {"type": "string", "description": "What the technician does, in words."},
             "location": _ref("Location"),
             "count": {"type": "integer", "description": "Occurrences counted on this task."},
-            "scope": {"type": "string", "enum": ["component", "rack", "row", "fleet"]},
+            "scope": {"type": "string", "enum": ["component", "rack", "row", "site", "fleet"]},
             "assignee": {"type": "string"},
             "action_source": {"type": "string", "enum": ["rule", "driver", "escalation"]},
             "verification": _nullable(

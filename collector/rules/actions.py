@@ -32,6 +32,7 @@ class Action(enum.StrEnum):
     REPLACE_HARDWARE = "REPLACE_HARDWARE"
     CHECK_COOLING = "CHECK_COOLING"
     CHECK_POWER = "CHECK_POWER"
+    CHECK_NETWORK = "CHECK_NETWORK"
     UPDATE_SOFTWARE = "UPDATE_SOFTWARE"
     INVESTIGATE_SOFTWARE = "INVESTIGATE_SOFTWARE"
     CONTACT_VENDOR = "CONTACT_VENDOR"
@@ -47,6 +48,7 @@ _SEVERITY: Final[dict[Action, Severity]] = {
     Action.REPLACE_HARDWARE: "critical",
     Action.CHECK_COOLING: "warning",
     Action.CHECK_POWER: "warning",
+    Action.CHECK_NETWORK: "critical",
     Action.UPDATE_SOFTWARE: "warning",
     Action.INVESTIGATE_SOFTWARE: "warning",
     Action.CONTACT_VENDOR: "warning",
@@ -91,6 +93,12 @@ _RUNBOOK: Final[dict[Action, str]] = {
         "enforced limit. Check the PSUs, power cables, the rack PDU and the facility power for this "
         "rack; look at the BMC event log for power events. A rack-wide task lists every GPU involved."
     ),
+    Action.CHECK_NETWORK: (
+        "Many nodes of the site went quiet at the same moment: the cause is what they share, not the "
+        "nodes. Check the broker (is it running, reachable, out of connections or disk?), the network "
+        "between the nodes and the broker (switches, uplinks, firewall changes) and the site's power "
+        "events. Do not reboot the nodes; the task resolves when they are heard again."
+    ),
     Action.UPDATE_SOFTWARE: (
         "Update the GPU driver, firmware (VBIOS) and related software to the supported versions, "
         "then reboot the node to load them."
@@ -120,6 +128,7 @@ _RANK: Final[tuple[Action, ...]] = (
     Action.CONTACT_VENDOR,
     Action.CHECK_POWER,
     Action.CHECK_COOLING,
+    Action.CHECK_NETWORK,
     Action.RESET_GPU,
     Action.DRAIN_NODE,
     Action.REBOOT_NODE,

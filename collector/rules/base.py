@@ -6,6 +6,7 @@ catalog, the settings), it returns findings. No I/O, no clock reads, no logging.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -118,6 +119,11 @@ class RuleContext:
     fleet: Mapping[NodeKey, NodeState] | None = None
     #: where rule exceptions are counted (``None``: a process-wide fallback counter)
     errors: RuleErrors | None = None
+    #: whether the node's being offline may become its own task now (not while the collector's
+    #: own broker connection is down or just came back, nor while the node is part of a site
+    #: outage: ``collector.fleet.vantage``), and the earliest time its offline grace counts from
+    judging_offline: bool = True
+    offline_counts_from: float = -math.inf
 
     def enabled(self, rule: str) -> bool:
         return rule not in self.config.disabled

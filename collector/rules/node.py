@@ -38,14 +38,15 @@ def _node_finding(
 def node_offline_rule(node: NodeState, ctx: RuleContext) -> Finding | None:
     """A node offline for longer than the grace period → reboot it (once per offline episode).
     Only a node that announced itself with a birth: a name known from an offline status (a Will)
-    alone was never online here, and may well be made up."""
+    alone was never online here, and may well be made up. Not while the collector could not watch
+    (``RuleContext.judging_offline``), and the grace counts from when it could again."""
     if not ctx.enabled("node_offline"):
         return None
     if node.status != "offline" or node.offline_since is None or node.offline_task_raised:
         return None
-    if node.birth_ts is None:
+    if node.birth_ts is None or not ctx.judging_offline:
         return None
-    if ctx.now - node.offline_since < ctx.offline_grace_s:
+    if ctx.now - max(node.offline_since, ctx.offline_counts_from) < ctx.offline_grace_s:
         return None
     how = "its offline status (Will) arrived" if node.offline_reason == "status" else "it went silent"
     finding = _node_finding(

@@ -40,7 +40,12 @@ def _config(broker: PrivateBroker, tmp_path: Path, **fleet: Any) -> CollectorCon
             "mqtt": {"url": broker.url, "client_id": f"collector-{uuid.uuid4().hex[:8]}"},
             "store": {"path": str(tmp_path / "fleetops.db")},
             "api": {"listen": "127.0.0.1:0"},
-            "liveness": {"tick_s": 0.05, "offline_grace_s": GRACE_S},
+            "liveness": {
+                "tick_s": 0.05,
+                "offline_grace_s": GRACE_S,
+                "reconnect_grace_s": 0,
+                "site_outage_min_nodes": 1000,
+            },
             "fleet": fleet,
         }
     )
@@ -154,6 +159,8 @@ async def test_restart_with_a_store_beyond_the_cap_loads_at_most_max_nodes(
     await c.start()
     try:
         assert sorted(k.node for k in c.state.nodes) == sorted(n.node for n in real[:20])  # the 20 seen last
+        # the grace counts from when the restarted collector could watch again
+        await eventually(lambda: c.pipeline.liveness.vantage.watching)
         clock.now += GRACE_S
         await eventually(lambda: len(_tasks(c)) == 20)
         assert sorted(_tasks(c)) == sorted(k.node for k in c.state.nodes)

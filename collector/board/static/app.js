@@ -11,7 +11,7 @@ const STATE_ICON = { open: "●", acknowledged: "◐", in_progress: "▶", resol
 const TASK_STATES = ["open", "acknowledged", "in_progress", "resolved", "dismissed"];
 const SEVERITIES = ["critical", "warning", "info"];
 const ACTION_NAMES = ["RESTART_APP", "RESET_GPU", "REBOOT_NODE", "DRAIN_NODE", "INSPECT_HARDWARE",
-  "REPLACE_HARDWARE", "CHECK_COOLING", "CHECK_POWER", "UPDATE_SOFTWARE", "INVESTIGATE_SOFTWARE",
+  "REPLACE_HARDWARE", "CHECK_COOLING", "CHECK_POWER", "CHECK_NETWORK", "UPDATE_SOFTWARE", "INVESTIGATE_SOFTWARE",
   "CONTACT_VENDOR", "OBSERVE"];
 /** What the task page can ask of the API: POST /api/v1/tasks/{id}/{verb} with this body. */
 const VERBS = {
