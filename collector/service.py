@@ -22,7 +22,7 @@ from aiohttp import web
 from collector.board.queries import BoardReader
 from collector.board.routes import register_board
 from collector.config import ApiConfig, CollectorConfig, split_host_port
-from collector.fleet.state import FleetState
+from collector.fleet.state import RECENT_EVENTS_MAX, FleetState
 from collector.http.app import create_app
 from collector.http.connections import ConnectionGuard, RateLimitedLog, default_limits
 from collector.http.operations import register_operations
@@ -159,6 +159,27 @@ class Collector:
             stored = await self.store.aread(self.store.count_nodes)
             if stored > cap:
                 log.warning("nodes_not_restored", stored=stored, restored=len(records), max_nodes=cap)
+        await self._restore_event_memory()
+
+    async def _restore_event_memory(self) -> None:
+        """The rules' memory of each node's recent events (XID repeats, a hang's peers), from the
+        events stored within the rules' longest window: a restart forgets no repeat, and a
+        redelivered event is still known as one."""
+        keys = list(self.state.nodes)
+        since = self.clock() - self.config.rules.event_memory_s
+        memory, damaged = await self.store.aread(
+            lambda: self.store.recent_events(keys, since, RECENT_EVENTS_MAX)
+        )
+        for key, events in memory.items():
+            self.state.nodes[key].recent_events.extend(events)
+        if memory or damaged:
+            log.info(
+                "event_memory_restored",
+                nodes=len(memory),
+                events=sum(len(e) for e in memory.values()),
+                unreadable=damaged,
+                window_s=self.config.rules.event_memory_s,
+            )
 
     async def _listen(self, host: str, port: int) -> None:
         """Serve the API on a listening socket whose connections are bounded

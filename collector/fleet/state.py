@@ -51,6 +51,7 @@ from fleetops.wire import (
 )
 
 __all__ = [
+    "RECENT_EVENTS_MAX",
     "FleetState",
     "NodeChange",
     "NodeKey",

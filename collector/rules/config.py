@@ -108,6 +108,12 @@ class RulesConfig(_Section, frozen=True):
     probe_failing: ProbeFailingSettings = ProbeFailingSettings()
     facility: FacilitySettings = FacilitySettings()
 
+    @property
+    def event_memory_s(self) -> float:
+        """How far back the event rules look at a node's earlier events (repeats, a hang's peers):
+        what a restarted collector reloads from the store."""
+        return max(self.xid.app_repeat_window_s, self.facility.window_s)
+
     def __post_init__(self) -> None:
         unknown = sorted(set(self.disabled) - RULE_NAMES)
         if unknown:

@@ -172,3 +172,10 @@ class StoreInterface(Protocol):
         ...
 
     def event_ids(self, node: str | None = None, site: str | None = None) -> list[str]: ...
+
+    def recent_events(
+        self, keys: Sequence[NodeKey], since: float, limit: int
+    ) -> tuple[dict[NodeKey, list[Event]], int]:
+        """Per node, its newest ``limit`` events received since ``since``, oldest first, and how
+        many stored bodies could not be read."""
+        ...

@@ -21,6 +21,10 @@ from collector.store.records import (
     TaskRecord,
 )
 from fleetops.identity import NodeKey
+from fleetops.wire import Event
+
+#: decodes a stored event body (the event as it arrived)
+_EVENT: Final = msgspec.json.Decoder(Event)
 
 __all__ = [
     "NODE_COLUMNS",
@@ -237,6 +241,30 @@ def open_task_counts(conn: sqlite3.Connection) -> dict[NodeKey, int]:
         "GROUP BY site, node"
     ).fetchall()
     return {NodeKey(str(r[0]), str(r[1])): int(r[2]) for r in rows}
+
+
+def recent_events(
+    conn: sqlite3.Connection, keys: Sequence[NodeKey], since: float, limit: int
+) -> tuple[dict[NodeKey, list[Event]], int]:
+    """Per node, its newest ``limit`` events received at or after ``since`` (collector clock), oldest
+    first; and how many stored bodies could not be read (skipped)."""
+    out: dict[NodeKey, list[Event]] = {}
+    damaged = 0
+    for key in keys:
+        rows = conn.execute(
+            "SELECT body FROM events WHERE site = ? AND node = ? AND received_at >= ? "
+            "ORDER BY ts DESC, received_at DESC LIMIT ?",
+            (key.site, key.node, since, limit),
+        ).fetchall()
+        events: list[Event] = []
+        for (body,) in reversed(rows):
+            try:
+                events.append(_EVENT.decode(body))
+            except msgspec.DecodeError:
+                damaged += 1
+        if events:
+            out[key] = events
+    return out, damaged
 
 
 def event_ids(conn: sqlite3.Connection, node: str | None = None, site: str | None = None) -> list[str]:

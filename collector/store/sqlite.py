@@ -22,6 +22,7 @@ from collector.store.migrations import MIGRATIONS, Migration
 from collector.store.records import FaultRecord, HistoryRecord, NodeRecord, TaskQuery, TaskRecord
 from collector.store.sqlite_transaction import SqliteTransaction
 from fleetops.identity import NodeKey
+from fleetops.wire import Event
 
 __all__ = ["SqliteStore", "migrate"]
 
@@ -209,3 +210,9 @@ class SqliteStore:
     def event_ids(self, node: str | None = None, site: str | None = None) -> list[str]:
         with self._read_lock:
             return queries.event_ids(self._reading(), node, site)
+
+    def recent_events(
+        self, keys: Sequence[NodeKey], since: float, limit: int
+    ) -> tuple[dict[NodeKey, list[Event]], int]:
+        with self._read_lock:
+            return queries.recent_events(self._reading(), keys, since, limit)

@@ -196,6 +196,40 @@ async def test_a_redelivered_xid_counts_once_toward_the_application_repeat(
     assert "3 times" in repeated[0].summary
 
 
+async def test_a_restarted_collector_remembers_earlier_xids_toward_the_application_repeat(
+    broker: PrivateBroker, tmp_path: Path, publisher: Publisher
+) -> None:
+    """Two XID 13s, a restart, a third: the repeat rule counts all three (its memory is rebuilt
+    from the store), and a redelivery of an earlier one after the restart is not counted again."""
+    node = "gpu-r01-n06"
+    client_id = f"collector-{uuid.uuid4().hex[:8]}"
+    first = Collector(_config(broker, tmp_path, client_id))
+    await first.start()
+    try:
+        await eventually(lambda: first.ingest.connected)
+        for i in (1, 2):
+            publisher.send(event(node, "xid", data={"xid": 13}, event_id=f"restart-xid-000{i}"))
+        await eventually(lambda: len(first.store.event_ids(node)) == 2)
+    finally:
+        await first.stop()
+
+    second = Collector(_config(broker, tmp_path, client_id))
+    await second.start()
+    try:
+        await eventually(lambda: second.ingest.connected)
+        memory = [e.id for e in second.state.nodes[NodeKey(SITE, node)].recent_events]
+        assert memory == ["restart-xid-0001", "restart-xid-0002"]
+        publisher.send(event(node, "xid", data={"xid": 13}, event_id="restart-xid-0002"))  # redelivered
+        await eventually(lambda: second.pipeline.stats["events_duplicate"] >= 1)
+        assert second.store.list_tasks(TaskQuery(node=node))[1] == 0
+        publisher.send(event(node, "xid", data={"xid": 13}, event_id="restart-xid-0003"))
+        repeated = await eventually(lambda: second.store.list_tasks(TaskQuery(node=node))[0])
+        assert [t.fault for t in repeated] == ["xid:13:repeated"]
+        assert repeated[0].evidence[0]["earlier_event_ids"] == ["restart-xid-0001", "restart-xid-0002"]
+    finally:
+        await second.stop()
+
+
 @pytest.mark.parametrize(
     "query",
     [
