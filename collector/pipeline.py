@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, Protocol, TypeVar
 
-import msgspec
 import structlog
 
 from collector.fleet.admission import Admission
@@ -33,11 +31,13 @@ from collector.ingest.budget import frame_series
 from collector.ingest.client import InboundMessage, MqttIngest, Rejections, decode_inbound
 from collector.ingest.settings import IngestConfig
 from collector.liveness import Liveness, write_site_outages
+from collector.node_records import node_record, node_state, record_key
 from collector.rules import Finding, RuleContext, RuleErrors, evaluate_event, evaluate_node, evaluate_readings
 from collector.rules.config import RulesConfig
 from collector.store import NodeRecord
 from collector.store import StoreInterface as Store
 from collector.store import TransactionInterface as Transaction
+from collector.store.retry import StoreUnavailable, commit
 from collector.tasks.lifecycle import (
     BirthSeen,
     TaskChange,
@@ -48,12 +48,9 @@ from collector.tasks.lifecycle import (
 )
 from fleetops.identity import NodeKey
 from fleetops.wire import (
-    Accelerator,
     Birth,
     DecodeError,
     Event,
-    HostFacts,
-    Location,
     Message,
     Telemetry,
     encode,
@@ -61,7 +58,7 @@ from fleetops.wire import (
 )
 from fleetops.xid_catalog import XidCatalog
 
-__all__ = ["Pipeline", "StoreUnavailable", "node_record", "node_state"]
+__all__ = ["Pipeline", "StoreUnavailable", "node_record", "node_state"]  # the last three: re-exported
 
 log = structlog.get_logger("collector.pipeline")
 T = TypeVar("T")
@@ -83,99 +80,6 @@ class PipelineSettings(Protocol):
 
     @property
     def rules(self) -> RulesConfig: ...
-
-
-class StoreUnavailable(RuntimeError):
-    """The store kept failing while the pipeline was stopping; the batch was not acknowledged."""
-
-
-def node_record(state: NodeState, now: float) -> NodeRecord:
-    """The persisted snapshot of a node."""
-    inventory: dict[str, Any] = {
-        "hostname": state.hostname,
-        "location": msgspec.to_builtins(state.location) if state.location is not None else None,
-        "host": msgspec.to_builtins(state.host_facts) if state.host_facts is not None else None,
-        "accelerators": msgspec.to_builtins(list(state.accelerators)),
-        "birth_ts": state.birth_ts,
-        "expected_accelerators": msgspec.to_builtins(list(state.expected_accelerators)),
-    }
-    return NodeRecord(
-        node=state.node,
-        site=state.site,
-        rack=state.location.rack if state.location is not None else "",
-        status=state.status,
-        session=state.session,
-        boot_id=state.boot_id,
-        agent_version=state.agent_version,
-        hostname=state.hostname,
-        interval_s=state.interval_s,
-        last_seen=state.last_seen,
-        offline_since=state.offline_since,
-        offline_reason=state.offline_reason,
-        offline_session=state.offline_session,
-        offline_task_raised=state.offline_task_raised,
-        inventory=inventory,
-        first_seen=now,
-        updated_at=now,
-    )
-
-
-def _record_key(state: NodeState) -> tuple[object, ...]:
-    """What a node's persisted record holds besides when it was last seen: when this is unchanged
-    since the last write, updating ``last_seen`` is enough."""
-    return (
-        state.site,
-        state.location,
-        state.status,
-        state.session,
-        state.boot_id,
-        state.agent_version,
-        state.hostname,
-        state.interval_s,
-        state.offline_since,
-        state.offline_reason,
-        state.offline_session,
-        state.offline_task_raised,
-        state.host_facts,
-        state.accelerators,
-        state.expected_accelerators,
-        state.birth_ts,
-    )
-
-
-def node_state(record: NodeRecord) -> NodeState:
-    """A node loaded from the store, as fleet state (readings are not persisted)."""
-    inv = record.inventory
-    try:
-        location = msgspec.convert(inv["location"], Location) if inv.get("location") else None
-        host = msgspec.convert(inv["host"], HostFacts) if inv.get("host") else None
-        accelerators = tuple(msgspec.convert(inv.get("accelerators") or [], list[Accelerator]))
-        expected = tuple(msgspec.convert(inv.get("expected_accelerators") or [], list[Accelerator]))
-    except msgspec.ValidationError:
-        location, host, accelerators, expected = None, None, (), ()
-    status = record.status if record.status in ("online", "offline") else "unknown"
-    return NodeState(
-        node=record.node,
-        site=record.site,
-        location=location,
-        hostname=record.hostname,
-        session=record.session,
-        boot_id=record.boot_id,
-        agent_version=record.agent_version,
-        interval_s=record.interval_s,
-        accelerators=accelerators,
-        host_facts=host,
-        birth_ts=inv.get("birth_ts") if isinstance(inv.get("birth_ts"), float) else None,
-        status=status,  # type: ignore[arg-type]
-        last_seen=record.last_seen,
-        offline_since=record.offline_since,
-        offline_reason=record.offline_reason,
-        offline_session=record.offline_session,
-        offline_task_raised=record.offline_task_raised,
-        telemetry_session=record.session,
-        last_seq=None,
-        expected_accelerators=expected or accelerators,
-    )
 
 
 class Pipeline:
@@ -218,7 +122,7 @@ class Pipeline:
         self._stopping = False
         self._next_tick = time.monotonic()
         self._next_review = 0.0  # collector clock: when the open tasks are next reviewed
-        #: node -> the key of its record as last written (see ``_record_key``)
+        #: node -> the key of its record as last written (see ``collector.node_records.record_key``)
         self._written: dict[NodeKey, tuple[object, ...]] = {}
 
     # ---- loop ---------------------------------------------------------------------------------
@@ -470,7 +374,7 @@ class Pipeline:
         seen: list[tuple[float | None, float, str, str]] = []
         for node_key in sorted(touched):
             state = self.state.nodes[node_key]
-            key = _record_key(state)
+            key = record_key(state)
             if self._written.get(node_key) != key:
                 records.append(node_record(state, now))
                 self._written[node_key] = key
@@ -509,19 +413,8 @@ class Pipeline:
             log.info("rebirth_requested", node=node, site=site, reason=reason)
 
     async def _write(self, fn: Callable[[Transaction], T]) -> T:
-        delay = 0.2
-        attempts = 0
-        while True:
-            try:
-                return await self.store.awrite(fn)
-            except sqlite3.Error as exc:
-                attempts += 1
-                self.stats["store_errors"] += 1
-                log.error("store_write_failed", error=str(exc), attempt=attempts)
-                if self._stopping and attempts >= 3:
-                    raise StoreUnavailable(str(exc)) from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        """Commit ``fn`` (``collector.store.retry``): nothing is acknowledged before it commits."""
+        return await commit(self.store, fn, self.stats, stopping=lambda: self._stopping)
 
     def _log_tasks(self, changes: list[TaskChange]) -> None:
         if changes:

@@ -8,13 +8,14 @@ committed). One writer connection used from one worker thread, one reader connec
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from collector.store import queries
 from collector.store.errors import StoreError
@@ -27,6 +28,10 @@ from fleetops.wire import Event
 __all__ = ["SqliteStore", "migrate"]
 
 T = TypeVar("T")
+
+#: free space the store's file system needs before a write is tried again after a failure (a
+#: batch of 2,000 messages writes a few MB of WAL)
+PROBE_MIN_FREE_BYTES: Final = 16 * 1024 * 1024
 
 
 def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> None:
@@ -153,6 +158,42 @@ class SqliteStore:
             except sqlite3.Error:
                 return False
         return True
+
+    def probe_write(self) -> bool:
+        """Whether a write would succeed now, found cheaply after one failed: the file system has
+        room (``PROBE_MIN_FREE_BYTES``), the database is below its page limit, and a one-row
+        update commits (one page of WAL). Used to retry a failed batch as soon as space returns
+        instead of after the retry's backoff."""
+        conn = self._writer
+        if conn is None:
+            return False
+        try:
+            fs = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        if fs.f_bavail * fs.f_frsize < PROBE_MIN_FREE_BYTES:
+            return False
+        with self._write_lock:
+            try:
+                pages = conn.execute("PRAGMA page_count").fetchone()[0]
+                limit = conn.execute("PRAGMA max_page_count").fetchone()[0]
+                free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                if pages >= limit and free == 0:
+                    return False
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(
+                    "UPDATE schema_migrations SET name = name "
+                    "WHERE version = (SELECT max(version) FROM schema_migrations)"
+                )
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                return False
+        return True
+
+    async def aprobe_write(self) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(self._write_pool, self.probe_write)
 
     async def awrite(self, fn: Callable[[SqliteTransaction], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._write_pool, self.write, fn)
