@@ -13,6 +13,7 @@ Options beyond the real CLI::
 
 ``--start-epoch`` is when the simulation started (faults' ``at_s`` count from it), so a restarted
 fake continues the same timeline; ``--state-dir`` remembers which kernel-log lines were written.
+SIGTERM and SIGINT end it at once, not at the end of the period.
 ``write_launcher`` writes a small executable script that runs this module with fixed options, for
 configs that name a ``neuron-monitor`` path.
 """
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import sys
@@ -140,9 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    # a signal writes to this pipe, which ends the wait for the next period early
+    woken, wake = os.pipe()
+    os.set_blocking(wake, False)
+    signal.set_wakeup_fd(wake)
     next_at = time.time() + period
     while not stopping:
-        time.sleep(max(next_at - time.time(), 0.0))
+        select.select([woken], [], [], max(next_at - time.time(), 0.0))
         if stopping:
             break
         now = time.time()

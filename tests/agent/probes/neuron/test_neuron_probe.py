@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -133,6 +135,44 @@ def test_launcher_runs_the_fake_with_the_real_cli(tmp_path: Path) -> None:
     assert report.hardware is not None
     assert report.hardware.device_count == 2
     assert sorted(report.devices) == [0, 1]
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (its ``SigCgt`` mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) >> (signum - 1) & 1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_fake_ends_on_sigterm_without_waiting_out_its_period(tmp_path: Path) -> None:
+    """A stopping agent (or fleet) does not wait for the end of a long period, nor kill the fake."""
+    config = tmp_path / "monitor.json"
+    config.write_text(json.dumps({"period": "600s"}))
+    argv = [
+        sys.executable,
+        "-m",
+        "agent.sim.fake_monitor",
+        "-c",
+        str(config),
+        "--node",
+        NODE,
+        "--devices",
+        "1",
+    ]
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL) as proc:
+        try:
+            for _ in range(600):
+                if _catches(proc.pid, signal.SIGTERM) or proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            proc.terminate()
+            assert proc.wait(timeout=60) == 0
+        finally:
+            proc.kill()
 
 
 def test_fake_rejects_a_bad_config(tmp_path: Path) -> None:
