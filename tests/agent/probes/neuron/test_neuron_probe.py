@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -173,6 +174,65 @@ def test_the_fake_ends_on_sigterm_without_waiting_out_its_period(tmp_path: Path)
             assert proc.wait(timeout=60) == 0
         finally:
             proc.kill()
+
+
+#: a simulated fleet in miniature: starts the fake tied to itself, prints its pid, waits to be killed
+_FLEET = """
+import os, subprocess, sys, time
+argv = [sys.executable, "-m", "agent.sim.fake_monitor", "--node", sys.argv[1], "--devices", "1"]
+child = subprocess.Popen([*argv, "--parent-pid", str(os.getpid())], stdout=subprocess.DEVNULL)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended and not yet reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux parent-death signal")
+def test_the_fake_ends_with_the_fleet_that_started_it() -> None:
+    fake = 0
+    with subprocess.Popen([sys.executable, "-c", _FLEET, NODE], stdout=subprocess.PIPE) as fleet:
+        try:
+            assert fleet.stdout is not None
+            fake = int(fleet.stdout.readline())
+            for _ in range(600):
+                if _catches(fake, signal.SIGTERM):  # set after the parent-death signal
+                    break
+                time.sleep(0.05)
+            assert _running(fake)
+            fleet.kill()
+            fleet.wait()
+            for _ in range(600):
+                if not _running(fake):
+                    break
+                time.sleep(0.05)
+            assert not _running(fake)
+        finally:
+            fleet.kill()
+            if fake and _running(fake):
+                os.kill(fake, signal.SIGKILL)  # what a failed test leaves
+
+
+def test_the_fake_does_not_start_when_its_fleet_is_gone() -> None:
+    """``--parent-pid`` names a process that is not its parent (any more): it ends at once."""
+    argv = [
+        sys.executable,
+        "-m",
+        "agent.sim.fake_monitor",
+        "--node",
+        NODE,
+        "--devices",
+        "1",
+        "--parent-pid",
+        "1",
+    ]
+    assert subprocess.run(argv, stdout=subprocess.DEVNULL, timeout=60, check=False).returncode == 0
 
 
 def test_fake_rejects_a_bad_config(tmp_path: Path) -> None:
