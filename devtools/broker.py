@@ -7,6 +7,12 @@ Mosquitto started as root drops its privileges to the ``mosquitto`` user, which 
 a private temporary directory: it then logs "Error: Permission denied" at every autosave and
 persists nothing, so queued sessions vanish on restart. The config therefore names the current user
 (``user``), which keeps the broker's identity and makes persistence work under any account.
+
+``tied=True`` (the demo) starts the broker in a session of its own, so that a terminal's Ctrl-C
+reaches only the process that owns it and that stops things in order, and with a parent-death signal
+(``fleetops.lifeline``), so that it ends when that process ends, even killed; call ``start()`` from
+the main thread then, as the signal follows the thread that started the broker. Being the same user,
+Mosquitto changes no credentials, which would clear that signal.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+from fleetops import lifeline
 
 __all__ = ["BrokerNotFound", "PrivateBroker", "free_port"]
 
@@ -61,12 +69,14 @@ class PrivateBroker:
         workdir: Path | None = None,
         extra_config: str = "",
         max_queued_messages: int = 1_000_000,
+        tied: bool = False,
     ) -> None:
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="fleetops-broker-"))
         self.extra_config = extra_config
         self.max_queued_messages = max_queued_messages
+        self.tied = tied
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "mosquitto.log"
 
@@ -108,8 +118,13 @@ class PrivateBroker:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
         log = self.log_path.open("ab")
+        argv = [exe, "-c", str(conf)]
         self._proc = subprocess.Popen(
-            [exe, "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            lifeline.tied(argv) if self.tied else argv,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=self.tied,
         )
         log.close()
         deadline = time.monotonic() + timeout_s

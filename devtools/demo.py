@@ -1,8 +1,15 @@
 """The demo: a private Mosquitto, the collector, and a simulated fleet with injected faults.
 
 ``python -m devtools.demo [--duration S]`` (``make demo``) starts the three as child processes,
-prints their addresses, prints each remediation task as it appears, and on Ctrl-C (or after
-``--duration`` seconds) stops everything and prints a one-line JSON summary as its last line.
+prints their addresses, prints each remediation task as it appears, and on Ctrl-C, SIGTERM or SIGHUP
+(a closed terminal), or after ``--duration`` seconds, stops everything in order and prints a
+one-line JSON summary as its last line.
+
+The children run in sessions of their own, so that a Ctrl-C reaches the demo alone and the demo
+decides the order (the fleet first, then the collector, the broker last). Each is also tied to the
+demo (``fleetops.lifeline``: a parent-death signal), so that it ends when the demo ends however the
+demo ends: a process group killed by a service manager leaves no collector holding its port and
+database, and no broker; the fleet ties its fake neuron-monitors to itself the same way.
 """
 
 from __future__ import annotations
@@ -24,15 +31,25 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO, Final
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devtools.broker import BrokerNotFound, PrivateBroker, free_port
 from devtools.pager import PageReceiver
+from fleetops import lifeline
 
 __all__ = ["main"]
+
+#: what stops the demo as Ctrl-C does: a service manager's SIGTERM, a closed terminal's SIGHUP
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _say(text: str, *, err: bool = False) -> None:
+    """Print a line; a terminal that went away (SIGHUP) must not keep the demo from stopping."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
 
 def _notify_config(workdir: Path, url: str, secret: str) -> Path:
@@ -51,17 +68,16 @@ def _notify_config(workdir: Path, url: str, secret: str) -> Path:
 
 def _print_page(started: float) -> Callable[[dict[str, Any]], None]:
     def show(page: dict[str, Any]) -> None:
-        print(
+        _say(
             f"[{time.monotonic() - started:6.1f}s] page {page.get('event', '?'):<11} "
-            f"{page.get('dedup_key', '?')}: {page.get('title', '')}  {page.get('links', {}).get('task', '')}",
-            flush=True,
+            f"{page.get('dedup_key', '?')}: {page.get('title', '')}  {page.get('links', {}).get('task', '')}"
         )
 
     return show
 
 
 class Stop(Exception):
-    """Ctrl-C or SIGTERM asked the demo to stop."""
+    """Ctrl-C, SIGTERM or SIGHUP asked the demo to stop."""
 
 
 class BrokerTally:
@@ -123,6 +139,19 @@ def _all_tasks(api: str) -> list[dict[str, Any]]:
         offset += 500
 
 
+def _start(argv: list[str], log: BinaryIO) -> subprocess.Popen[bytes]:
+    """A child in a session of its own (the demo alone gets Ctrl-C and stops things in order), tied
+    to the demo so that it ends when the demo ends, however the demo ends. Called from the main
+    thread, which lives as long as the demo (the parent-death signal follows the starting thread)."""
+    return subprocess.Popen(
+        lifeline.tied(argv),
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def _stop(proc: subprocess.Popen[bytes] | None, name: str, timeout_s: float = 15.0) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -131,7 +160,7 @@ def _stop(proc: subprocess.Popen[bytes] | None, name: str, timeout_s: float = 15
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        print(f"demo: {name} did not stop in {timeout_s:.0f}s, killing it", file=sys.stderr)
+        _say(f"demo: {name} did not stop in {timeout_s:.0f}s, killing it", err=True)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -164,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         scenario = workdir / "scenario.toml"
         scenario.write_text(resources.files("agent.sim.data").joinpath("demo-scenario.toml").read_text())
 
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _raise_stop)
     broker: PrivateBroker | None = None
     collector: subprocess.Popen[bytes] | None = None
     fleet: subprocess.Popen[bytes] | None = None
@@ -176,21 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {}
     status = 0
     try:
-        broker = PrivateBroker(workdir=workdir / "broker")
+        broker = PrivateBroker(workdir=workdir / "broker", tied=True)
         broker.start()
         api_port = free_port()
         api = f"http://127.0.0.1:{api_port}"
-        print(f"broker     {broker.url}", flush=True)
-        print(f"collector  {api}", flush=True)
-        print(f"workdir    {workdir}", flush=True)
+        _say(f"broker     {broker.url}")
+        _say(f"collector  {api}")
+        _say(f"workdir    {workdir}")
         tally = BrokerTally(broker.port)
         secret = os.urandom(16).hex()
         pager = PageReceiver(secret, _print_page(started))
         pager_url = pager.start()
-        print(f"board      {api}/board/", flush=True)
-        print(f"pager      {pager_url} (the collector's webhook notifier pages it)", flush=True)
+        _say(f"board      {api}/board/")
+        _say(f"pager      {pager_url} (the collector's webhook notifier pages it)")
         collector_log = (workdir / "collector.log").open("ab")
-        collector = subprocess.Popen(
+        collector = _start(
             [
                 str(bin_dir / "fleetops-collector"),
                 "run",
@@ -203,14 +232,11 @@ def main(argv: list[str] | None = None) -> int:
                 "--listen",
                 f"127.0.0.1:{api_port}",
             ],
-            stdout=collector_log,
-            stderr=collector_log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            collector_log,
         )
         _wait_ready(api, collector, timeout_s=30)
         fleet_log = (workdir / "fleet.log").open("ab")
-        fleet = subprocess.Popen(
+        fleet = _start(
             [
                 str(bin_dir / "fleetops-agent"),
                 "simulate",
@@ -231,17 +257,13 @@ def main(argv: list[str] | None = None) -> int:
                 "--state-dir",
                 str(workdir / "fleet"),
             ],
-            stdout=fleet_log,
-            stderr=fleet_log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            fleet_log,
         )
-        print(
+        _say(
             f"fleet      {args.gpu_nodes} GPU nodes x {args.gpus} GPUs, "
-            f"{args.trn_nodes} Trainium nodes x {args.devices} devices (logs in {workdir})",
-            flush=True,
+            f"{args.trn_nodes} Trainium nodes x {args.devices} devices (logs in {workdir})"
         )
-        print(f"watch      mosquitto_sub -v -p {broker.port} -t 'fleetops/v1/#'", flush=True)
+        _say(f"watch      mosquitto_sub -v -p {broker.port} -t 'fleetops/v1/#'")
         seen: set[str] = set()
         while not args.duration or time.monotonic() - started < args.duration:
             for proc, name in ((collector, "collector"), (fleet, "fleet")):
@@ -253,20 +275,19 @@ def main(argv: list[str] | None = None) -> int:
                     if key not in seen:
                         seen.add(key)
                         elapsed = time.monotonic() - started
-                        print(
+                        _say(
                             f"[{elapsed:6.1f}s] task {task['id']} {task['action']:<18} "
-                            f"{task['severity']:<8} {task['node']}: {task['summary']}",
-                            flush=True,
+                            f"{task['severity']:<8} {task['node']}: {task['summary']}"
                         )
             time.sleep(1.0)
     except Stop:
         pass
     except (RuntimeError, BrokerNotFound, OSError) as exc:
-        print(f"demo: {exc}", file=sys.stderr)
+        _say(f"demo: {exc}", err=True)
         status = 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         _stop(fleet, "fleet")
         tasks: list[dict[str, Any]] = []
         nodes: list[dict[str, Any]] = []
@@ -296,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         if status == 0 and args.duration and not tasks:
             status = 1
-        print(json.dumps(summary, separators=(",", ":")), flush=True)
+        _say(json.dumps(summary, separators=(",", ":")))
     return status
 
 

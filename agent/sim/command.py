@@ -21,10 +21,11 @@ from agent.probes.base import Probe
 from agent.probes.host import HostProbe, HostProbeConfig
 from agent.sim.fleet import NodeSpec, SimulatedFleet, demo_fleet
 from agent.sim.gpu_model import make_simulated_gpu_probes
+from agent.sim.host_facts import simulated_uptime_s
 from agent.sim.scenario import Scenario, ScenarioError, load_scenario
 from fleetops.logging import configure_logging
 
-__all__ = ["fleet_layout", "make_probe_factory", "simulate_command"]
+__all__ = ["fleet_layout", "make_fleet", "make_probe_factory", "simulate_command"]
 
 
 def fleet_layout(site: str, gpu_nodes: int, gpus: int, trn_nodes: int, devices: int) -> list[NodeSpec]:
@@ -116,14 +117,43 @@ def simulate_command(args: argparse.Namespace) -> int:
         print("fleetops-agent simulate: --interval must be between 1 and 300", file=sys.stderr)
         return 2
     nodes = fleet_layout(args.site, args.gpu_nodes, args.gpus, args.trn_nodes, args.devices)
-    state_dir: Path = args.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
-    factory = make_probe_factory(
-        scenario, state_dir / "hardware", interval_s=args.interval, gpu_model=args.gpu_model, seed=args.seed
+    fleet = make_fleet(
+        scenario,
+        nodes,
+        args.broker,
+        args.state_dir,
+        interval_s=args.interval,
+        gpu_model=args.gpu_model,
+        seed=args.seed,
     )
-    fleet = SimulatedFleet(nodes, args.broker, factory, state_dir / "agents", interval_s=args.interval)
     asyncio.run(_serve(fleet, args.duration or None))
     return 0
+
+
+def make_fleet(
+    scenario: Scenario,
+    nodes: list[NodeSpec],
+    broker_url: str,
+    state_dir: Path,
+    *,
+    interval_s: float,
+    gpu_model: str = "h100",
+    seed: int = 1,
+) -> SimulatedFleet:
+    """The fleet ``simulate`` runs: the real probes over simulated hardware under ``state_dir``, and
+    every node up for the scenario's ``[uptime_s]``, else for days (never the machine's uptime)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    factory = make_probe_factory(
+        scenario, state_dir / "hardware", interval_s=interval_s, gpu_model=gpu_model, seed=seed
+    )
+
+    def uptime(spec: NodeSpec) -> float:
+        chosen = scenario.uptime_for(spec.name)
+        return chosen if chosen is not None else simulated_uptime_s(seed, spec.name)
+
+    return SimulatedFleet(
+        nodes, broker_url, factory, state_dir / "agents", interval_s=interval_s, uptime_s=uptime
+    )
 
 
 async def _serve(fleet: SimulatedFleet, duration_s: float | None) -> None:

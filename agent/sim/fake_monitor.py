@@ -10,9 +10,13 @@ Options beyond the real CLI::
 
     --node NAME --devices N [--seed S] [--start-epoch EPOCH_S]
     [--faults FILE.json | --scenario FILE.toml] [--sysfs-root DIR] [--kmsg FILE] [--state-dir DIR]
+    [--parent-pid PID]
 
 ``--start-epoch`` is when the simulation started (faults' ``at_s`` count from it), so a restarted
 fake continues the same timeline; ``--state-dir`` remembers which kernel-log lines were written.
+``--parent-pid`` is the simulated fleet that starts it: the fake ends when that process ends, even
+killed (``fleetops.lifeline``), rather than live on with nobody reading it. SIGTERM and SIGINT end
+it at once, not at the end of the period.
 ``write_launcher`` writes a small executable script that runs this module with fixed options, for
 configs that name a ``neuron-monitor`` path.
 """
@@ -23,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import sys
@@ -37,6 +42,7 @@ from agent.probes.base import Probe
 from agent.probes.neuron.probe import NeuronProbeConfig, make_neuron_probe
 from agent.sim.scenario import TRAINIUM_FAULT_KINDS, Fault, Scenario, ScenarioError, load_scenario
 from agent.sim.trainium_model import TrainiumModel
+from fleetops.lifeline import end_with_parent
 
 __all__ = ["load_faults", "main", "make_simulated_trainium_probes", "parse_period", "write_launcher"]
 
@@ -109,11 +115,14 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--sysfs-root", type=Path, default=None)
     p.add_argument("--kmsg", type=Path, default=None)
     p.add_argument("--state-dir", type=Path, default=None)
+    p.add_argument("--parent-pid", type=int, default=None, help="end when this process ends")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
+    if args.parent_pid is not None and not end_with_parent(args.parent_pid):
+        return 0  # the fleet that started it is already gone
     period = 5.0  # the real tool's default
     try:
         if args.config is not None:
@@ -140,9 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    # a signal writes to this pipe, which ends the wait for the next period early
+    woken, wake = os.pipe()
+    os.set_blocking(wake, False)
+    signal.set_wakeup_fd(wake)
     next_at = time.time() + period
     while not stopping:
-        time.sleep(max(next_at - time.time(), 0.0))
+        select.select([woken], [], [], max(next_at - time.time(), 0.0))
         if stopping:
             break
         now = time.time()
@@ -231,7 +244,8 @@ def make_simulated_trainium_probes(
         interval_s=interval_s,
         state_dir=state_dir,
         clock=clock,
-        command=(sys.executable, "-m", "agent.sim.fake_monitor", *args),
+        # the probe starts it from this process: it ends with this process
+        command=(sys.executable, "-m", "agent.sim.fake_monitor", *args, "--parent-pid", str(os.getpid())),
         env={"PYTHONPATH": pythonpath},
     )
     return [probe], kmsg_path

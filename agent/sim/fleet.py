@@ -1,5 +1,6 @@
 """Many simulated nodes in one process: one ``Agent`` per node, each with its own MQTT connection, Will
-and state directory, all on one event loop. The accelerator probes come from ``probe_factory``."""
+and state directory, all on one event loop. The accelerator probes come from ``probe_factory``; each
+node reports a boot of its own, ``uptime_s(spec)`` before the fleet starts (``agent.sim.host_facts``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from agent.config import AgentConfig, parse_config
 from agent.node import Agent
 from agent.probes.base import Probe
 from agent.probes.runner import Clock, SystemClock
+from agent.sim.host_facts import SimulatedHostFacts, simulated_uptime_s
 
 __all__ = ["NodeSpec", "SimulatedFleet", "demo_fleet", "node_config", "run_fleet"]
 
@@ -105,6 +107,7 @@ class SimulatedFleet:
         mqtt: dict[str, Any] | None = None,
         clock: Clock | None = None,
         seed: int | None = None,
+        uptime_s: Callable[[NodeSpec], float] | None = None,
     ) -> None:
         names = [n.name for n in nodes]
         if len(set(names)) != len(names):
@@ -112,13 +115,19 @@ class SimulatedFleet:
         self.nodes = list(nodes)
         clock = clock or SystemClock()
         rng = random.Random(seed)
+        uptime = uptime_s or (lambda spec: simulated_uptime_s(seed or 0, spec.name))
+        started = clock.time()
+        #: what each node reports about its host (the machine's facts, the node's own boot time)
+        self.host_facts: dict[str, SimulatedHostFacts] = {}
         self.agents: dict[str, Agent] = {}
         for spec in self.nodes:
             config = node_config(spec, broker_url, state_root / spec.name, interval_s=interval_s, mqtt=mqtt)
+            facts = self.host_facts[spec.name] = SimulatedHostFacts(started - uptime(spec))
             self.agents[spec.name] = Agent(
                 config,
                 probe_factory(spec),
                 clock=clock,
+                facts=facts,
                 hostname=spec.name,
                 rng=random.Random(rng.random()),
             )

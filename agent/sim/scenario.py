@@ -12,10 +12,18 @@ A scenario is a TOML file of ``[[fault]]`` tables::
 
 The simulators turn each fault into what the hardware would show: readings in the fake NVML or
 the fake neuron-monitor, and kernel-log lines in the node's simulated kernel log.
+
+Simulated nodes have been up for days when the simulation starts (``agent.sim.host_facts``); an
+``[uptime_s]`` table sets it, in seconds, by node name (``"*"``: every other node), to show what a
+freshly booted node does::
+
+    [uptime_s]
+    gpu-r01-n02 = 120      # booted two minutes before the simulation starts
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Final, Literal
@@ -74,9 +82,14 @@ class Fault(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 class Scenario(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     fault: list[Fault] = []
+    uptime_s: dict[str, float] = {}
 
     def for_node(self, node: str) -> list[Fault]:
         return [f for f in self.fault if f.applies_to(node)]
+
+    def uptime_for(self, node: str) -> float | None:
+        """The uptime the scenario gives ``node`` (its own entry, else ``"*"``); None: not set."""
+        return self.uptime_s.get(node, self.uptime_s.get("*"))
 
 
 def parse_scenario(text: str) -> Scenario:
@@ -98,6 +111,9 @@ def parse_scenario(text: str) -> Scenario:
             raise ScenarioError(f"{where}.xid is required for kind 'xid' (1..1023)")
         if fault.accelerator is not None and not 0 <= fault.accelerator <= 255:
             raise ScenarioError(f"{where}.accelerator must be 0..255")
+    for node, uptime in scenario.uptime_s.items():
+        if not (math.isfinite(uptime) and uptime >= 0):
+            raise ScenarioError(f"uptime_s.{node} must be a number of seconds >= 0")
     return scenario
 
 

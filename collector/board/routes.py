@@ -59,6 +59,9 @@ async def _index(_request: web.Request) -> web.StreamResponse:
 
 
 async def _to_index(_request: web.Request) -> web.StreamResponse:
+    """``/`` and ``/board`` lead to the board. A 302 rather than a permanent 301/308: browsers keep a
+    permanent redirect indefinitely, and the root may serve something else one day; a 307 would add
+    nothing, as only GET and HEAD are routed here."""
     raise web.HTTPFound("/board/")
 
 
@@ -253,6 +256,7 @@ def register_board(
     app[_STORE] = store
     app[_READER] = reader
     app[_PAGES] = pages
+    app.router.add_get("/", _to_index)  # someone typing the collector's address
     app.router.add_get("/board", _to_index)
     app.router.add_get("/board/", _index)
     app.router.add_static("/board/static/", BOARD_DIR, append_version=False)

@@ -18,7 +18,7 @@ from collector.rules.actions import SEVERITIES, Action
 from collector.store import TASK_STATES
 from fleetops.wire import NAME_PATTERN
 
-__all__ = ["document", "serve_openapi"]
+__all__ = ["document", "is_board_page", "serve_openapi"]
 
 # The document's patterns are for clients and follow JSON Schema's ECMA-262 dialect, where ``$``
 # without the multiline flag matches only at the very end (no trailing line break); Python's ``$``
@@ -590,6 +590,12 @@ def _generic(path: str, method: str) -> dict[str, Any]:
     return operation
 
 
+def is_board_page(path: str) -> bool:
+    """The board's pages (HTML, its files, and ``/`` that redirects to it) are not API: the document
+    leaves them out."""
+    return path == "/" or path == "/board" or path.startswith("/board/")
+
+
 def document(app: web.Application | None = None) -> dict[str, Any]:
     """The OpenAPI 3.0 document; with ``app``, routes it registers that have no description here
     get a generic one, so the document always covers every route."""
@@ -601,7 +607,7 @@ def document(app: web.Application | None = None) -> dict[str, Any]:
         info = route.resource.get_info() if route.resource is not None else {}
         path = info.get("path") or info.get("formatter")
         method = route.method.lower()
-        if not path or method in ("head", "*") or path.startswith("/board"):
+        if not path or method in ("head", "*") or is_board_page(path):
             continue
         path = re.sub(r"{([^}:]+):[^}]*}", r"{\1}", path)
         if method not in paths.get(path, {}):
@@ -621,7 +627,7 @@ def _document() -> dict[str, Any]:
                 "tokens are configured in `[auth] tokens` with a role, `viewer` (read) or `operator` (read "
                 "and change tasks). Without tokens configured, reads are served to loopback clients only "
                 'and changes are refused. Errors are JSON `{"error": "..."}`. The maintenance board\'s '
-                "pages live under `/board/`."
+                "pages live under `/board/` (`/` redirects there)."
             ),
         },
         "servers": [{"url": "/"}],

@@ -85,3 +85,23 @@ def test_board_files_need_nothing_the_policy_forbids() -> None:
         assert re.findall(r"\bstyle:\s*\"|setAttribute\(\"style\"|\beval\(|new Function\(", source) == [], (
             script
         )
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_the_root_redirects_to_the_board(api: Collector, method: str) -> None:
+    """Someone typing the collector's address lands on the board: a 302 to ``/board/`` that carries
+    the security headers like every other answer."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, f"{api.api_url}/", allow_redirects=False) as resp,
+    ):
+        assert resp.status == 302
+        assert resp.headers.get("Location") == "/board/"
+        assert resp.headers.get("Content-Security-Policy") == CSP
+        assert resp.headers.get("X-Content-Type-Options") == "nosniff"
+        assert resp.headers.get("Referrer-Policy") == "no-referrer"
+        assert resp.headers.get("Cache-Control") == "no-store"
+    async with aiohttp.ClientSession() as session, session.request(method, f"{api.api_url}/") as resp:
+        assert resp.status == 200
+        assert resp.url.path == "/board/"
+        assert resp.content_type == "text/html"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -133,6 +136,103 @@ def test_launcher_runs_the_fake_with_the_real_cli(tmp_path: Path) -> None:
     assert report.hardware is not None
     assert report.hardware.device_count == 2
     assert sorted(report.devices) == [0, 1]
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (its ``SigCgt`` mask)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) >> (signum - 1) & 1)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_fake_ends_on_sigterm_without_waiting_out_its_period(tmp_path: Path) -> None:
+    """A stopping agent (or fleet) does not wait for the end of a long period, nor kill the fake."""
+    config = tmp_path / "monitor.json"
+    config.write_text(json.dumps({"period": "600s"}))
+    argv = [
+        sys.executable,
+        "-m",
+        "agent.sim.fake_monitor",
+        "-c",
+        str(config),
+        "--node",
+        NODE,
+        "--devices",
+        "1",
+    ]
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL) as proc:
+        try:
+            for _ in range(600):
+                if _catches(proc.pid, signal.SIGTERM) or proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            proc.terminate()
+            assert proc.wait(timeout=60) == 0
+        finally:
+            proc.kill()
+
+
+#: a simulated fleet in miniature: starts the fake tied to itself, prints its pid, waits to be killed
+_FLEET = """
+import os, subprocess, sys, time
+argv = [sys.executable, "-m", "agent.sim.fake_monitor", "--node", sys.argv[1], "--devices", "1"]
+child = subprocess.Popen([*argv, "--parent-pid", str(os.getpid())], stdout=subprocess.DEVNULL)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended and not yet reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux parent-death signal")
+def test_the_fake_ends_with_the_fleet_that_started_it() -> None:
+    fake = 0
+    with subprocess.Popen([sys.executable, "-c", _FLEET, NODE], stdout=subprocess.PIPE) as fleet:
+        try:
+            assert fleet.stdout is not None
+            fake = int(fleet.stdout.readline())
+            for _ in range(600):
+                if _catches(fake, signal.SIGTERM):  # set after the parent-death signal
+                    break
+                time.sleep(0.05)
+            assert _running(fake)
+            fleet.kill()
+            fleet.wait()
+            for _ in range(600):
+                if not _running(fake):
+                    break
+                time.sleep(0.05)
+            assert not _running(fake)
+        finally:
+            fleet.kill()
+            if fake and _running(fake):
+                os.kill(fake, signal.SIGKILL)  # what a failed test leaves
+
+
+def test_the_fake_does_not_start_when_its_fleet_is_gone() -> None:
+    """``--parent-pid`` names a process that is not its parent (any more): it ends at once."""
+    argv = [
+        sys.executable,
+        "-m",
+        "agent.sim.fake_monitor",
+        "--node",
+        NODE,
+        "--devices",
+        "1",
+        "--parent-pid",
+        "1",
+    ]
+    assert subprocess.run(argv, stdout=subprocess.DEVNULL, timeout=60, check=False).returncode == 0
 
 
 def test_fake_rejects_a_bad_config(tmp_path: Path) -> None:
