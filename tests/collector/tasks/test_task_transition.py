@@ -88,7 +88,8 @@ def finding(fault: str, action: Action, *, node: str = NODE, rack: str = "r01", 
         fault=fault,
         action=action,
         severity=default_severity(action),
-        summary=f"{fault} on {component}",
+        what=f"{component} {fault}",
+        todo=action.value.lower(),
         location=TaskLocation(
             site=SITE, row="row1", rack=rack, slot="01", accelerator_index=0, accelerator_id=component
         ),
@@ -189,7 +190,8 @@ def test_resolutions_write_one_row_each(store: Store) -> None:
         fault="offline",
         action=Action.REBOOT_NODE,
         severity="critical",
-        summary="offline",
+        what="Node offline",
+        todo="reboot the node",
         location=TaskLocation(site=SITE),
         rule="node_offline",
     )
