@@ -174,6 +174,10 @@ def _detail(task: dict[str, Any]) -> str:
     if task.get("resolution"):
         lines.append(f"  resolution {task['resolution']} at {task.get('resolved_at')}")
     lines += ["", "Runbook:", textwrap.indent(textwrap.fill(task.get("runbook", ""), 96), "  ")]
+    detail = task.get("detail") or []
+    if detail:
+        lines += ["", "Detail:"]
+        lines += [textwrap.indent(textwrap.fill(d, 96, subsequent_indent="  "), "  ") for d in detail]
     faults = task.get("faults") or []
     if faults:
         lines += ["", "Findings:"]

@@ -138,7 +138,11 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "state": {"type": "string", "enum": list(TASK_STATES)},
             "action": {"type": "string", "enum": [a.value for a in Action]},
             "severity": {"type": "string", "enum": list(SEVERITIES)},
-            "summary": {"type": "string"},
+            "summary": {
+                "type": "string",
+                "description": "The title: the part, the fault in plain words, what to do "
+                "(`GPU 5 uncorrectable ECC error (XID 48): drain and reset to apply the row remap`).",
+            },
             "runbook": {"type": "string", "description": "What the technician does, in words."},
             "location": _ref("Location"),
             "count": {"type": "integer", "description": "Occurrences counted on this task."},
@@ -191,8 +195,14 @@ _SCHEMAS: Final[dict[str, Any]] = {
             _ref("Task"),
             {
                 "type": "object",
-                "required": ["evidence", "history", "faults"],
+                "required": ["detail", "evidence", "history", "faults"],
                 "properties": {
+                    "detail": {
+                        "type": "array",
+                        "description": "What each finding of the task said in full (bus id, codes, "
+                        "counts), oldest first.",
+                        "items": {"type": "string"},
+                    },
                     "evidence": {
                         "type": "array",
                         "description": "Per finding: the triggering event and the readings before it.",

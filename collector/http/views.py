@@ -9,6 +9,7 @@ from aiohttp import web
 
 from collector.http.responses import error_response, iso, json_response
 from collector.store import FaultRecord, HistoryRecord, StoreInterface, TaskRecord
+from collector.tasks.title import detail_lines
 
 __all__ = ["fault_view", "history_view", "task_detail", "task_view"]
 
@@ -64,14 +65,15 @@ def history_view(entry: HistoryRecord) -> dict[str, Any]:
 
 
 async def task_detail(store: StoreInterface, task_id: int) -> web.Response:
-    """One task with its evidence, attached faults and history (``GET /api/v1/tasks/{id}``, and the
-    answer of every task change)."""
+    """One task with its evidence, what its findings said (``detail``), attached faults and history
+    (``GET /api/v1/tasks/{id}``, and the answer of every task change)."""
     task = await store.aread(lambda: store.get_task(task_id))
     if task is None:
         return error_response(404, f"unknown task {task_id}")
     history = await store.aread(lambda: store.task_history(task_id))
     faults = await store.aread(lambda: store.task_faults(task_id))
     body = task_view(task)
+    body["detail"] = detail_lines(task.evidence)
     body["evidence"] = task.evidence
     body["faults"] = [fault_view(f) for f in faults]
     body["history"] = [history_view(h) for h in history]

@@ -45,6 +45,8 @@ def alert_body(page: Page, now: float, active_for_s: float) -> list[dict[str, An
         "fault": t.fault,
         "occurrences": str(t.count),
     }
+    if t.detail:
+        annotations["detail"] = t.detail
     if page.task_url:
         annotations["board_url"] = page.task_url
     if page.grafana_url:

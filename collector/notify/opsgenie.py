@@ -25,7 +25,7 @@ def create_body(page: Page) -> dict[str, Any]:
     return {
         "message": page.title[:MESSAGE_MAX],
         "alias": page.dedup_key,
-        "description": f"{t.summary}\n\n{t.runbook}"[:15000],
+        "description": "\n\n".join(p for p in (t.summary, t.detail, t.runbook) if p)[:15000],
         "priority": _PRIORITY[t.severity],
         "source": "fleetops",
         "entity": t.node,

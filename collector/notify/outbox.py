@@ -20,15 +20,18 @@ from typing import Any, Final
 
 from collector.notify.page import Page, PageEvent, PageTask, dedup_key
 from collector.notify.router import Router, group_of
+from collector.tasks.title import detail_text
 
 __all__ = ["Delivery", "OutboxDb", "RouteResult"]
 
 NODES_LISTED: Final = 50
 BATCH: Final = 500
 _CLOSED: Final = ("resolved", "dismissed")
+#: The longest detail a page carries (receivers cut their fields shorter still).
+DETAIL_MAX: Final = 4000
 _TASK_SQL: Final = (
     "SELECT id, node, site, rack, component, fault, action, severity, state, summary, runbook, "
-    "location, count, opened_at, updated_at, resolved_at FROM tasks"
+    "location, count, opened_at, updated_at, resolved_at, evidence FROM tasks"
 )
 
 
@@ -65,6 +68,7 @@ def _task(row: Sequence[Any]) -> PageTask:
         state=row[8],
         summary=row[9],
         runbook=row[10],
+        detail=detail_text(json.loads(row[16]) if row[16] else [])[:DETAIL_MAX],
         serial=str(location.get("serial") or ""),
         accelerator_index=location.get("accelerator_index"),
         count=row[12],

@@ -57,8 +57,11 @@ class PageTask(msgspec.Struct, frozen=True, kw_only=True):
     action: str
     severity: Literal["critical", "warning", "info"]
     state: str
+    #: the task's title: the part, the fault in plain words, what to do
     summary: str
     runbook: str
+    #: what each finding of the task said in full (bus id, codes, counts), a line each
+    detail: str = ""
     serial: str = ""
     accelerator_index: int | None = None
     count: int = 1
@@ -86,14 +89,15 @@ class Page(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def title(self) -> str:
-        """A one-line human summary, e.g. ``[critical] REBOOT_NODE gpu-r01-n05: ...``."""
+        """One line that leads with the task's title, then where: ``GPU 1 fell off the bus (XID 79):
+        reboot the node — gpu-r01-n05``; a grouped page says how many tasks it holds. Severity and
+        action travel in each receiver's own fields."""
         t = self.task
+        head = f"{t.summary} — {t.node}" if t.node else t.summary
         if self.tasks_total > 1:
             where = ", ".join(f"{k}={v}" for k, v in self.group.items()) or t.site
-            return (
-                f"[{t.severity}] {t.action}: {self.tasks_total} tasks ({where}), first {t.node}: {t.summary}"
-            )
-        return f"[{t.severity}] {t.action} {t.node}: {t.summary}"
+            return f"{head} (first of {self.tasks_total} tasks, {where})"
+        return head
 
 
 def dedup_key(task_id: int) -> str:

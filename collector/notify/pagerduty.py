@@ -38,6 +38,7 @@ def event_body(page: Page, routing_key: str) -> dict[str, Any]:
         "state": t.state,
         "fault": t.fault,
         "action": t.action,
+        "detail": t.detail,
         "runbook": t.runbook,
         "site": t.site,
         "rack": t.rack,

@@ -13,6 +13,7 @@ from collector.notify.settings import ReceiverSettings
 __all__ = ["SlackNotifier", "SlackSettings", "message_body"]
 
 TEXT_MAX: Final = 3000  # a section block's text limit
+DETAIL_MAX: Final = 1200  # of it, for what the task's findings said
 _ICON: Final = {"trigger": ":rotating_light:", "acknowledge": ":eyes:", "resolve": ":white_check_mark:"}
 _VERB: Final = {"trigger": "OPEN", "acknowledge": "ACKNOWLEDGED", "resolve": "RESOLVED"}
 
@@ -28,7 +29,9 @@ def message_body(page: Page) -> dict[str, Any]:
     if page.event == "trigger":
         where = f"site {t.site}" + (f", rack {t.rack}" if t.rack else "") + f", node {t.node}"
         lines.append(f"*Where:* {_escape(where)} ({_escape(t.component)})")
-        lines.append(f"*Do:* {t.action}: {_escape(t.runbook)}")
+        if t.detail:
+            lines.append(f"*Detail:* {_escape(t.detail[:DETAIL_MAX])}")
+        lines.append(f"*Do:* {t.action} ({t.severity}): {_escape(t.runbook)}")
         if page.tasks_total > 1:
             lines.append(f"*Nodes:* {_escape(', '.join(page.nodes[:20]))}")
     links = []

@@ -45,6 +45,11 @@ def check_breaker(
     site = sites.most_common(1)[0][0] if sites else (fleet[0].site if fleet else "fleet")
     faults = [fp.split("|")[-1] for fp in _recent_faults(conn, since)]
     action = _breaker_action(faults)
+    # the title fits a phone's list; the nodes and the limit are in the detail and the history
+    title = (
+        f"Automation stopped: {len(unhealthy)} of {len(fleet)} nodes unhealthy at once: "
+        "find the common cause, then re-arm"
+    )
     task_id = create(
         tx,
         actor=ACTOR,
@@ -57,7 +62,7 @@ def check_breaker(
         rule="operations.circuit_breaker",
         action=action.value,
         severity="critical",
-        summary=f"Automation stopped: {reason}"[:500],
+        summary=title,
         runbook=(
             "Too many nodes turned unhealthy at once for a per-node fault (a cooling or power failure, "
             "a bad driver or firmware rollout?). fleetops stopped every remote operation: nothing is "
@@ -66,7 +71,13 @@ def check_breaker(
         ),
         location=TaskLocation(site=site),
         evidence=[
-            {"at": now, "unhealthy_nodes": sorted(map(str, unhealthy))[:200], "fleet_size": len(fleet)}
+            {
+                "at": now,
+                "summary": title,
+                "detail": f"Automation stopped: {reason}",
+                "unhealthy_nodes": sorted(map(str, unhealthy))[:200],
+                "fleet_size": len(fleet),
+            }
         ],
         action_source="rule",
         auto_resolve=False,

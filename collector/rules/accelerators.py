@@ -13,6 +13,7 @@ from collector.rules.base import (
     readings_evidence,
 )
 from collector.rules.gpu_events import LOST_LADDER
+from collector.rules.wording import part
 
 __all__ = ["accelerator_count_rule"]
 
@@ -41,6 +42,8 @@ def accelerator_count_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
         events = events_evidence(node, index, accel.id, since - ctx.config.correlation_window_s)
         if events:
             evidence["events"] = events
+        noun = accel.kind.upper() if accel.kind == "gpu" else "Trainium device"
+        present = len(expected) - missing
         out.append(
             Finding(
                 node=node.node,
@@ -48,9 +51,10 @@ def accelerator_count_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                 fault="accelerator_missing",
                 action=Action.REBOOT_NODE,
                 severity="critical",
-                summary=f"{accel.kind.upper() if accel.kind == 'gpu' else 'Trainium device'} {index} "
-                f"(serial {accel.serial or accel.id}) missing since {iso(since)} "
-                f"({node.readings_ts - since:.0f} s); {len(expected) - missing} of {len(expected)} present: "
+                what=f"{part(index, noun)} missing ({present} of {len(expected)} present)",
+                todo="reboot the node; inspect it if it stays missing",
+                detail=f"{noun} {index} (serial {accel.serial or accel.id}) missing since {iso(since)} "
+                f"({node.readings_ts - since:.0f} s); {present} of {len(expected)} present: "
                 "reboot the node; if it stays missing, inspect it",
                 location=location,
                 rule="accelerator_count",

@@ -18,17 +18,20 @@ from collector.fleet.state import NodeState
 from collector.rules.actions import Action, Severity, default_severity
 from collector.rules.config import RulesConfig
 from collector.rules.errors import RuleErrors
+from collector.rules.wording import part, title
 from collector.store.records import TaskLocation
 from fleetops.identity import NodeKey
 from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, Event
 from fleetops.xid_catalog import XidCatalog
 
 __all__ = [
+    "DETAIL_MAX",
     "VERDICT_PREFIX",
     "Finding",
     "RuleContext",
     "TaskLocation",
     "accelerator_location",
+    "accelerator_part",
     "as_int",
     "event_finding",
     "events_evidence",
@@ -71,15 +74,23 @@ _EVIDENCE_FIELDS: Final = (
 )
 
 
-#: How a finding that carries the driver's own recovery verdict begins its summary.
+#: The longest detail a finding keeps.
+DETAIL_MAX: Final = 500
+
+#: How the detail of a finding that carries the driver's own recovery verdict begins.
 VERDICT_PREFIX: Final = "Driver verdict:"
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
     """What a rule concluded. One open task exists per ``fingerprint``.
 
-    ``condition``: the finding describes a state that lasts (a reading), re-reported while it lasts;
-    repeats refresh the task instead of counting occurrences. ``verdict``: it is the driver's own
+    ``what`` and ``todo`` make its title (``summary``, ``collector.rules.wording.title``): the part
+    and the fault in plain words, then what to do ("GPU 5 uncorrectable ECC error (XID 48)", "drain
+    and reset to apply the row remap"). ``detail``: everything else the rule knows (bus id, codes,
+    counts, the catalog's words), kept with the task's evidence.
+
+    ``condition``: the finding describes a state that lasts (a reading), re-reported while it
+    lasts; repeats refresh the task instead of counting occurrences. ``verdict``: it is the driver's own
     recovery verdict (XID 154, NVML field 230), which decides the action of the task it joins.
     ``opens``: ``False`` for evidence only (it joins an open task about the same component, never
     opens one). ``ladder``: the escalation steps for this fault (empty: the default ladder).
@@ -90,15 +101,22 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     fault: str  # "xid:79", "offline", "ecc_uncorrected", "throttle:hw_power_brake" ...
     action: Action
     severity: Severity
-    summary: str
+    what: str
+    todo: str
     location: TaskLocation
     rule: str
+    detail: str = ""
     evidence: dict[str, Any] = {}
     condition: bool = False
     verdict: bool = False
     opens: bool = True
     count: int = 1
     ladder: tuple[Action, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        """The title: ``<what>: <todo>``."""
+        return title(self.what, self.todo)
 
     @property
     def fingerprint(self) -> str:
@@ -189,6 +207,15 @@ def accelerator_location(
     )
 
 
+def accelerator_part(node: NodeState | None, index: int | None, accel_id: str = "") -> str:
+    """The part a title names: ``GPU 5``, ``Trainium device 9`` (an AWS device of the inventory)."""
+    accel = _inventory(node, index, accel_id)
+    aws = accel is not None and (accel.vendor == "aws" or accel.kind == "trainium")
+    return part(
+        index if index is not None else (accel.index if accel else None), "Trainium device" if aws else "GPU"
+    )
+
+
 def component_of(index: int | None, accel_id: str) -> str:
     if accel_id:
         return accel_id
@@ -265,7 +292,9 @@ def event_finding(
     *,
     fault: str,
     action: Action,
-    summary: str,
+    what: str,
+    todo: str,
+    detail: str,
     rule: str,
     severity: Severity | None = None,
     verdict: bool = False,
@@ -274,7 +303,7 @@ def event_finding(
     extra: dict[str, Any] | None = None,
 ) -> Finding:
     """A finding about the accelerator (or node) an event names, with the event and the readings
-    that led up to it as evidence."""
+    that led up to it as evidence; ``what``/``todo`` its title, ``detail`` the rest."""
     node = ctx.node
     evidence: dict[str, Any] = {"event": msgspec.to_builtins(event)}
     if node is not None and event.accelerator_index is not None:
@@ -289,7 +318,9 @@ def event_finding(
         fault=fault,
         action=action,
         severity=severity or default_severity(action),
-        summary=summary[:500],
+        what=what,
+        todo=todo,
+        detail=detail[:DETAIL_MAX],
         location=accelerator_location(
             node, event.accelerator_index, event.accelerator_id, event.pci_bus_id, node.site if node else ""
         ),

@@ -2,8 +2,8 @@
 scaffolding, and guards each rule.
 
 A readings rule about an accelerator is a function of one ``Gpu`` (a node, one accelerator's folded
-conditions and newest readings) returning a ``Conclusion`` (what it found: fault, action, summary,
-the window its evidence covers) or a whole ``Finding``, or ``None``. The evaluator turns a
+conditions and newest readings) returning a ``Conclusion`` (what it found: fault, action, title and
+detail, the window its evidence covers) or a whole ``Finding``, or ``None``. The evaluator turns a
 conclusion into a finding: the node, the component, where to find it, the readings of the window
 and the node's events around it as evidence.
 
@@ -26,6 +26,7 @@ from collector.fleet.conditions import GpuConditions
 from collector.fleet.state import NodeState
 from collector.rules.actions import Action, Severity, default_severity
 from collector.rules.base import (
+    DETAIL_MAX,
     Finding,
     RuleContext,
     accelerator_location,
@@ -60,11 +61,14 @@ log = structlog.get_logger("collector.rules")
 class Conclusion(msgspec.Struct, frozen=True, kw_only=True):
     """What an accelerator rule found, before the evaluator adds the scaffolding of a ``Finding``.
 
-    ``window_s``: the seconds before the newest sample whose readings are the evidence."""
+    ``what``, ``todo`` and ``detail`` as in ``Finding``; ``window_s``: the seconds before the newest
+    sample whose readings are the evidence."""
 
     fault: str
     action: Action
-    summary: str
+    what: str
+    todo: str
+    detail: str
     rule: str
     window_s: float
     severity: Severity | None = None
@@ -221,7 +225,9 @@ def accelerator_finding(gpu: Gpu, ctx: RuleContext, found: Conclusion) -> Findin
         fault=found.fault,
         action=found.action,
         severity=found.severity or default_severity(found.action),
-        summary=found.summary[:500],
+        what=found.what,
+        todo=found.todo,
+        detail=found.detail[:DETAIL_MAX],
         location=accelerator_location(node, latest.index, latest.id),
         rule=found.rule,
         evidence=evidence,

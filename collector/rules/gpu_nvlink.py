@@ -6,6 +6,7 @@ from __future__ import annotations
 from collector.rules.actions import Action
 from collector.rules.base import RuleContext
 from collector.rules.evaluator import Conclusion, Gpu, recent_s
+from collector.rules.gpu_events import NVLINK_TODO
 from collector.rules.gpu_pcie import rise_per_min
 
 __all__ = ["nvlink_errors_rule", "nvlink_links_rule"]
@@ -20,7 +21,10 @@ def nvlink_links_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
     return Conclusion(
         fault="nvlink_down",
         action=Action.INSPECT_HARDWARE,
-        summary=f"{gpu.label}: {r.nvlink_links_total - r.nvlink_links_up} of {r.nvlink_links_total} NVLink "
+        what=f"{gpu.label} NVLink links down ({r.nvlink_links_total - r.nvlink_links_up} of "
+        f"{r.nvlink_links_total})",
+        todo=NVLINK_TODO,
+        detail=f"{gpu.label}: {r.nvlink_links_total - r.nvlink_links_up} of {r.nvlink_links_total} NVLink "
         "links down: check the NVLink connections",
         rule="nvlink",
         window_s=recent_s(gpu.node, ctx),
@@ -38,7 +42,9 @@ def nvlink_errors_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
     return Conclusion(
         fault="nvlink_errors",
         action=Action.INSPECT_HARDWARE,
-        summary=f"{gpu.label}: NVLink errors rising {rate:.0f}/min "
+        what=f"{gpu.label} NVLink errors rising ({rate:.0f}/min)",
+        todo=NVLINK_TODO,
+        detail=f"{gpu.label}: NVLink errors rising {rate:.0f}/min "
         f"(threshold {cfg.gpu_nvlink.errors_per_min:g}/min): check the NVLink connections",
         rule="nvlink_errors",
         window_s=cfg.gpu_nvlink.window_s,

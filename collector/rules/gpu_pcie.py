@@ -8,6 +8,7 @@ from collector.fleet.state import NodeState
 from collector.rules.actions import Action
 from collector.rules.base import RuleContext, duration_text
 from collector.rules.evaluator import Conclusion, Gpu
+from collector.rules.gpu_events import PCIE_TODO
 
 __all__ = ["gpu_pcie_link_rule", "gpu_pcie_replays_rule", "rise_per_min"]
 
@@ -35,7 +36,10 @@ def gpu_pcie_link_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
     return Conclusion(
         fault="pcie_degraded",
         action=Action.INSPECT_HARDWARE,
-        summary=f"{gpu.label}: PCIe link at Gen{r.pcie_link_gen} x{r.pcie_link_width}, maximum "
+        what=f"{gpu.label} PCIe link degraded (Gen{r.pcie_link_gen} x{r.pcie_link_width}, max "
+        f"Gen{r.pcie_link_gen_max} x{r.pcie_link_width_max})",
+        todo=PCIE_TODO,
+        detail=f"{gpu.label}: PCIe link at Gen{r.pcie_link_gen} x{r.pcie_link_width}, maximum "
         f"Gen{r.pcie_link_gen_max} x{r.pcie_link_width_max}, for {duration_text(for_s)} or more: "
         "reseat the GPU, check the riser and slot",
         rule="gpu_pcie_link",
@@ -55,7 +59,9 @@ def gpu_pcie_replays_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
     return Conclusion(
         fault="pcie_replays",
         action=Action.INSPECT_HARDWARE,
-        summary=f"{gpu.label}: PCIe replays rising {rate:.1f}/min "
+        what=f"{gpu.label} PCIe replays rising ({rate:.0f}/min)",
+        todo="check the link, riser and slot",
+        detail=f"{gpu.label}: PCIe replays rising {rate:.1f}/min "
         f"(threshold {cfg.gpu_pcie.replay_per_min:g}/min): check the link, riser and slot",
         rule="gpu_pcie_replays",
         window_s=cfg.gpu_pcie.replay_window_s,

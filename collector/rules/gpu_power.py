@@ -20,7 +20,8 @@ def gpu_power_brake_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
         rule="gpu_power_brake",
         fault="power:brake",
         action=Action.CHECK_POWER,
-        summary=f"{gpu.label}: HW power brake active",
+        what=f"{gpu.label} HW power brake",
+        detail=f"{gpu.label}: HW power brake active",
     )
 
 
@@ -38,5 +39,7 @@ def gpu_power_over_limit_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
         rule="gpu_power_over_limit",
         fault="power:over_limit",
         action=Action.CHECK_POWER,
-        summary=f"{gpu.label}: drawing {watts} over its enforced limit ({limit})",
+        what=f"{gpu.label} over its power limit",
+        facts=f"{watts}, limit {limit}",
+        detail=f"{gpu.label}: drawing {watts} over its enforced limit ({limit})",
     )

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collector.rules.actions import Action
 from collector.rules.base import VERDICT_PREFIX, RuleContext
 from collector.rules.evaluator import Conclusion, Gpu, recent_s
-from collector.rules.gpu_events import LOST_LADDER
-from collector.rules.xid import RECOVERY_ACTIONS
+from collector.rules.gpu_events import ECC_TODO, LOST_LADDER, LOST_TODO, REMAP_TODO, REPLACE_GPU
+from collector.rules.wording import advice
+from collector.rules.xid import RECOVERY_ACTIONS, verdict_todo
 
 __all__ = [
     "gpu_ecc_rule",
@@ -26,7 +27,9 @@ def gpu_lost_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
     return Conclusion(
         fault="gpu_lost",
         action=Action.REBOOT_NODE,
-        summary=f"{gpu.label} is lost (NVML GPU_IS_LOST): reboot the node; if it is lost again, inspect it",
+        what=f"{gpu.label} lost (stopped answering)",
+        todo=LOST_TODO,
+        detail=f"{gpu.label} is lost (NVML GPU_IS_LOST): reboot the node; if it is lost again, inspect it",
         rule="gpu_lost",
         window_s=recent_s(gpu.node, ctx),
         ladder=LOST_LADDER,
@@ -40,7 +43,9 @@ def gpu_ecc_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
     return Conclusion(
         fault="ecc_uncorrected",
         action=Action.RESET_GPU,
-        summary=f"{gpu.label} has {r.ecc_volatile_uncorrected_total} uncorrected ECC errors since "
+        what=f"{gpu.label} uncorrectable ECC errors",
+        todo=ECC_TODO,
+        detail=f"{gpu.label} has {r.ecc_volatile_uncorrected_total} uncorrected ECC errors since "
         "the driver loaded: drain its jobs, then reset it",
         rule="gpu_ecc",
         window_s=recent_s(gpu.node, ctx),
@@ -53,7 +58,9 @@ def remap_failure_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
     return Conclusion(
         fault="remap_failure",
         action=Action.REPLACE_HARDWARE,
-        summary=f"{gpu.label}: row remapping failed, a replacement criterion",
+        what=f"{gpu.label} row remapping failed",
+        todo=REPLACE_GPU,
+        detail=f"{gpu.label}: row remapping failed, a replacement criterion",
         rule="remap_failure",
         window_s=recent_s(gpu.node, ctx),
     )
@@ -67,7 +74,9 @@ def remap_pending_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
     return Conclusion(
         fault="remap_pending",
         action=Action.RESET_GPU,
-        summary=f"{gpu.label}: {what} pending: drain its jobs, then reset it to apply it",
+        what=f"{gpu.label} {what} pending",
+        todo=REMAP_TODO,
+        detail=f"{gpu.label}: {what} pending: drain its jobs, then reset it to apply it",
         rule="remap_pending",
         window_s=recent_s(gpu.node, ctx),
     )
@@ -82,7 +91,9 @@ def retired_pages_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
     return Conclusion(
         fault="retired_pages",
         action=Action.REPLACE_HARDWARE,
-        summary=f"{gpu.label}: {retired} retired pages, at or over NVIDIA's replacement threshold ({limit})",
+        what=f"{gpu.label} too many retired pages ({retired}, limit {limit})",
+        todo=REPLACE_GPU,
+        detail=f"{gpu.label}: {retired} retired pages, at or over NVIDIA's replacement threshold ({limit})",
         rule="retired_pages",
         window_s=recent_s(gpu.node, ctx),
     )
@@ -92,11 +103,16 @@ def recovery_action_state_rule(gpu: Gpu, ctx: RuleContext) -> Conclusion | None:
     code = gpu.readings.recovery_action
     if gpu.readings.lost or not code:
         return None
+    known = code in RECOVERY_ACTIONS
     action = RECOVERY_ACTIONS.get(code, Action.CONTACT_VENDOR)
     return Conclusion(
         fault="recovery_action",
         action=action,
-        summary=f"{VERDICT_PREFIX} {action.value} (recovery action {code}) for {gpu.label}",
+        what=f"{gpu.label} recovery required (recovery action {code})"
+        if known
+        else f"{gpu.label} unknown recovery verdict ({code})",
+        todo=verdict_todo(action) if known else advice(action),
+        detail=f"{VERDICT_PREFIX} {action.value} (recovery action {code}) for {gpu.label}",
         rule="recovery_action",
         window_s=recent_s(gpu.node, ctx),
         verdict=True,

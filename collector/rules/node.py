@@ -3,11 +3,25 @@ pressure, a probe failing persistently. Each is a lasting condition with a for-d
 
 from __future__ import annotations
 
+from typing import Final
+
 from collector.fleet.state import NodeState
 from collector.rules.actions import Action, default_severity
-from collector.rules.base import Finding, RuleContext, TaskLocation, duration_text, iso, node_location
+from collector.rules.base import (
+    DETAIL_MAX,
+    Finding,
+    RuleContext,
+    TaskLocation,
+    duration_text,
+    iso,
+    node_location,
+)
+from collector.rules.wording import advice, clip
 
 __all__ = ["clock_skew_rule", "disk_rule", "memory_rule", "node_offline_rule", "probe_rule"]
+
+#: The longest mount point or probe name a title repeats.
+_NAME_IN_TITLE: Final = 32
 
 
 def _node_finding(
@@ -15,7 +29,9 @@ def _node_finding(
     *,
     fault: str,
     action: Action,
-    summary: str,
+    what: str,
+    todo: str,
+    detail: str,
     rule: str,
     evidence: dict[str, object],
     condition: bool = True,
@@ -27,7 +43,9 @@ def _node_finding(
         fault=fault,
         action=action,
         severity=default_severity(action),
-        summary=summary[:500],
+        what=what,
+        todo=todo,
+        detail=detail[:DETAIL_MAX],
         location=location or node_location(node),
         rule=rule,
         evidence=evidence,
@@ -53,7 +71,9 @@ def node_offline_rule(node: NodeState, ctx: RuleContext) -> Finding | None:
         node,
         fault="offline",
         action=Action.REBOOT_NODE,
-        summary=f"node offline since {iso(node.offline_since)} ({how})",
+        what="Node offline" + (" (connection lost)" if node.offline_reason == "status" else " (went silent)"),
+        todo=advice(Action.REBOOT_NODE),
+        detail=f"node offline since {iso(node.offline_since)} ({how})",
         rule="node_offline",
         evidence={
             "offline_since": node.offline_since,
@@ -87,7 +107,9 @@ def clock_skew_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
             node,
             fault="clock_skew",
             action=Action.INVESTIGATE_SOFTWARE,
-            summary=f"node clock {'ahead of' if skew > 0 else 'behind'} the collector by {abs(skew):.0f} s: "
+            what=f"Node clock {abs(skew):.0f} s {'ahead' if skew > 0 else 'behind'}",
+            todo="check time synchronisation (chrony/NTP)",
+            detail=f"node clock {'ahead of' if skew > 0 else 'behind'} the collector by {abs(skew):.0f} s: "
             "check time synchronisation (chrony/NTP)",
             rule="clock_skew",
             evidence={"skew_s": round(skew, 3), "since": host.skew.since},
@@ -114,7 +136,10 @@ def disk_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                     node,
                     fault=f"disk:{disk.mount}",
                     action=Action.INVESTIGATE_SOFTWARE,
-                    summary=f"file system {disk.mount} {disk.used_bytes / disk.total_bytes:.0%} full "
+                    what=f"Disk {clip(disk.mount, _NAME_IN_TITLE)} "
+                    f"{disk.used_bytes / disk.total_bytes:.0%} full",
+                    todo="free space before jobs fail",
+                    detail=f"file system {disk.mount} {disk.used_bytes / disk.total_bytes:.0%} full "
                     f"({disk.total_bytes - disk.used_bytes} bytes free): free space before jobs fail",
                     rule="disk_full",
                     evidence={
@@ -142,7 +167,9 @@ def memory_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
             node,
             fault="memory_pressure",
             action=Action.INVESTIGATE_SOFTWARE,
-            summary=f"only {r.memory_available_bytes / r.memory_total_bytes:.1%} of memory available "
+            what=f"Node memory low ({r.memory_available_bytes / r.memory_total_bytes:.1%} available)",
+            todo="find what is using it",
+            detail=f"only {r.memory_available_bytes / r.memory_total_bytes:.1%} of memory available "
             f"for {duration_text(cfg.node_pressure.for_s)} or more: find what is using it",
             rule="memory_pressure",
             evidence={
@@ -168,7 +195,9 @@ def probe_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
                 node,
                 fault=f"probe:{probe}",
                 action=Action.INVESTIGATE_SOFTWARE,
-                summary=f"the agent's {probe} probe has been failing since {iso(since)}: this node is partly "
+                what=f"Probe {clip(probe, _NAME_IN_TITLE)} failing (node partly unobserved)",
+                todo="check the agent and the driver",
+                detail=f"the agent's {probe} probe has been failing since {iso(since)}: this node is partly "
                 f"unobserved{': ' + detail if detail else ''}",
                 rule="probe_failing",
                 evidence={"probe": probe, "since": since, "detail": detail},

@@ -18,6 +18,7 @@ from collector.rules.base import (
     Finding,
     RuleContext,
     accelerator_location,
+    accelerator_part,
     duration_text,
     event_finding,
     events_evidence,
@@ -25,12 +26,37 @@ from collector.rules.base import (
     where,
 )
 from collector.rules.evaluator import Gpu
+from collector.rules.gpu_events import REPLACE_INSTANCE
+from collector.rules.wording import advice, clip, part
 from fleetops.identity import NodeKey
 from fleetops.wire import Event
 
 __all__ = ["hang_peers", "missing_event_rule", "neuron_hw_error_rule", "trn_ecc_rule"]
 
-_REPLACE_ERRORS: Final = ("SRAM_UNCORRECTABLE", "NC_UNCORRECTABLE", "HBM_UNCORRECTABLE", "DMA_ERROR")
+#: The errors AWS repairs by replacing the instance, and what they are in plain words.
+_REPLACE_ERRORS: Final[dict[str, str]] = {
+    "SRAM_UNCORRECTABLE": "uncorrectable SRAM error",
+    "NC_UNCORRECTABLE": "uncorrectable NeuronCore error",
+    "HBM_UNCORRECTABLE": "uncorrectable HBM error",
+    "DMA_ERROR": "DMA error",
+}
+_DEVICE: Final = "Trainium device"
+#: The longest error name a title repeats (an unknown kind is named by it).
+_ERROR_IN_TITLE: Final = 32
+
+
+def _peer_names(named: object, found: list[str]) -> list[str]:
+    """The peers a hang points at, by node name only (``found`` names them ``node (error)``)."""
+    if isinstance(named, str) and named:
+        return [p.strip() for p in named.split(",") if p.strip()]
+    return [p.split(" (", 1)[0] for p in found]
+
+
+def _look_at(peers: list[str]) -> str:
+    if not peers:
+        return "look at the job's other workers first"
+    more = f" (+{len(peers) - 1} more)" if len(peers) > 1 else ""
+    return f"look at {clip(peers[0], 40)}{more} first"
 
 
 def hang_peers(
@@ -67,6 +93,7 @@ def neuron_hw_error_rule(event: Event, ctx: RuleContext) -> Finding | None:
     error = str(event.data.get("error") or "UNKNOWN").upper()
     driver_action = str(event.data.get("action") or "")
     place = where(event.accelerator_index)
+    device = part(event.accelerator_index, _DEVICE)
     if "HANG_ON_COLLECTIVES" in error:
         named = event.data.get("peers") or event.data.get("peer_nodes")
         found = hang_peers(ctx.fleet, _key(ctx, event), event.ts, ctx.config.facility.window_s)
@@ -81,8 +108,9 @@ def neuron_hw_error_rule(event: Event, ctx: RuleContext) -> Finding | None:
             ctx,
             fault="neuron:HANG_ON_COLLECTIVES",
             action=Action.INVESTIGATE_SOFTWARE,
-            summary=f"collective operation hung{place}: the fault is usually on another worker; "
-            f"look at {who}",
+            what=f"{device} collective operation hung",
+            todo=_look_at(_peer_names(named, found)),
+            detail=f"collective operation hung{place}: the fault is usually on another worker; look at {who}",
             rule="neuron_hang",
             extra={"peers": found},
         )
@@ -93,17 +121,23 @@ def neuron_hw_error_rule(event: Event, ctx: RuleContext) -> Finding | None:
             ctx,
             fault=f"neuron:{error}",
             action=Action.REBOOT_NODE,
-            summary=f"HBM uncorrectable but repairable error{place}: reboot (or reload the driver)",
+            what=f"{device} repairable HBM error",
+            todo="reboot (or reload the driver)",
+            detail=f"HBM uncorrectable but repairable error{place}: reboot (or reload the driver)",
             rule="neuron_hw_error",
         )
-    known = any(error.startswith(prefix) for prefix in _REPLACE_ERRORS)
+    known = next((words for prefix, words in _REPLACE_ERRORS.items() if error.startswith(prefix)), None)
     suffix = f", driver action {driver_action}" if driver_action else ""
     return event_finding(
         event,
         ctx,
         fault=f"neuron:{error}",
         action=Action.REPLACE_HARDWARE if known else Action.CONTACT_VENDOR,
-        summary=f"Neuron hardware error {error}{place}{suffix}"
+        what=f"{device} {known}"
+        if known
+        else f"{device} unknown hardware error ({clip(error, _ERROR_IN_TITLE)})",
+        todo=REPLACE_INSTANCE if known else "open a case with AWS",
+        detail=f"Neuron hardware error {error}{place}{suffix}"
         + ("" if known else ": not a known error kind, open a case with AWS"),
         rule="neuron_hw_error",
     )
@@ -118,7 +152,11 @@ def missing_event_rule(event: Event, ctx: RuleContext) -> Finding | None:
         ctx,
         fault="accelerator_missing",
         action=Action.REBOOT_NODE,
-        summary=f"devices {event.data.get('missing')} disappeared{where(event.accelerator_index)}",
+        what=f"{accelerator_part(ctx.node, event.accelerator_index, event.accelerator_id)} missing"
+        if event.accelerator_index is not None
+        else f"Accelerators {clip(str(event.data.get('missing')), 24)} missing",
+        todo=advice(Action.REBOOT_NODE),
+        detail=f"devices {event.data.get('missing')} disappeared{where(event.accelerator_index)}",
         rule="accelerator_count",
         opens=False,
     )
@@ -141,7 +179,10 @@ def trn_ecc_rule(gpu: Gpu, ctx: RuleContext) -> Finding | None:
         fault="ecc_uncorrected",
         action=Action.REPLACE_HARDWARE,
         severity=default_severity(Action.REPLACE_HARDWARE),
-        summary=f"Trainium device {index}: uncorrected ECC errors rose by {rise} within "
+        what=f"{part(index, _DEVICE)} uncorrectable ECC errors rising (+{rise} in "
+        f"{duration_text(cfg.trn_ecc.window_s)})",
+        todo=REPLACE_INSTANCE,
+        detail=f"Trainium device {index}: uncorrected ECC errors rose by {rise} within "
         f"{duration_text(cfg.trn_ecc.window_s)}: a replacement criterion",
         location=accelerator_location(node, index, latest.id),
         rule="trn_ecc",

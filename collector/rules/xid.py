@@ -30,6 +30,8 @@ from collector.rules.base import (
     event_finding,
     where,
 )
+from collector.rules.gpu_events import ECC_TODO, NVLINK_TODO
+from collector.rules.wording import advice, part, xid_name
 from fleetops.wire import DataValue, Event
 from fleetops.xid_catalog import NvlinkDecodeRow, XidCatalog
 
@@ -39,6 +41,7 @@ __all__ = [
     "RECOVERY_ACTIONS",
     "decode_nvlink5",
     "recovery_action_of",
+    "verdict_todo",
     "xid74_classes",
     "xid_rule",
 ]
@@ -126,6 +129,23 @@ _XID74_CLASS_ACTIONS: Final[dict[str, tuple[Action, Action]]] = {
     "link_hardware_if_repeated": (Action.OBSERVE, Action.INSPECT_HARDWARE),
 }
 _GPC_TPC_RE: Final = re.compile(r"GPC\s*(\d+)\s*,\s*TPC\s*(\d+)")
+#: XID 48 with XID 63 or 64 (NVIDIA's DRAIN_AND_RESET), in plain words.
+_PAIR_TODO: Final = "drain, then reset to apply the row remap"
+
+
+def verdict_todo(action: Action) -> str:
+    """What a title asks when the driver's verdict decides: "reboot the node, as the driver asks"."""
+    if action is Action.OBSERVE:
+        return "nothing to do"
+    return f"{advice(action)}, as the driver asks"
+
+
+def _nvlink_todo(action: Action) -> str:
+    if action is Action.INSPECT_HARDWARE:
+        return NVLINK_TODO
+    if action is Action.CONTACT_VENDOR:
+        return "report it to NVIDIA"
+    return advice(action)
 
 
 def recovery_action_of(data: Mapping[str, DataValue]) -> Action | None:
@@ -149,8 +169,8 @@ def _registers(data: Mapping[str, DataValue]) -> tuple[int, ...]:
     if not isinstance(raw, str):
         return ()
     out: list[int] = []
-    for part in raw.replace(",", " ").split():
-        value = as_int(part)
+    for piece in raw.replace(",", " ").split():
+        value = as_int(piece)
         if value is None:
             return ()
         out.append(value)
@@ -236,9 +256,11 @@ def _app_class(event: Event, ctx: RuleContext, code: int) -> Finding | None:
     if occurrences < cfg.xid.app_repeat_count:
         return None
     action = Action.INVESTIGATE_SOFTWARE
+    todo = "check the workload first"
     why = "repeats of an application fault: look at the workload and the software stack first"
     if code == 31:
         action = Action.INSPECT_HARDWARE
+        todo = "run GPU diagnostics"
         why = (
             "MMU faults repeating on the same GPU point at the GPU (NVIDIA WORKFLOW_XID_31): run diagnostics"
         )
@@ -249,6 +271,7 @@ def _app_class(event: Event, ctx: RuleContext, code: int) -> Finding | None:
             and sum(1 for e in earlier if _gpc_tpc(e) == mine) + 1 >= cfg.xid.app_repeat_count
         ):
             action = Action.INSPECT_HARDWARE
+            todo = "run GPU diagnostics"
             why = (
                 f"graphics exceptions repeating on GPC {mine[0]} TPC {mine[1]} point at the GPU "
                 "(NVIDIA WORKFLOW_XID_13): run diagnostics"
@@ -258,7 +281,10 @@ def _app_class(event: Event, ctx: RuleContext, code: int) -> Finding | None:
         ctx,
         fault=f"xid:{code}:repeated",
         action=action,
-        summary=(
+        what=f"{part(event.accelerator_index)} {xid_name(code, ctx.catalog.get(code))} repeating "
+        f"(XID {code}, {occurrences} times)",
+        todo=todo,
+        detail=(
             f"XID {code} {occurrences} times within {duration_text(cfg.xid.app_repeat_window_s)}"
             f"{where(event.accelerator_index)}: {why}"
         ),
@@ -267,11 +293,17 @@ def _app_class(event: Event, ctx: RuleContext, code: int) -> Finding | None:
     )
 
 
-def _xid48(event: Event, ctx: RuleContext) -> tuple[Action, str]:
+def _xid48(event: Event, ctx: RuleContext) -> tuple[Action, str, str]:
+    """(action, detail, the XIDs the title names)."""
     with_remap = _earlier_xids(event, ctx, frozenset((63, 64)), ctx.config.correlation_window_s)
     if with_remap:
-        return Action.DRAIN_NODE, "with XID 63/64: drain, then reset the GPU (NVIDIA DRAIN_AND_RESET)"
-    return Action.RESET_GPU, "solo: reset the GPU (NVIDIA WORKFLOW_XID_48)"
+        other = as_int(with_remap[-1].data.get("xid"))
+        return (
+            Action.DRAIN_NODE,
+            "with XID 63/64: drain, then reset the GPU (NVIDIA DRAIN_AND_RESET)",
+            f"XID 48, {other}",
+        )
+    return Action.RESET_GPU, "solo: reset the GPU (NVIDIA WORKFLOW_XID_48)", "XID 48"
 
 
 def _xid74(event: Event, ctx: RuleContext) -> tuple[Action, str]:
@@ -309,13 +341,16 @@ def xid_rule(event: Event, ctx: RuleContext) -> Finding | None:
         return None
     cfg = ctx.config
     code = as_int(event.data.get("xid"))
+    gpu = part(event.accelerator_index)
     if code is None:
         return event_finding(
             event,
             ctx,
             fault="xid:unknown",
             action=Action.OBSERVE,
-            summary=f"XID event without a readable code{where(event.accelerator_index, event.pci_bus_id)}: "
+            what=f"{gpu} unreadable XID",
+            todo=advice(Action.OBSERVE),
+            detail=f"XID event without a readable code{where(event.accelerator_index, event.pci_bus_id)}: "
             f"{event.message[:200]}",
             rule="xid",
         )
@@ -325,13 +360,16 @@ def xid_rule(event: Event, ctx: RuleContext) -> Finding | None:
     entry = ctx.catalog.get(code)
     name = entry.mnemonic if entry is not None else "UNKNOWN"
     place = where(event.accelerator_index, event.pci_bus_id)
+    what = f"{gpu} {xid_name(code, entry)} (XID {code})"
     if override is not None:
         return event_finding(
             event,
             ctx,
             fault=f"xid:{code}",
             action=Action(override),
-            summary=f"XID {code} {name}{place}; site policy: {override}",
+            what=what,
+            todo=f"{advice(Action(override))} (site policy)",
+            detail=f"XID {code} {name}{place}; site policy: {override}",
             rule="xid",
         )
     if code in APP_CLASS_XIDS:
@@ -342,40 +380,54 @@ def xid_rule(event: Event, ctx: RuleContext) -> Finding | None:
             ctx,
             fault=f"xid:{code}",
             action=Action.OBSERVE,
-            summary=f"XID {code} is not in NVIDIA's XID catalog ({ctx.catalog.edition}){place}: watch it",
+            what=what,
+            todo=advice(Action.OBSERVE),
+            detail=f"XID {code} is not in NVIDIA's XID catalog ({ctx.catalog.edition}){place}: watch it",
             rule="xid",
         )
     bucket = entry.immediate
     verdict = False
     opens = True
+    todo = ""
     if code == 154:
         verdict = True
         action = recovery_action_of(event.data) or Action.OBSERVE
         opens = action is not Action.OBSERVE
         detail = f"driver verdict {event.data.get('action_name') or event.data.get('action') or 'unknown'}"
+        needs = "recovery required" if opens else "no recovery needed"
+        what, todo = f"{gpu} {needs} (XID 154)", verdict_todo(action)
     elif code == 48:
-        action, detail = _xid48(event, ctx)
+        action, detail, codes = _xid48(event, ctx)
+        what = f"{gpu} {xid_name(48, entry)} ({codes})"
+        todo = _PAIR_TODO if action is Action.DRAIN_NODE else ECC_TODO
     elif code in (63, 64) and _earlier_xids(event, ctx, frozenset((48,)), cfg.correlation_window_s):
         action, detail = Action.DRAIN_NODE, "with XID 48: drain, then reset the GPU (NVIDIA DRAIN_AND_RESET)"
+        what, todo = f"{gpu} {xid_name(48, ctx.catalog.get(48))} (XID 48, {code})", _PAIR_TODO
     elif code == 74:
         action, detail = _xid74(event, ctx)
+        link = event.data.get("link")
+        on = f" on link {str(link)[:8]}" if link is not None else ""
+        what, todo = f"{gpu} {xid_name(74, entry)}{on} (XID 74)", _nvlink_todo(action)
     elif 144 <= code <= 150:
         action, detail = _xid_nvlink5(event, ctx, code)
+        todo = _nvlink_todo(action)
     elif not bucket:
         action, detail = Action.OBSERVE, "the catalog gives no resolution bucket"
     else:
         action = BUCKET_ACTIONS.get(bucket, Action.OBSERVE)
         detail = f"NVIDIA bucket {bucket}"
     ladder = (Action.REBOOT_NODE, Action.INSPECT_HARDWARE, Action.REPLACE_HARDWARE) if code == 79 else ()
-    summary = f"XID {code} {name}{place}; {detail}"
+    full = f"XID {code} {name}{place}; {detail}"
     if verdict:
-        summary = f"{VERDICT_PREFIX} {event.data.get('action_name') or action.value} (XID 154){place}"
+        full = f"{VERDICT_PREFIX} {event.data.get('action_name') or action.value} (XID 154){place}"
     return event_finding(
         event,
         ctx,
         fault=f"xid:{code}",
         action=action,
-        summary=summary,
+        what=what,
+        todo=todo or advice(action),
+        detail=full,
         rule="xid",
         verdict=verdict,
         opens=opens,
@@ -394,12 +446,16 @@ def recovery_action_rule(event: Event, ctx: RuleContext) -> Finding | None:
     if action is None or action is Action.OBSERVE:
         return None
     name = event.data.get("action_name") or event.data.get("action")
+    gpu = part(event.accelerator_index)
+    known = code is None or code in RECOVERY_ACTIONS
     return event_finding(
         event,
         ctx,
         fault="recovery_action",
         action=action,
-        summary=f"{VERDICT_PREFIX} {name}{where(event.accelerator_index, event.pci_bus_id)}",
+        what=f"{gpu} recovery required" if known else f"{gpu} unknown recovery verdict ({code})",
+        todo=verdict_todo(action) if known else advice(action),
+        detail=f"{VERDICT_PREFIX} {name}{where(event.accelerator_index, event.pci_bus_id)}",
         rule="recovery_action",
         verdict=True,
     )

@@ -16,6 +16,7 @@ from typing import Final
 from collector.rules.actions import Action, default_severity, runbook
 from collector.rules.base import Finding, TaskLocation
 from collector.rules.config import RulesConfig
+from collector.rules.wording import clip, title
 from collector.store import TaskRecord, TransactionInterface
 from collector.tasks.join import join
 from collector.tasks.transition import ACTOR, TaskChange, create, transition
@@ -68,14 +69,18 @@ def facility_finding(
     fingerprint = facility_fingerprint(loc.site, scope, name, kind)
     action = finding.action
     what = "cooling" if action is Action.CHECK_COOLING else "power delivery"
-    summary = (
+    detail = (
         f"{len(nodes)} nodes of {scope} {name} show {kind} faults within {cfg.facility.window_s / 60:g} min "
         f"({', '.join(sorted(nodes))}): check the {scope}'s {what} first"
+    )
+    summary = title(
+        f"{scope.capitalize()} {clip(name, 24)} {kind} faults on {len(nodes)} nodes",
+        f"check the {scope}'s {what} first",
     )
     task = create(
         tx,
         actor=ACTOR,
-        reason=summary,
+        reason=detail,
         at=at,
         fingerprint=fingerprint,
         node="",
@@ -84,13 +89,15 @@ def facility_finding(
         rule="facility",
         action=action.value,
         severity=default_severity(action),
-        summary=summary[:500],
+        summary=summary,
         runbook=runbook(action),
         location=place,
         evidence=[
             {
                 "at": at,
                 "rule": "facility",
+                "summary": summary,
+                "detail": detail,
                 "nodes": sorted(nodes),
                 "merged_tasks": [t.id for t in members],
                 "summaries": [t.summary for t in members][-10:],

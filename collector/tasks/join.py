@@ -1,7 +1,9 @@
 """A finding joins a task: a repeat of its fault, a refresh of a lasting condition, or a correlated
 fault of the same component (or facility). The task's action may change (the strongest applicable
 one, the driver's verdict once known, a replacement criterion never weakened) and a fault that
-returns while a resolve is being verified sends the task back to work one step up its ladder.
+returns while a resolve is being verified sends the task back to work one step up its ladder. A
+component task's title follows its findings and its action (``collector.tasks.title``); the
+findings, each with its detail, are its evidence.
 """
 
 from __future__ import annotations
@@ -17,17 +19,31 @@ from collector.rules.actions import (
     runbook,
     stronger,
 )
-from collector.rules.base import VERDICT_PREFIX, Finding
+from collector.rules.base import Finding
 from collector.rules.config import RulesConfig
 from collector.store import TaskRecord, TransactionInterface
+from collector.tasks.title import task_title
 from collector.tasks.transition import ACTOR, TaskChange, refresh, task_change, transition
 
-__all__ = ["EVIDENCE_MAX", "append_evidence", "evidence_entry", "grace_s", "join", "ladder_of", "refresh_s"]
+__all__ = [
+    "EVIDENCE_MAX",
+    "append_evidence",
+    "evidence_entry",
+    "grace_s",
+    "join",
+    "ladder_of",
+    "refresh_s",
+    "retitled",
+    "told",
+]
 
 EVIDENCE_MAX: Final = 20
 
 
 def evidence_entry(finding: Finding, at: float) -> dict[str, Any]:
+    """A finding as the task keeps it: its title (``summary``) and the title's halves (``what``,
+    ``todo``), everything else it said (``detail``), whether it is the driver's verdict, and the
+    rule's evidence."""
     return {
         "at": at,
         "rule": finding.rule,
@@ -36,8 +52,29 @@ def evidence_entry(finding: Finding, at: float) -> dict[str, Any]:
         "component": finding.component,
         "action": finding.action.value,
         "summary": finding.summary,
+        "what": finding.what,
+        "todo": finding.todo,
+        "detail": told(finding),
+        "verdict": finding.verdict,
         **finding.evidence,
     }
+
+
+def told(finding: Finding) -> str:
+    """Everything ``finding`` said, as its task's history tells it."""
+    return finding.detail or finding.summary
+
+
+def retitled(task: TaskRecord, updates: dict[str, Any]) -> str | None:
+    """The title a component task takes with ``updates`` applied; ``None`` when it keeps its own."""
+    if task.scope != "component":
+        return None  # a facility or fleet task says what it is about itself
+    new = task_title(
+        updates.get("evidence", task.evidence),
+        Action(updates.get("action", task.action)),
+        updates.get("action_source", task.action_source),
+    )
+    return new if new is not None and new != task.summary else None
 
 
 def append_evidence(existing: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -119,10 +156,10 @@ def join(
             updates["auto_resolve"] = True
         if attached:
             change = "repeated"
-            history.append(("repeated", f"occurrence {count}: {finding.summary}"))
+            history.append(("repeated", f"occurrence {count}: {told(finding)}"))
         else:
             change = "correlated"
-            history.append(("correlated", f"{finding.fault} ({finding.rule}) joined: {finding.summary}"))
+            history.append(("correlated", f"{finding.fault} ({finding.rule}) joined: {told(finding)}"))
     if decided is not None:
         action, source, why = decided
         updates.update(
@@ -130,19 +167,8 @@ def join(
             action_source=source,
             severity=default_severity(action),
             runbook=runbook(action),
-            summary=finding.summary,
         )
         history.append(("action_changed", f"{task.action} → {action.value}: {why} ({finding.fault})"))
-    if (
-        "summary" not in updates
-        and not finding.verdict
-        and finding.opens
-        and task.summary.startswith(VERDICT_PREFIX)
-    ):
-        # a task the driver's verdict opened: say what the fault is, and what the driver asks
-        updates["summary"] = f"{finding.summary} — {task.summary[0].lower()}{task.summary[1:]}"[:500]
-    elif "summary" in updates and finding.verdict and not task.summary.startswith(VERDICT_PREFIX):
-        updates["summary"] = f"{task.summary} — {finding.summary[0].lower()}{finding.summary[1:]}"[:500]
     if finding.ladder and not task.ladder:
         updates["ladder"] = ",".join(a.value for a in finding.ladder)
     recovered = finding.verdict and finding.action is Action.OBSERVE
@@ -151,6 +177,9 @@ def join(
         updates.update(failed[0])
         history.extend(failed[1])
         change = "verification_failed"
+    title = retitled(task, updates)
+    if title is not None:
+        updates["summary"] = title
     updates["updated_at"] = at
     to_state = updates.pop("state", None)
     if not history:
@@ -176,14 +205,13 @@ def _verification_failed(
     current = decided[0] if decided is not None else Action(task.action)
     nxt = escalate(current, ladder_of(task))
     updates: dict[str, Any] = {"verify_since": None, "state": "in_progress"}
-    reason = f"the fault returned while verifying the resolve: {finding.summary}"
+    reason = f"the fault returned while verifying the resolve: {told(finding)}"
     if nxt is not None:
         updates.update(
             action=nxt.value,
             action_source="escalation",
             severity=default_severity(nxt),
             runbook=runbook(nxt),
-            summary=f"{current.value} did not clear it: {finding.summary}",
         )
         reason += f"; escalated {current.value} → {nxt.value}"
     return updates, [("verification_failed", reason)]

@@ -12,7 +12,8 @@ from collector.rules.config import RulesConfig
 from collector.store import TransactionInterface
 from collector.tasks.correlate import facility_finding
 from collector.tasks.escalation import escalation
-from collector.tasks.join import evidence_entry, join, refresh_s
+from collector.tasks.join import evidence_entry, join, refresh_s, told
+from collector.tasks.title import task_title
 from collector.tasks.transition import ACTOR, TaskChange, create, refresh, task_change
 
 __all__ = ["QUIET_RESOLVES", "apply_finding", "offline_fingerprint", "open_task"]
@@ -29,17 +30,17 @@ def offline_fingerprint(site: str, node: str) -> str:
 def open_task(tx: TransactionInterface, finding: Finding, at: float, cfg: RulesConfig) -> TaskChange:
     """Open a task for ``finding`` (one step up its ladder when the fault came back)."""
     action, source, escalated_from = finding.action, "driver" if finding.verdict else "rule", None
-    summary = finding.summary
-    reason = finding.summary
+    reason = told(finding)
     escalated = escalation(tx, finding, at, cfg)
     if escalated is not None:
         action, previous = escalated
         source, escalated_from = "escalation", previous.id
-        summary = f"{previous.action} (task {previous.id}) did not hold: {finding.summary}"
         reason = (
             f"escalated {finding.action.value} → {action.value}: task {previous.id} ({previous.action}) was "
-            f"resolved and the fault returned: {finding.summary}"
+            f"resolved and the fault returned: {told(finding)}"
         )
+    evidence = [evidence_entry(finding, at)]
+    summary = task_title(evidence, action, source) or finding.summary
     auto = finding.condition or action in QUIET_RESOLVES
     task = create(
         tx,
@@ -53,10 +54,10 @@ def open_task(tx: TransactionInterface, finding: Finding, at: float, cfg: RulesC
         rule=finding.rule,
         action=action.value,
         severity=default_severity(action) if escalated else finding.severity,
-        summary=summary[:500],
+        summary=summary,
         runbook=runbook(action),
         location=finding.location,
-        evidence=[evidence_entry(finding, at)],
+        evidence=evidence,
         count=finding.count,
         action_source=source,
         auto_resolve=auto,

@@ -16,6 +16,7 @@ from typing import Final
 from collector.fleet.outage import SiteOutage
 from collector.rules.actions import Action, default_severity, runbook
 from collector.rules.base import TaskLocation
+from collector.rules.wording import clip, title
 from collector.store import TransactionInterface
 from collector.tasks.opening import offline_fingerprint
 from collector.tasks.transition import ACTOR, TaskChange, create, task_change, transition
@@ -39,14 +40,23 @@ def _clock(ts: float) -> str:
 
 
 def summary(outage: SiteOutage) -> str:
+    """The task's title: short, the site and the count first, then whose it is."""
+    return title(
+        f"Site {clip(outage.site, 24)} {len(outage.nodes)} of {outage.known} nodes offline at once",
+        f"check the {OWNER}, not the nodes",
+    )
+
+
+def detail(outage: SiteOutage) -> str:
     names = sorted(outage.nodes)
     listed = ", ".join(names[:_LISTED]) + (
         f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
     )
     how = "their Wills fired" if outage.by_status >= outage.by_silence else "they went silent"
     return (
-        f"site {outage.site}: {len(names)} of {outage.known} nodes offline at once ({how} "
-        f"{_clock(outage.since)}–{_clock(outage.until)}): check the {OWNER}, not the nodes ({listed})"
+        f"site {outage.site}: {len(names)} of the {outage.known} nodes it announced went offline together "
+        f"({how} {_clock(outage.since)}–{_clock(outage.until)}): {listed}. The cause is what they "
+        f"share — the broker, the network between them and it, the site's power — not the nodes."
     )
 
 
@@ -58,10 +68,11 @@ def open_site_outage(tx: TransactionInterface, outage: SiteOutage, at: float) ->
         return None
     action = Action.CHECK_NETWORK
     text = summary(outage)
+    told = detail(outage)
     task = create(
         tx,
         actor=ACTOR,
-        reason=text,
+        reason=told,
         at=at,
         fingerprint=fingerprint,
         node="",
@@ -70,13 +81,15 @@ def open_site_outage(tx: TransactionInterface, outage: SiteOutage, at: float) ->
         rule="site_outage",
         action=action.value,
         severity=default_severity(action),
-        summary=text[:500],
+        summary=text,
         runbook=runbook(action),
         location=TaskLocation(site=outage.site),
         evidence=[
             {
                 "at": at,
                 "rule": "site_outage",
+                "summary": text,
+                "detail": told,
                 "owner": OWNER,
                 "nodes": sorted(outage.nodes),
                 "known_nodes": outage.known,

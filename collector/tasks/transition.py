@@ -105,8 +105,9 @@ def allowed(from_state: str | None, to_state: str) -> bool:
     return (from_state, to_state) in ALLOWED
 
 
-def task_change(task: TaskRecord, change: Change, summary: str | None = None, **over: Any) -> TaskChange:
-    """The report of ``change`` on ``task``; ``over`` gives the action, severity or count it now has."""
+def task_change(task: TaskRecord, change: Change, summary: str | None = None, /, **over: Any) -> TaskChange:
+    """The report of ``change`` on ``task``; ``over`` gives the action, severity or count it now has
+    (and may hold any other field set with them)."""
     return TaskChange(
         task_id=task.id,
         change=change,
@@ -137,14 +138,15 @@ def transition(
     reason: str,
     at: float,
     report: Change | None = None,
-    summary: str | None = None,
+    report_summary: str | None = None,
     **fields: Any,
 ) -> TaskChange:
     """Move ``task`` (as read before this change) to ``to_state`` (``None``: it stays), set ``fields``
-    and write one history row, in ``tx``. Raises ``TaskError`` (409) for a move ``ALLOWED`` lacks.
+    (``summary`` among them: the task's own) and write one history row, in ``tx``. Raises
+    ``TaskError`` (409) for a move ``ALLOWED`` lacks.
 
     ``change`` is the history row's word; ``report`` the word observers get (by default the same, or
-    its ``_REPORTED`` counterpart); ``summary`` the report's summary (by default the task's)."""
+    its ``_REPORTED`` counterpart); ``report_summary`` the report's summary (by default the task's)."""
     target = task.state if to_state is None else to_state
     if not allowed(task.state, target):
         raise TaskError(409, f"task {task.id} cannot go from {task.state} to {target}")
@@ -155,7 +157,8 @@ def transition(
     tx.add_history(
         task.id, at=at, actor=actor, change=change, from_state=task.state, to_state=target, reason=reason
     )
-    return task_change(task, report or _reported(change), summary, **fields)
+    told = report_summary if report_summary is not None else fields.get("summary")
+    return task_change(task, report or _reported(change), told, **fields)
 
 
 def create(tx: TransactionInterface, *, actor: str, reason: str, at: float, **columns: Any) -> TaskRecord:

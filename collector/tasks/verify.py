@@ -41,7 +41,7 @@ def close(
         reason=reason,
         at=at,
         report="resolved" if state == "resolved" else "dismissed",
-        summary=reason,
+        report_summary=reason,
         resolution=resolution,
         resolved_at=at,
         updated_at=at,

@@ -291,7 +291,8 @@ async def test_offline_node_gets_a_task_after_the_grace_and_it_resolves_on_retur
         clock.now += 61
         tasks = await eventually(lambda: c.store.list_tasks(TaskQuery(node=node))[0])
         assert [(t.action, t.severity, t.fault) for t in tasks] == [("REBOOT_NODE", "critical", "offline")]
-        assert tasks[0].summary.startswith("node offline since")
+        assert tasks[0].summary == "Node offline (connection lost): reboot the node"
+        assert tasks[0].evidence[0]["detail"].startswith("node offline since")
         clock.now += 600
         publisher.send(birth(node, 2))
         resolved = await eventually(

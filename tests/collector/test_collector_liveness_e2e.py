@@ -162,8 +162,14 @@ async def test_most_of_a_site_going_offline_at_once_is_one_site_task(
             "",
             "critical",
         )
-        assert task.summary.startswith(f"site {site.site}: 6 of 8 nodes offline at once")
-        assert "site network and broker" in task.summary
+        assert (
+            task.summary
+            == f"Site {site.site} 6 of 8 nodes offline at once: check the site network and broker, "
+            "not the nodes"
+        )
+        assert task.evidence[0]["detail"].startswith(
+            f"site {site.site}: 6 of the 8 nodes it announced went offline"
+        )
         assert task.evidence[0]["owner"] == "site network and broker"
         assert task.evidence[0]["nodes"] == sorted(quiet)
 

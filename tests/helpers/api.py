@@ -35,7 +35,9 @@ def seed_tasks(collector: Collector, fault: str = "xid:119", node: str = "gpu-r0
         fault=fault,
         action=Action.RESET_GPU,
         severity="critical",
-        summary=f"{fault} on GPU 0",
+        what=f"GPU 0 {fault}",
+        todo="drain and reset the GPU",
+        detail=f"{fault} on GPU 0 (accelerator 0, PCI 00000000:18:00.0); NVIDIA bucket RESET_GPU",
         location=TaskLocation(site="demo", rack="r01", accelerator_index=0),
         rule="xid",
     )

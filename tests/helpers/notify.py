@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from aiohttp import web
@@ -258,6 +258,13 @@ def open_store(path: Path) -> Store:
     return store
 
 
+#: What the XID rule says of a GPU fallen off the bus beyond the title.
+FELL_OFF: Final = (
+    "XID 79 ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS (accelerator 1, PCI 00000000:19:00.0); "
+    "NVIDIA bucket RESTART_BM"
+)
+
+
 def open_task(
     store: Store,
     node: str,
@@ -280,10 +287,10 @@ def open_task(
             rule="xid",
             action=action,
             severity=severity,
-            summary=f"XID 79 on {node}: GPU fell off the bus",
+            summary=f"GPU {index} fell off the bus (XID 79): reboot the node",
             runbook="Drain the node, then reboot it.",
             location=TaskLocation(site=site, rack=rack, accelerator_index=index, serial=f"SN{index}"),
-            evidence=[{"at": at}],
+            evidence=[{"at": at, "detail": FELL_OFF}],
             at=at,
         )
         tx.add_history(task_id, at=at, actor="collector", change="opened", from_state=None, to_state="open")

@@ -1,4 +1,5 @@
-"""Builders for the rule table tests: a node's state from a birth and a series of readings."""
+"""Builders for the rule table tests: a node's state from a birth and a series of readings, GPU
+events, and a Trainium fleet with its events and frames."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from collector.fleet.state import FleetState, NodeState
 from collector.rules import RuleContext
 from fleetops.identity import NodeKey
 from fleetops.wire import (
+    Accelerator,
     AcceleratorReadings,
+    Birth,
     DataValue,
     Event,
     HostFacts,
     HostReadings,
+    Location,
     ProbeHealth,
     Telemetry,
 )
@@ -140,3 +144,61 @@ def fleet_with_birth(gpus: int = 2) -> FleetState:
     fleet = FleetState()
     fleet.apply(SITE, birth(NODE, 1, gpus=gpus, ts=T0), now=T0)
     return fleet
+
+
+def trn_birth(node: str, devices: int = 4) -> Birth:
+    """A Trainium node of rack r03 with ``devices`` Neuron devices (serial ``<node>-sn<i>``)."""
+    return Birth(
+        v=1,
+        node=node,
+        ts=T0,
+        session=1,
+        hostname=node,
+        agent_version="0.1.0",
+        boot_id="b",
+        interval_s=10.0,
+        location=Location(site=SITE, rack="r03", slot="02"),
+        host=HostFacts(),
+        accelerators=[
+            Accelerator(vendor="aws", kind="trainium", index=i, id=f"{node}-sn{i}", serial=f"{node}-sn{i}")
+            for i in range(devices)
+        ],
+    )
+
+
+def trn_event(node: str, kind: str, data: dict[str, Any], index: int | None = 1, ts: float = T0) -> Event:
+    return Event(
+        v=1,
+        node=node,
+        id=uuid.uuid4().hex,
+        ts=ts,
+        session=1,
+        seq=0,
+        kind=kind,
+        severity="fatal",
+        accelerator_index=index,
+        accelerator_id=f"{node}-sn{index}" if index is not None else "",
+        data=data,
+    )
+
+
+def trn_fleet(*nodes: str) -> FleetState:
+    fleet = FleetState()
+    for node in nodes:
+        fleet.apply(SITE, trn_birth(node), now=T0)
+    return fleet
+
+
+def trn_frames(fleet: FleetState, node: str, frames: int, reading: Callable[[int], Any]) -> None:
+    """``frames`` frames 10 s apart; ``reading(i)`` gives frame i's device readings."""
+    for i in range(frames):
+        ts = T0 + 10 * (i + 1)
+        fleet.apply(
+            SITE,
+            Telemetry(v=1, node=node, ts=ts, session=1, seq=i, interval_s=10.0, accelerators=reading(i)),
+            now=ts,
+        )
+
+
+def trn_dev(index: int, node: str = "trn-r03-n01", **fields: Any) -> AcceleratorReadings:
+    return AcceleratorReadings(index=index, id=f"{node}-sn{index}", **fields)

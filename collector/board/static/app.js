@@ -181,12 +181,13 @@ function applyFilters(form) {
   location.hash = `#/tasks?${q}`;
 }
 
+// One task of a list: its title first (it wraps; what the findings said in full is on the task page).
 function taskItem(t) {
   const loc = t.location || {};
   return h("li", { class: "task", "data-task": t.id, "data-state": t.state },
+    h("a", { class: "title", href: `#/tasks/${t.id}` }, t.summary),
     h("div", { class: "line" }, severityBadge(t.severity), stateBadge(t.state),
-      h("a", { class: "title", href: `#/tasks/${t.id}` }, `#${t.id} ${t.action}`)),
-    h("div", {}, t.summary),
+      h("span", { class: "muted" }, `#${t.id} ${t.action}`)),
     h("div", { class: "line muted" },
       h("a", { href: nodeHref(loc.site, t.node) }, t.node),
       `${loc.site || ""}${loc.rack ? " / " + loc.rack : ""}${loc.accelerator_index !== undefined && loc.accelerator_index !== null ? ` / accelerator ${loc.accelerator_index}` : ""}`,
@@ -204,7 +205,7 @@ async function taskView(id) {
     h("h1", { id: "task-title" }, `Task #${task.id}: ${task.action}`),
     h("div", { class: "line row" }, severityBadge(task.severity), h("span", { id: "task-state" }, stateBadge(task.state)),
       task.assignee ? h("span", {}, `assigned to ${task.assignee}`) : ""),
-    h("p", {}, task.summary),
+    h("p", { class: "task-title", id: "task-summary" }, task.summary),
     actionsPanel(task),
     h("h2", {}, "What to do"),
     h("div", { class: "card" }, h("strong", {}, task.action), h("p", {}, task.runbook)),
@@ -217,6 +218,7 @@ async function taskView(id) {
       fact("Fault", task.fault), fact("Occurrences", task.count), fact("Opened", when(task.opened_at)),
       fact("Updated", when(task.updated_at)), fact("Resolved", task.resolved_at ? when(task.resolved_at) : "")),
     h("h2", {}, "Evidence"),
+    findingsList(task.evidence || []),
     evidencePlots(evidence, task),
     eventsList(evidence.events),
     h("h2", {}, "History"),
@@ -267,6 +269,15 @@ function actionsPanel(task) {
   }
   panel.append(buttons);
   return panel;
+}
+
+// The findings joined into the task, oldest first: each one's title and all it said.
+function findingsList(entries) {
+  const found = entries.filter((e) => e.summary || e.detail);
+  if (!found.length) return null;
+  return h("ol", { class: "findings", "aria-label": "Findings" }, found.map((e) => h("li", {},
+    typeof e.at === "number" ? when(e.at) : "", " ", h("strong", {}, e.summary || e.detail),
+    e.detail && e.detail !== e.summary ? h("div", { class: "muted" }, e.detail) : "")));
 }
 
 function evidencePlots(evidence, task) {

@@ -129,6 +129,31 @@ async def test_filter_tasks_then_acknowledge_as_operator_while_a_viewer_is_refus
     assert operator.errors == []  # type: ignore[attr-defined]
 
 
+async def test_the_task_list_on_a_phone_leads_each_task_with_its_title(
+    collector: Collector, browser: Browser
+) -> None:
+    (task,) = collector.store.list_tasks(TaskQuery(node=LOST))[0]
+    page = await open_page(
+        browser, OPERATOR, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    await page.goto(f"{collector.api_url}/board/#/tasks")
+    item = page.locator(f"li.task[data-task='{task.id}']")
+    title = item.locator("a.title")
+    await expect(title).to_have_text(task.summary)
+    assert task.summary == "GPU 1 fell off the bus (XID 79): reboot the node"
+    await expect(item).to_contain_text(f"#{task.id} {task.action}")
+    await expect(item).not_to_contain_text("ROBUST_CHANNEL")  # the detail is on the task page
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    box = await title.bounding_box()
+    assert box is not None
+    assert box["width"] <= 390 - 2 * 12  # it wraps within the card
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "board-tasks-phone.png"), full_page=True)
+    await title.click()
+    await expect(page.locator("#task-summary")).to_have_text(task.summary)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 async def test_task_page_on_a_phone_plots_the_readings_around_the_fault(
     collector: Collector, browser: Browser
 ) -> None:
@@ -143,6 +168,14 @@ async def test_task_page_on_a_phone_plots_the_readings_around_the_fault(
     )
     await page.goto(f"{collector.api_url}/board/#/tasks/{task.id}")
     await expect(page.locator("h1")).to_contain_text(f"Task #{task.id}")
+    await expect(page.locator("#task-summary")).to_have_text(
+        "GPU 1 fell off the bus (XID 79): reboot the node"
+    )
+    # below the title, the findings with all they said
+    await expect(page.locator("ol.findings li")).to_have_count(1)
+    await expect(page.locator("ol.findings")).to_contain_text(
+        "XID 79 ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS"
+    )
     plots = page.locator("figure.plot")
     await expect(plots.first).to_be_visible()
     temperature = page.locator("figure.plot[data-key='temperature_celsius'] svg.chart")

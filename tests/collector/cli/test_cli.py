@@ -67,6 +67,8 @@ async def test_tasks_list_show_and_changes(api: Collector, capsys: pytest.Captur
     assert code == 0
     assert f"Task {tid}: RESET_GPU (critical) — in_progress" in text
     assert "Runbook:" in text
+    assert "  GPU 0 xid:119: drain and reset the GPU\n" in text  # the title under the task's line
+    assert "Detail:\n  xid:119 on GPU 0 (accelerator 0, PCI 00000000:18:00.0)" in text
     assert "alice (operator)" in text  # the history names who did what
     code, text = await _run(api, "--json", "tasks", "list", "--assignee", "carol")
     assert [t["id"] for t in json.loads(text)["items"]] == [tid]

@@ -60,6 +60,10 @@ async def test_reads_need_a_token_and_changes_an_operator(api: Collector) -> Non
     assert (code, body["error"]) == (401, "unknown or revoked token")
     code, body, _ = await _call(api, "GET", f"/api/v1/tasks/{tid}", token=VIEWER)
     assert (code, body["id"], body["state"]) == (200, tid, "open")
+    assert body["summary"] == "GPU 0 xid:119: drain and reset the GPU"
+    assert body["detail"] == [
+        "xid:119 on GPU 0 (accelerator 0, PCI 00000000:18:00.0); NVIDIA bucket RESET_GPU"
+    ]
     code, body, _ = await _call(api, "POST", f"/api/v1/tasks/{tid}/acknowledge", token=VIEWER, body={})
     assert code == 403
     assert "operator" in body["error"]

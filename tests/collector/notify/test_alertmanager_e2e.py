@@ -137,6 +137,11 @@ async def test_injected_fault_pages_alertmanager_and_pagerduty_through_its_life(
     }
     assert labels["component"] == task.component
     assert alert["annotations"]["board_url"] == f"https://fleetops.example.org/board/#/tasks/{task.id}"
+    # the title leads; what the XID rule said in full is the detail
+    assert (
+        alert["annotations"]["summary"] == task.summary == "GPU 1 fell off the bus (XID 79): reboot the node"
+    )
+    assert "XID 79 ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS" in alert["annotations"]["detail"]
     assert alert["status"]["state"] == "active"
     await eventually(lambda: _hook_alerts(receiver, "firing", task.id), timeout_s=30)
 

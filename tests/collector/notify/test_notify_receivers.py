@@ -10,6 +10,7 @@ import pytest
 from collector.notify.dispatcher import Dispatcher
 from collector.notify.webhook import sign
 from tests.helpers.notify import (
+    FELL_OFF,
     ROUTING_KEY,
     WEBHOOK_SECRET,
     FakeClock,
@@ -58,6 +59,8 @@ async def test_a_task_life_pages_trigger_acknowledge_resolve_with_one_dedup_key(
     assert trigger["payload"]["class"] == "REBOOT_NODE"
     assert trigger["payload"]["group"] == "demo/r01"
     assert trigger["payload"]["custom_details"]["serial"] == "SN1"
+    assert trigger["payload"]["summary"] == "GPU 1 fell off the bus (XID 79): reboot the node — gpu-r01-n05"
+    assert trigger["payload"]["custom_details"]["detail"] == FELL_OFF
     hrefs = [link["href"] for link in trigger["links"]]
     assert hrefs == [
         f"https://fleetops.example.org/board/#/tasks/{task_id}",
@@ -104,7 +107,10 @@ async def test_slack_gets_warning_pages_and_a_non_ok_answer_is_a_refusal(
         open_task(store, "gpu-r02-n02", at=clock.now, severity="warning", action="CHECK_COOLING")
         await d.run_once()
         (msg,) = receiver.accepted("/slack/T0/B0/x")
-        assert msg["text"].startswith("OPEN [warning] CHECK_COOLING gpu-r02-n02")
+        assert msg["text"] == "OPEN GPU 1 fell off the bus (XID 79): reboot the node — gpu-r02-n02"
+        body = msg["blocks"][0]["text"]["text"]
+        assert f"*Detail:* {FELL_OFF}" in body  # what the title leaves out, below it
+        assert "*Do:* CHECK_COOLING (warning): " in body
         assert "<https://fleetops.example.org/board/#/tasks/1|task 1>" in msg["blocks"][0]["text"]["text"]
         # A Slack answer other than "ok" (e.g. HTTP 200 with an error text) is not a success.
         receiver.fail_next(200)  # the script answers "busy"

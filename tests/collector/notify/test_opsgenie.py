@@ -7,6 +7,7 @@ from pathlib import Path
 
 from collector.notify.dispatcher import Dispatcher
 from tests.helpers.notify import (
+    FELL_OFF,
     OPSGENIE_KEY,
     FakeClock,
     Receiver,
@@ -53,12 +54,12 @@ async def test_a_task_life_creates_acknowledges_and_closes_one_alert_by_alias(
     assert {r.headers["Authorization"] for r in receiver.requests} == {f"GenieKey {OPSGENIE_KEY}"}
     create = receiver.requests[0].json
     assert create["alias"] == alias
-    assert create["message"].startswith("[critical] REBOOT_NODE gpu-r01-n05: XID 79")
+    assert create["message"] == "GPU 1 fell off the bus (XID 79): reboot the node — gpu-r01-n05"
     assert create["priority"] == "P1"
     assert create["entity"] == "gpu-r01-n05"
     assert create["tags"] == ["demo", "REBOOT_NODE", "critical"]
-    summary, runbook = "XID 79 on gpu-r01-n05: GPU fell off the bus", "Drain the node, then reboot it."
-    assert create["description"] == f"{summary}\n\n{runbook}"
+    summary, runbook = "GPU 1 fell off the bus (XID 79): reboot the node", "Drain the node, then reboot it."
+    assert create["description"] == f"{summary}\n\n{FELL_OFF}\n\n{runbook}"
     assert create["details"]["task_id"] == str(task_id)
     assert create["details"]["board"] == f"https://fleetops.example.org/board/#/tasks/{task_id}"
     assert create["details"]["grafana"].startswith("https://grafana.example.org/d/fleetops-node/")

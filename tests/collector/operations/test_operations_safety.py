@@ -196,6 +196,9 @@ async def test_mass_thermal_event_trips_the_breaker_no_operation_runs_one_page(
         )
         assert [p["event"] for p in pages] == ["trigger"]
         assert pages[0]["task"]["action"] in ("CHECK_COOLING", "INSPECT_HARDWARE")
+        title = "Automation stopped: 12 of 20 nodes unhealthy at once: find the common cause, then re-arm"
+        assert (pages[0]["task"]["summary"], pages[0]["title"]) == (title, f"{title} — fleet")
+        assert "12 of 20 nodes (60 %) turned unhealthy" in pages[0]["task"]["detail"]  # and which ones
         # more faults while tripped: still one breaker task, still one page, still nothing sent
         for node in NODES[12:16]:
             pub.send(event(node, "xid", data={"xid": 79}, index=0))

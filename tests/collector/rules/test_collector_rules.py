@@ -85,7 +85,8 @@ def test_xid_finding_carries_location_and_fingerprint() -> None:
     assert finding.location.rack == "r01"
     assert finding.location.serial == "SN0001"
     assert finding.location.pci_bus_id == "00000000:19:00.0"
-    assert "ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS" in finding.summary
+    assert finding.summary == "GPU 1 fell off the bus (XID 79): reboot the node"
+    assert "ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS" in finding.detail
     assert finding.evidence["event"]["kind"] == "xid"
 
 
@@ -97,7 +98,8 @@ def test_unknown_xid_is_named() -> None:
 def test_hang_on_collectives_names_the_peers() -> None:
     data = {"error": "HANG_ON_COLLECTIVES", "peers": "trn-r03-n02,trn-r03-n04"}
     (finding,) = evaluate_event(event("gpu-r01-n01", "neuron_hw_error", data=data), _ctx())
-    assert "trn-r03-n02,trn-r03-n04" in finding.summary
+    assert finding.summary.endswith(": look at trn-r03-n02 (+1 more) first")
+    assert "trn-r03-n02,trn-r03-n04" in finding.detail
 
 
 @pytest.mark.parametrize(
@@ -137,4 +139,5 @@ def test_node_offline_rule(how: str, elapsed: float, raised: bool, expected: Act
     assert [f.action for f in findings] == ([expected] if expected else [])
     if findings:
         assert findings[0].severity == "critical"
-        assert findings[0].summary.startswith("node offline since 1970-01-01T00:16:40Z")
+        assert findings[0].summary == "Node offline (connection lost): reboot the node"
+        assert findings[0].detail.startswith("node offline since 1970-01-01T00:16:40Z")

@@ -98,7 +98,8 @@ def test_a_probe_failing_persistently() -> None:
     short = node_with(lambda i, ts: [h100(0)], frames=40, gpus=1, probes=probes)
     (finding,) = evaluate_readings(long, ctx(long))
     assert (finding.fault, finding.action) == ("probe:nvml", Action.INVESTIGATE_SOFTWARE)
-    assert "NVML_ERROR_UNKNOWN" in finding.summary
+    assert finding.summary.startswith("Probe nvml failing")
+    assert "NVML_ERROR_UNKNOWN" in finding.detail
     assert evaluate_readings(short, ctx(short)) == []
 
 

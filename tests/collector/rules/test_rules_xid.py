@@ -81,7 +81,7 @@ def test_xid_48_with_63_or_64_drains_then_resets() -> None:
         Action.DRAIN_NODE,
         Action.RESET_GPU,
     )
-    assert "DRAIN_AND_RESET" in with_63.summary
+    assert "DRAIN_AND_RESET" in with_63.detail
 
 
 XID74: list[tuple[str, int, Action]] = [
@@ -177,7 +177,7 @@ def test_unknown_and_unreadable_xids_are_named_never_silent() -> None:
     (unreadable,) = _one({"xid": "garbage"})
     assert (unknown.action, unknown.fault) == (Action.OBSERVE, "xid:4321")
     assert "4321" in unknown.summary
-    assert "not in NVIDIA's XID catalog" in unknown.summary
+    assert "not in NVIDIA's XID catalog" in unknown.detail
     assert (unreadable.action, unreadable.fault) == (Action.OBSERVE, "xid:unknown")
 
 

@@ -88,7 +88,8 @@ def finding(fault: str, action: Action, *, node: str = NODE, rack: str = "r01", 
         fault=fault,
         action=action,
         severity=default_severity(action),
-        summary=f"{fault} on {component}",
+        what=f"{component} {fault}",
+        todo=action.value.lower(),
         location=TaskLocation(
             site=SITE, row="row1", rack=rack, slot="01", accelerator_index=0, accelerator_id=component
         ),
@@ -150,6 +151,26 @@ def test_findings_write_one_row_per_change_and_refreshes_none(store: Store) -> N
     assert (refreshed.change, n) == ("refreshed", 0)
 
 
+def test_a_change_sets_the_tasks_own_summary_and_reports_it(store: Store) -> None:
+    opened = store.write(lambda tx: apply_finding(tx, finding("xid:119", Action.RESET_GPU), T0, CFG))
+    task = store.get_task(opened.task_id)
+    assert task is not None
+    report = store.write(
+        lambda tx: transition(
+            tx, task, actor="collector", change="noted", reason="why", at=T0 + 1, summary="a new title"
+        )
+    )
+    assert report.summary == "a new title"
+    assert store.get_task(opened.task_id).summary == "a new title"  # type: ignore[union-attr]
+    told = store.write(
+        lambda tx: transition(
+            tx, task, actor="collector", change="noted", reason="x", at=T0 + 2, report_summary="x"
+        )
+    )
+    assert told.summary == "x"
+    assert store.get_task(opened.task_id).summary == "a new title"  # type: ignore[union-attr]
+
+
 def test_resolutions_write_one_row_each(store: Store) -> None:
     node = watched_node(T0 - 10_000)
     cleared = store.write(
@@ -169,7 +190,8 @@ def test_resolutions_write_one_row_each(store: Store) -> None:
         fault="offline",
         action=Action.REBOOT_NODE,
         severity="critical",
-        summary="offline",
+        what="Node offline",
+        todo="reboot the node",
         location=TaskLocation(site=SITE),
         rule="node_offline",
     )
