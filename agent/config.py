@@ -97,7 +97,11 @@ class SpoolSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # "collector": an event leaves the spool when the collector acknowledged it on .../ack;
     # "broker": as soon as the broker acknowledged it (PUBACK).
     ack_mode: Literal["collector", "broker"] = "collector"
+    # An unacknowledged event is sent again on every reconnect, and while connected: after
+    # ack_timeout_s, doubling up to resend_max_s, when the broker's PUBACK said no subscription took it;
+    # after resend_max_s when the collector's session holds it (agent/uplink/resend.py).
     ack_timeout_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 60.0
+    resend_max_s: Annotated[float, msgspec.Meta(ge=1, le=7 * 86400)] = 3600.0
     memory_max_events: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 1000
     rebirth_min_interval_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
@@ -219,6 +223,8 @@ def parse_config(
         raise ConfigError("mqtt.client_id: must be 1-128 printable characters without spaces")
     if not parsed.agent.state_dir:
         raise ConfigError("agent.state_dir: must not be empty")
+    if parsed.spool.resend_max_s < parsed.spool.ack_timeout_s:
+        raise ConfigError("spool.resend_max_s: must not be below spool.ack_timeout_s")
     if parsed.spool.segment_bytes * 4 > parsed.spool.max_bytes:
         raise ConfigError("spool.segment_bytes: must be at most a quarter of spool.max_bytes")
     _check_operations(parsed.operations)

@@ -36,6 +36,7 @@ from agent.probes.runner import FrameContent, ProbeRunner, SystemClock
 from agent.system.sdnotify import Notifier
 from agent.uplink.publisher import Publisher
 from agent.uplink.queues import MessageQueue
+from agent.uplink.resend import ResendPolicy
 from agent.uplink.spool import Spool, SpoolSettings
 from fleetops import wire
 
@@ -176,6 +177,7 @@ class Agent:
                     memory_max_events=spool_cfg.memory_max_events,
                 ),
                 events_acked=spool_cfg.ack_mode == "collector",
+                resend=ResendPolicy(ack_timeout_s=spool_cfg.ack_timeout_s, max_s=spool_cfg.resend_max_s),
                 logger=self._log,
             )
             event_queue, frame_queue = self.spool.events, self.spool.frames
@@ -203,7 +205,6 @@ class Agent:
             frames=frame_queue,
             rng=rng,
             logger=self._log,
-            ack_timeout_s=spool_cfg.ack_timeout_s,
             rebirth_min_interval_s=spool_cfg.rebirth_min_interval_s,
             commands=self.commands,
         )

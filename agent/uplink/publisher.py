@@ -8,8 +8,10 @@ always before frames. Reconnects back off exponentially with full jitter. Payloa
 
 The queues sit behind ``MessageQueue`` so a durable spool can replace the in-memory one. An event
 queue that also implements ``AckedQueue`` (the spool) keeps events after the broker's PUBACK until the
-collector acknowledges them on ``.../ack``; unacknowledged events are sent again after
-``ack_timeout_s`` and on every reconnect. The agent subscribes to its own ``ack`` and ``rebirth``
+collector acknowledges them on ``.../ack``; an unacknowledged event is sent again on every reconnect,
+and while connected when its wait is over (``agent/uplink/resend.py``: the PUBACK's reason code says
+whether a subscription, the collector's session, took the copy; if none did, the waits double from
+``ack_timeout_s``). The agent subscribes to its own ``ack`` and ``rebirth``
 topics; a rebirth request re-publishes the birth, at most once per ``rebirth_min_interval_s``.
 With a ``CommandReceiver`` it also subscribes to its ``cmd`` topic, hands each payload to it, and
 publishes the answers (``send_result``, QoS 1) before anything else that is queued.
@@ -32,6 +34,7 @@ import structlog
 from agent.config import MqttSection
 from agent.probes.runner import Clock
 from agent.uplink.queues import AckedQueue, MemoryQueue, MessageQueue, Outgoing
+from agent.uplink.resend import NO_MATCHING_SUBSCRIBERS, SUCCESS, Resends
 from fleetops import wire
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
 
 _SHUTDOWN_DRAIN_S: Final = 2.0
 _PUBLISH_TIMEOUT_S: Final = 10.0
+_RESEND_LOG_S: Final = 60.0
 
 
 class ConnectionHooks(Protocol):
@@ -73,6 +77,11 @@ _RESULTS_MAX: Final = 256
 
 
 class PublisherStats(msgspec.Struct, kw_only=True):
+    """Counters of one publisher. ``events_resent`` is every event put back to be sent again: on a
+    reconnect, when its wait was over (``_timer``), or when a later copy's acknowledgement showed it
+    lost (``_overtaken``). ``events_no_subscriber``: PUBACKs saying no subscription took the event
+    (the broker kept no copy: the collector has no session there)."""
+
     connects: int = 0
     rebirths: int = 0
     connect_failures: int = 0
@@ -85,6 +94,10 @@ class PublisherStats(msgspec.Struct, kw_only=True):
     acks_received: int = 0
     events_acked: int = 0
     events_resent: int = 0
+    events_resent_reconnect: int = 0
+    events_resent_timer: int = 0
+    events_resent_overtaken: int = 0
+    events_no_subscriber: int = 0
     rebirth_requests: int = 0
     rebirth_requests_ignored: int = 0
     control_invalid: int = 0
@@ -115,14 +128,12 @@ class Publisher:
         frames: MessageQueue | None = None,
         rng: random.Random | None = None,
         logger: Any = None,
-        ack_timeout_s: float = 60.0,
         rebirth_min_interval_s: float = 10.0,
         commands: CommandReceiver | None = None,
     ) -> None:
         self._config = config
         self._commands = commands
         self._results: deque[bytes] = deque()
-        self._ack_timeout_s = ack_timeout_s
         self._rebirth_min_interval_s = rebirth_min_interval_s
         self._last_rebirth_request: float | None = None
         self._site = site
@@ -144,6 +155,10 @@ class Publisher:
         self._frames_dropping = False
         self._tls_context: ssl.SSLContext | None = None
         self._birth_requested = False
+        self._puback_reason: int | None = None
+        self._no_subscriber = False
+        self._resends_unlogged = Resends()
+        self._resends_logged_at: float | None = None
         self.session: int | None = None
 
     # -- what the agent calls ------------------------------------------------------------------
@@ -270,18 +285,22 @@ class Publisher:
             tls_context=self._tls() if cfg.tls_enabled else None,
             logger=_QUIET_MQTT_LOGGER,
         )
-        self._watch_refusals(client)
+        self._watch_pubacks(client)
         return client
 
-    def _watch_refusals(self, client: aiomqtt.Client) -> None:
-        """aiomqtt 2.5 drops PUBACK reason codes; log the broker's refusals from paho's callback.
+    def _watch_pubacks(self, client: aiomqtt.Client) -> None:
+        """aiomqtt 2.5 drops PUBACK reason codes; read them from paho's callback.
 
-        A refusal (135 "Not authorized": this node's certificate may not write the topic) is permanent:
-        the message counts as sent (it is not retried) and the refusal is logged once per reason."""
+        The reason of the latest PUBACK is kept for ``_publish_event`` (publishes are awaited one at a
+        time, so it is that publish's). A refusal (135 "Not authorized": this node's certificate may
+        not write the topic) is logged once per reason; a refused message counts as sent, and an event
+        stays in the spool to be sent again on its back-off."""
         paho = client._client
         forward: Any = paho.on_publish
 
         def on_publish(c: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+            value = getattr(reason_code, "value", reason_code)
+            self._puback_reason = value if isinstance(value, int) else None
             if getattr(reason_code, "is_failure", False):
                 self.stats.publish_refused += 1
                 reason = str(reason_code)
@@ -316,8 +335,9 @@ class Publisher:
         if self._commands is not None:
             await client.subscribe(self._topic("cmd"), qos=1)
         acked = self.acked_queue()
-        if acked is not None:
-            self.stats.events_resent += acked.rewind()  # sent last connection, never acknowledged
+        resent = acked.rewind() if acked is not None else 0  # sent before, never acknowledged
+        self.stats.events_resent += resent
+        self.stats.events_resent_reconnect += resent
         birth = self._hooks.connected(session)
         self.session = session
         birth_payload = wire.encode(birth)
@@ -330,7 +350,13 @@ class Publisher:
         self._birth_requested = False
         self._connected.set()
         events, frames = self.queued()
-        self._log.info("mqtt_connected", session=session, queued_events=events, queued_frames=frames)
+        self._log.info(
+            "mqtt_connected",
+            session=session,
+            queued_events=events,
+            queued_frames=frames,
+            resent_events=resent,
+        )
         self._events_dropping = self._frames_dropping = False
 
         watcher = asyncio.ensure_future(self._watch(client))
@@ -390,7 +416,7 @@ class Publisher:
         acked = self.acked_queue()
         while not self._stopping.is_set():
             if acked is not None:
-                self.stats.events_resent += acked.rewind_expired(self._ack_timeout_s)
+                self._count_resends(acked.resend_due())
             if not await self._send_one(client):
                 self._wakeup.clear()
                 if self._stopping.is_set():
@@ -401,9 +427,34 @@ class Publisher:
                     and not self._birth_requested
                     and not self._results
                 ):
-                    expiry = acked.next_expiry(self._ack_timeout_s) if acked is not None else None
+                    due = acked.next_due() if acked is not None else None
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), timeout=expiry)
+                        await asyncio.wait_for(self._wakeup.wait(), timeout=due)
+
+    def _count_resends(self, resends: Resends) -> None:
+        """Count events put back to be sent again; log them at most once a minute (with the counts
+        since the previous line), so a long outage shows in the log without filling it."""
+        if resends.total == 0:
+            return
+        self.stats.events_resent += resends.total
+        self.stats.events_resent_timer += resends.timer
+        self.stats.events_resent_overtaken += resends.overtaken
+        before = self._resends_unlogged
+        pending = self._resends_unlogged = Resends(
+            timer=before.timer + resends.timer, overtaken=before.overtaken + resends.overtaken
+        )
+        now = self._clock.monotonic()
+        if self._resends_logged_at is not None and now - self._resends_logged_at < _RESEND_LOG_S:
+            return
+        self._resends_logged_at = now
+        self._resends_unlogged = Resends()
+        self._log.info(
+            "events_resent",
+            timer=pending.timer,
+            overtaken=pending.overtaken,
+            resent_total=self.stats.events_resent,
+            reconnect_total=self.stats.events_resent_reconnect,
+        )
 
     async def _send_one(self, client: aiomqtt.Client) -> bool:
         """Send a requested birth, else the head event, else the head frame; False when idle."""
@@ -421,9 +472,7 @@ class Publisher:
             return True
         item = self._events.peek()
         if item is not None:
-            await client.publish(self._topic("event"), item.payload, qos=1, retain=False)
-            self._events.pop()
-            self.stats.events_sent += 1
+            await self._publish_event(client, item)
             return True
         item = self._frames.peek()
         if item is not None:
@@ -433,6 +482,33 @@ class Publisher:
             return True
         return False
 
+    async def _publish_event(
+        self, client: aiomqtt.Client, item: Outgoing, *, wait_s: float | None = None
+    ) -> None:
+        """Publish the head event (QoS 1) and take it off the queue with what the PUBACK said."""
+        self._puback_reason = None
+        await client.publish(self._topic("event"), item.payload, qos=1, retain=False, timeout=wait_s)
+        reason = self._puback_reason
+        self.stats.events_sent += 1
+        acked = self.acked_queue()
+        if acked is None:
+            self._events.pop()
+            return
+        acked.sent(held=reason == SUCCESS)
+        if reason == NO_MATCHING_SUBSCRIBERS:
+            self.stats.events_no_subscriber += 1
+            if not self._no_subscriber:
+                self._no_subscriber = True
+                self._log.warning(
+                    "events_without_subscriber",
+                    hint="the broker has no subscription for this node's events (no collector session): "
+                    "they stay in the spool and are sent again with back-off",
+                    no_subscriber_total=self.stats.events_no_subscriber,
+                )
+        elif reason == SUCCESS and self._no_subscriber:
+            self._no_subscriber = False
+            self._log.info("events_subscriber_back", no_subscriber_total=self.stats.events_no_subscriber)
+
     async def _shutdown(self, client: aiomqtt.Client, session: int) -> None:
         """Deliver what events can be delivered quickly, then Status offline; the caller disconnects."""
         loop = asyncio.get_running_loop()
@@ -441,9 +517,7 @@ class Publisher:
             while self._events.peek() is not None and loop.time() < deadline:
                 item = self._events.peek()
                 assert item is not None
-                await client.publish(self._topic("event"), item.payload, qos=1, retain=False, timeout=1.0)
-                self._events.pop()
-                self.stats.events_sent += 1
+                await self._publish_event(client, item, wait_s=1.0)
             await client.publish(
                 self._topic("status"), self._status(session, "offline"), qos=1, retain=True, timeout=2.0
             )

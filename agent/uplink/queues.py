@@ -9,6 +9,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from agent.uplink.resend import Resends
+
 __all__ = ["AckedQueue", "MemoryQueue", "MessageQueue", "Outgoing"]
 
 
@@ -34,7 +36,8 @@ class MessageQueue(Protocol):
 
 @runtime_checkable
 class AckedQueue(Protocol):
-    """A ``MessageQueue`` whose ``pop()`` keeps the item until ``ack`` removes it by key."""
+    """A ``MessageQueue`` that keeps an item after it is sent until ``ack`` removes it by key, and
+    says when a kept item is due to be sent again (``agent/uplink/resend.py``)."""
 
     def put(self, item: Outgoing) -> int: ...
 
@@ -44,13 +47,15 @@ class AckedQueue(Protocol):
 
     def __len__(self) -> int: ...
 
+    def sent(self, *, held: bool) -> None: ...
+
     def ack(self, keys: Iterable[str]) -> int: ...
 
-    def rewind(self, sent_before: float | None = None) -> int: ...
+    def rewind(self) -> int: ...
 
-    def rewind_expired(self, timeout_s: float) -> int: ...
+    def resend_due(self) -> Resends: ...
 
-    def next_expiry(self, timeout_s: float) -> float | None: ...
+    def next_due(self) -> float | None: ...
 
 
 class MemoryQueue:

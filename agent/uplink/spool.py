@@ -34,9 +34,12 @@ Guarantees:
   and counted; an event first makes room by dropping frames, and if it still cannot be written it is
   held in memory (up to ``memory_max_events``, counted; lost if the process dies) and the next
   successful write starts a new segment.
-* **Acknowledgements.** ``pop()`` marks the head as sent. A queue opened with ``acked=True`` keeps
-  sent records until ``ack(keys)`` (the collector's acknowledgement) removes them; ``rewind()``
-  puts sent-but-unacknowledged records back in front, in order, to be sent again.
+* **Acknowledgements.** ``sent(held=...)`` (or ``pop()``) marks the head as sent. A queue opened
+  with ``acked=True`` keeps sent records until ``ack(keys)`` (the collector's acknowledgement) removes
+  them. ``rewind()`` (on every new connection) puts every sent-but-unacknowledged record back in
+  front, in order, to be sent again; ``resend_due()`` does so for those whose wait is over
+  (``agent/uplink/resend.py``: back-off, and the broker's word on whether it kept the copy). That
+  state lives in memory only: after a restart every kept event is sent once, as on a reconnect.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from typing import Any, Final
 
 import structlog
 
+from agent.uplink.resend import ResendPolicy
 from agent.uplink.spool_queue import SpoolQueue
 from agent.uplink.spool_records import HEADER, MAGIC, encode_record, scan_segment
 
@@ -114,6 +118,7 @@ class Spool:
         settings: SpoolSettings | None = None,
         *,
         events_acked: bool = True,
+        resend: ResendPolicy | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         logger: Any = None,
     ) -> None:
@@ -131,6 +136,7 @@ class Spool:
             limit_bytes=self.settings.max_bytes,
             fsync=self.settings.fsync_events,
             monotonic=monotonic,
+            resend=resend,
         )
         self.frames = SpoolQueue(
             self,

@@ -1,9 +1,11 @@
 """One channel of the spool: an append-only log of segment files with a ``head`` (see
-``agent/uplink/spool.py`` for the policy and ``agent/uplink/spool_records.py`` for the format)."""
+``agent/uplink/spool.py`` for the policy, ``agent/uplink/spool_records.py`` for the format and
+``agent/uplink/resend.py`` for when an unacknowledged event is sent again)."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import zlib
 from collections import deque
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from agent.uplink.queues import Outgoing
+from agent.uplink.resend import ResendPolicy, Resends
 from agent.uplink.spool_records import (
     HEADER,
     MAX_BODY_BYTES,
@@ -56,19 +59,33 @@ class _Segment:
     live: int = 0  # live records in it
 
 
-@dataclass
+@dataclass(slots=True)
 class _Ref:
+    """One kept record (the spool may keep 100k+: slots, and nothing that can be recomputed)."""
+
     index: int
     key: str
     segment: _Segment | None  # None: held in memory (the write failed)
     offset: int = 0
     length: int = 0
     payload: bytes | None = None
-    sent_at: float | None = None
+    sent_at: float | None = None  # PUBACK of the latest copy (monotonic); None: waiting to be sent
+    sends: int = 0  # copies sent since the spool was opened
+    held: bool = False  # the broker took the latest copy for a subscription (PUBACK reason 0)
+    order: int = -1  # the latest copy's place in this connection's send order
+
+
+def _waits(policy: ResendPolicy) -> tuple[float, ...]:
+    """``policy.delay(n, held=False)`` for n = 0, 1, ... up to the first n whose wait is the cap."""
+    waits = [policy.delay(0, held=False)]
+    while waits[-1] < policy.max_s:
+        waits.append(policy.delay(len(waits), held=False))
+    return tuple(waits)
 
 
 class SpoolQueue:
-    """One channel's log; implements the publisher's ``MessageQueue`` (plus ``ack``/``rewind``)."""
+    """One channel's log; implements the publisher's ``MessageQueue``, and ``AckedQueue`` when
+    ``acked`` (records stay after they are sent until ``ack`` removes them)."""
 
     def __init__(
         self,
@@ -79,6 +96,7 @@ class SpoolQueue:
         limit_bytes: int,
         fsync: bool,
         monotonic: Callable[[], float],
+        resend: ResendPolicy | None = None,
     ) -> None:
         self._spool = spool
         self.name = name
@@ -99,6 +117,17 @@ class SpoolQueue:
         self._head_saved = 0
         self._head_saved_at = 0.0
         self._peeked: Outgoing | None = None
+        self._resend = resend or ResendPolicy()
+        # The back-off's waits by copies sent (index 0 unused), up to the first that reaches the cap.
+        self._waits = _waits(self._resend)
+        # Copies sent on this connection, in send order: the indexes, the first one's order number.
+        self._sent_order: deque[int] = deque()
+        self._order_first = 0
+        # (arrival, n): an acknowledgement showed that the collector read the first n copies sent.
+        self._read_past: deque[tuple[float, int]] = deque()
+        self._read_through = 0
+        self._next_due: float | None = None  # earliest due time seen (acks leave it early, not late)
+        self._scanned_at = float("-inf")
 
     # ---- open ---------------------------------------------------------------------------------
 
@@ -237,15 +266,29 @@ class SpoolQueue:
         return None
 
     def pop(self) -> None:
-        """The head was sent (PUBACK for events): keep it until acknowledged, or remove it."""
+        """The head was sent; kept until acknowledged (``acked``), else removed. Without word from the
+        broker on who took it, a copy counts as not held (``sent``)."""
+        self.sent(held=False)
+
+    def sent(self, *, held: bool) -> None:
+        """The head was sent and the broker acknowledged it (PUBACK); ``held``: it said a subscription
+        took the copy (reason 0), so the collector's session keeps it while the collector is away."""
         self._peeked = None
         if not self._unsent:
             return
         index = self._unsent.popleft()
-        if self.acked:
-            self._live[index].sent_at = self._monotonic()
-        else:
+        if not self.acked:
             self._remove(index)
+            return
+        ref = self._live[index]
+        now = self._monotonic()
+        ref.sent_at, ref.held = now, held
+        ref.sends += 1
+        ref.order = self._order_first + len(self._sent_order)
+        self._sent_order.append(index)
+        due = now + self._resend.delay(ref.sends, held=held)
+        if self._next_due is None or due < self._next_due:
+            self._next_due = due
 
     def __len__(self) -> int:
         """Records waiting to be sent (not those sent and awaiting acknowledgement)."""
@@ -254,8 +297,17 @@ class SpoolQueue:
     # ---- acknowledgements ---------------------------------------------------------------------
 
     def ack(self, keys: Iterable[str]) -> int:
-        """Remove the records with these keys (committed by the consumer); returns how many."""
+        """Remove the records with these keys (committed by the consumer); returns how many.
+
+        The broker delivers one publisher's messages on a topic in the order it received them, so the
+        acknowledgement of a copy says the collector also read every copy sent before it. One of those
+        still unacknowledged ``ack_timeout_s`` later (time for the collector to commit it) was lost on
+        the way (a full broker queue drops without telling the publisher): ``resend_due`` sends it
+        again then, instead of after ``max_s``. A collector that acknowledges an earlier copy of an
+        event sent twice may cause a few duplicates this way; never a loss.
+        """
         removed = 0
+        latest = -1
         for key in keys:
             index = self._by_key.get(key)
             if index is None:
@@ -267,32 +319,97 @@ class SpoolQueue:
                 with contextlib.suppress(ValueError):
                     self._unsent.remove(index)
                     self._peeked = None
+            else:
+                latest = max(latest, ref.order)
             self._remove(index)
             removed += 1
+        read = latest + 1
+        if read > self._read_through and (not self._read_past or read > self._read_past[-1][1]):
+            self._read_past.append((self._monotonic(), read))
         return removed
 
-    def next_expiry(self, timeout_s: float) -> float | None:
-        """Seconds until the longest-waiting sent record has waited ``timeout_s``, or None."""
-        oldest: float | None = None
-        for ref in self._live.values():
-            if ref.sent_at is not None:
-                oldest = ref.sent_at if oldest is None else min(oldest, ref.sent_at)
-        if oldest is None:
+    def resend_due(self) -> Resends:
+        """Put back in front the copies whose time came (``agent/uplink/resend.py``) and those an
+        acknowledgement showed lost (``ack``); cheap to call often (the full search runs at most every
+        ``scan_interval_s``, and only once a due time has passed)."""
+        if not self.acked:
+            return Resends()
+        now = self._monotonic()
+        overtaken = self._requeue(self._overtaken(now))
+        timer = 0
+        if self._next_due is not None and now >= max(
+            self._next_due, self._scanned_at + self._resend.scan_interval_s
+        ):
+            timer = self._requeue(self._due(now))
+        return Resends(timer=timer, overtaken=overtaken)
+
+    def next_due(self) -> float | None:
+        """Seconds until ``resend_due`` may find something, or None when nothing awaits a resend."""
+        if not self.acked:
             return None
-        return max(0.0, oldest + timeout_s - self._monotonic())
+        times: list[float] = []
+        if self._next_due is not None:
+            times.append(max(self._next_due, self._scanned_at + self._resend.scan_interval_s))
+        if self._read_past and self._sent_order:
+            times.append(self._read_past[0][0] + self._resend.ack_timeout_s)
+        if not times:
+            return None
+        return max(0.0, min(times) - self._monotonic())
 
-    def rewind_expired(self, timeout_s: float) -> int:
-        """Send again what was sent ``timeout_s`` ago or earlier and is still unacknowledged."""
-        return self.rewind(self._monotonic() - timeout_s + 1e-9)
+    def rewind(self) -> int:
+        """A new connection: put every sent-but-unacknowledged record back in front of the unsent
+        ones, in index order (the broker may have lost a copy, or the PUBACK); returns how many."""
+        again = [ref.index for ref in self._live.values() if ref.sent_at is not None]
+        self._sent_order.clear()
+        self._order_first = 0
+        self._read_past.clear()
+        self._read_through = 0
+        self._next_due = None
+        return self._requeue(again)
 
-    def rewind(self, sent_before: float | None = None) -> int:
-        """Put sent-but-unacknowledged records (all, or those sent before ``sent_before``) back in
-        front of the unsent ones, in index order; returns how many."""
-        again = [
-            ref.index
-            for ref in self._live.values()
-            if ref.sent_at is not None and (sent_before is None or ref.sent_at < sent_before)
-        ]
+    def _overtaken(self, now: float) -> list[int]:
+        """Copies sent before one whose acknowledgement arrived ``ack_timeout_s`` ago or more: no
+        longer held, they go on the back-off (the first copy at once, since it waited that long), so
+        an event the collector reads and never acknowledges costs a handful of copies, not one per
+        acknowledgement of the others."""
+        while self._read_past and self._read_past[0][0] + self._resend.ack_timeout_s <= now:
+            self._read_through = max(self._read_through, self._read_past.popleft()[1])
+        again: list[int] = []
+        last = len(self._waits) - 1
+        while self._sent_order and self._order_first < self._read_through:
+            index = self._sent_order.popleft()
+            order = self._order_first
+            self._order_first += 1
+            ref = self._live.get(index)
+            if ref is None or ref.sent_at is None or ref.order != order:
+                continue  # acknowledged, or sent again since
+            ref.held = False
+            due = ref.sent_at + self._waits[min(ref.sends, last)]
+            if due <= now:
+                again.append(index)
+            elif self._next_due is None or due < self._next_due:
+                self._next_due = due
+        return again
+
+    def _due(self, now: float) -> list[int]:
+        """Every sent copy whose wait is over; remembers the earliest wait still running."""
+        again: list[int] = []
+        next_due = math.inf
+        waits, last, held_wait = self._waits, len(self._waits) - 1, self._resend.max_s
+        for ref in self._live.values():  # the hot loop of a large spool: no calls
+            sent_at = ref.sent_at
+            if sent_at is None:
+                continue
+            due = sent_at + (held_wait if ref.held else waits[ref.sends if ref.sends < last else last])
+            if due <= now:
+                again.append(ref.index)
+            elif due < next_due:
+                next_due = due
+        self._next_due = None if next_due == math.inf else next_due
+        self._scanned_at = now
+        return again
+
+    def _requeue(self, again: list[int]) -> int:
         if not again:
             return 0
         for index in again:

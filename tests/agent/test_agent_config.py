@@ -40,6 +40,7 @@ def test_defaults() -> None:
     assert config.mqtt.reconnect_min_s == 1.0
     assert config.mqtt.reconnect_max_s == 60.0
     assert config.state_dir == Path("/var/lib/fleetops-agent")
+    assert (config.spool.ack_timeout_s, config.spool.resend_max_s) == (60.0, 3600.0)
     host = config.probes["host"]
     assert isinstance(host, HostProbeConfig)
     assert host.mounts == ["/"]
@@ -75,6 +76,12 @@ def test_node_name_defaults_to_short_hostname() -> None:
             "mqtt.reconnect_max_s: must not be below mqtt.reconnect_min_s",
         ),
         (with_(mqtt={"queue_max_events": 0}), "mqtt.queue_max_events: must be between 1 and 10000000"),
+        (with_(spool={"resend_max_s": 0.5}), "spool.resend_max_s: must be between 1 and 604800"),
+        (with_(spool={"resend_max_s": 8 * 86400}), "spool.resend_max_s: must be between 1 and 604800"),
+        (
+            with_(spool={"ack_timeout_s": 600, "resend_max_s": 300}),
+            "spool.resend_max_s: must not be below spool.ack_timeout_s",
+        ),
         (with_(mqtt={"tls": {"ca_file": "/ca.pem"}}), "mqtt.tls: needs an mqtts:// url"),
         (with_(mqtt={"tls": {"ca": "/ca.pem"}}), "mqtt.tls.ca: unknown key"),
         (with_(mqtt={"password": "x"}), "mqtt.password: needs mqtt.username"),

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.uplink.queues import Outgoing
+from agent.uplink.resend import ResendPolicy, Resends
 from agent.uplink.spool import HEADER, Spool, SpoolSettings, encode_record, scan_segment
 
 SMALL = SpoolSettings(max_bytes=256 * 1024, segment_bytes=16 * 1024, fsync_events=False)
@@ -45,14 +46,17 @@ def test_events_survive_reopen_in_order_until_acknowledged(tmp_path: Path) -> No
 
 def test_rewind_resends_unacknowledged_in_order(tmp_path: Path) -> None:
     now = [100.0]
-    spool = Spool(tmp_path, SMALL, monotonic=lambda: now[0]).open()
+    resend = ResendPolicy(ack_timeout_s=5.0, max_s=3600.0)
+    spool = Spool(tmp_path, SMALL, resend=resend, monotonic=lambda: now[0]).open()
     for i in range(10):
         spool.events.put(ev(i))
     drain(spool.events)
     spool.events.ack(["ev00000003", "ev00000007"])
-    assert spool.events.next_expiry(5.0) == 5.0
+    assert spool.events.next_due() == 5.0
     now[0] += 6
-    assert spool.events.rewind_expired(5.0) == 8
+    assert spool.events.resend_due() == Resends(timer=2, overtaken=6)  # 3 and 7 were read past 0-6
+    assert [p[6:12] for p in drain(spool.events)] == [f"{i:06d}".encode() for i in (0, 1, 2, 4, 5, 6, 8, 9)]
+    assert spool.events.rewind() == 8
     assert [p[6:12] for p in drain(spool.events)] == [f"{i:06d}".encode() for i in (0, 1, 2, 4, 5, 6, 8, 9)]
 
 
