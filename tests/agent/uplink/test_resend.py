@@ -29,6 +29,13 @@ from tests.helpers.collector import birth, event
 
 SITE = "resendtest"
 SMALL = SpoolSettings(max_bytes=4 * 1024 * 1024, segment_bytes=64 * 1024, fsync_events=False)
+
+
+@pytest.fixture
+def broker(own_broker: PrivateBroker) -> PrivateBroker:
+    """A broker of each test's own: whether a session holds an event is what these tests measure,
+    and persistent sessions other tests left on a shared broker would hold every event."""
+    return own_broker
 #: Per connection the broker queues the node's birth and its online status for the collector, and a
 #: connection taken over fires the Will (status offline): the constant a reconnect adds.
 PER_CONNECTION = 3

@@ -46,8 +46,11 @@ class Listener:
 
 
 async def test_committed_events_are_acknowledged_and_leave_the_spool(
-    broker: PrivateBroker, tmp_path: Path
+    own_broker: PrivateBroker, tmp_path: Path
 ) -> None:
+    """A broker of its own: no other test's persistent session there holds the events (which would
+    make the agent wait for a reconnect, not resend on its backoff)."""
+    broker = own_broker
     node = "gpu-r11-n01"
     db = tmp_path / "db.sqlite"
     # First no collector: the broker's PUBACK alone does not remove an event.
@@ -67,6 +70,7 @@ async def test_committed_events_are_acknowledged_and_leave_the_spool(
         assert len(stored) == 21
         stats = agent.agent.publisher.stats
         assert stats.events_resent >= 21
+        assert stats.events_no_subscriber >= 21  # no session took them: sent again on the backoff
         assert stats.events_acked == 21
         assert collector.pipeline.stats["event_acks_published"] >= 1
     finally:
