@@ -36,6 +36,8 @@ def broker(own_broker: PrivateBroker) -> PrivateBroker:
     """A broker of each test's own: whether a session holds an event is what these tests measure,
     and persistent sessions other tests left on a shared broker would hold every event."""
     return own_broker
+
+
 #: Per connection the broker queues the node's birth and its online status for the collector, and a
 #: connection taken over fires the Will (status offline): the constant a reconnect adds.
 PER_CONNECTION = 3
