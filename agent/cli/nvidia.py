@@ -16,11 +16,12 @@ from typing import Any, TextIO
 import msgspec
 
 from agent.probes.base import EventDraft, Unsupported
+from agent.probes.kernel_log import LineContext, build_line_handlers
 from agent.probes.kmsg import read_records
 from agent.probes.nvidia.nvml_facade import NvmlFacade, RealNvml
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
 from agent.probes.nvidia.nvml_read import read_inventory
-from agent.probes.nvidia.xid import GpuDirectory, XidKmsgHandler, XidReporter
+from agent.probes.nvidia.xid import GpuDirectory, XidReporter
 from fleetops.wire import Accelerator, AcceleratorReadings
 
 __all__ = ["add_probe_arguments", "add_replay_arguments", "probe_command", "replay_kmsg_command"]
@@ -191,14 +192,20 @@ def replay_kmsg_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> i
     reporter = XidReporter(directory=directory, fold_window_s=args.fold_window_s)
     events: list[EventDraft] = []
     reporter.bind(events.append)
-    # lines without a kernel timestamp count as simultaneous
-    handler = XidKmsgHandler(reporter, clock=lambda: 0.0, use_record_time=True)
+    # Every handler the live agent attaches; lines without a kernel timestamp count as simultaneous.
+    ctx = LineContext(emit=events.append, xid_reporter=reporter, clock=lambda: 0.0, replay=True)
+    handlers = build_line_handlers(ctx)
     try:
         for record in read_records(args.path, args.format):
-            handler(record)
+            for handler in handlers:
+                handler(record)
     except OSError as exc:
         print(f"cannot read {args.path}: {exc.strerror}", file=sys.stderr)
         return 1
+    for handler in handlers:
+        close = getattr(handler, "close", None)
+        if callable(close):
+            close()
     reporter.close()
     for event in events:
         out.write(msgspec.json.encode(_event_dict(event)).decode() + "\n")

@@ -117,6 +117,10 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "accelerator_id": {"type": "string"},
             "pci_bus_id": {"type": "string"},
             "serial": {"type": "string"},
+            "part": {
+                "type": "string",
+                "description": "The replaceable unit that is not an accelerator (DIMM, NIC port, NVSwitch, PSU).",
+            },
         },
     },
     "Task": {

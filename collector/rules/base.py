@@ -37,6 +37,7 @@ __all__ = [
     "events_evidence",
     "iso",
     "node_location",
+    "part_location",
     "readings_evidence",
 ]
 
@@ -179,6 +180,13 @@ def node_location(node: NodeState | None, site: str = "") -> TaskLocation:
         rack=loc.rack if loc is not None else "",
         slot=loc.slot if loc is not None else "",
     )
+
+
+def part_location(
+    node: NodeState | None, part: str, *, pci_bus_id: str = "", serial: str = ""
+) -> TaskLocation:
+    """Where a technician finds a replaceable unit of the host that is not an accelerator."""
+    return msgspec.structs.replace(node_location(node), part=part, pci_bus_id=pci_bus_id, serial=serial)
 
 
 def _inventory(node: NodeState | None, index: int | None, accel_id: str) -> Accelerator | None:

@@ -35,6 +35,9 @@ class TaskLocation(msgspec.Struct, frozen=True, kw_only=True):
     accelerator_id: str = ""
     pci_bus_id: str = ""
     serial: str = ""
+    #: The replaceable unit that is not an accelerator, in the words a technician finds it by:
+    #: ``DIMM CPU0_DIMM_A1``, ``NIC mlx5_0 port 1``, ``NVSwitch 2``, ``PSU 1``; empty otherwise.
+    part: str = ""
 
 
 class NodeRecord(msgspec.Struct, kw_only=True):

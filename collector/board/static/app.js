@@ -214,7 +214,7 @@ async function taskView(id) {
       fact("Node", h("a", { href: nodeHref(loc.site, task.node) }, task.node)),
       fact("Site", loc.site), fact("Room", loc.room), fact("Row", loc.row), fact("Rack", loc.rack), fact("Slot", loc.slot),
       fact("Accelerator", loc.accelerator_index ?? ""), fact("Accelerator id", loc.accelerator_id),
-      fact("PCI bus", loc.pci_bus_id), fact("Serial", loc.serial), fact("Component", task.component),
+      fact("Part", loc.part), fact("PCI bus", loc.pci_bus_id), fact("Serial", loc.serial), fact("Component", task.component),
       fact("Fault", task.fault), fact("Occurrences", task.count), fact("Opened", when(task.opened_at)),
       fact("Updated", when(task.updated_at)), fact("Resolved", task.resolved_at ? when(task.resolved_at) : "")),
     h("h2", {}, "Evidence"),
