@@ -76,6 +76,16 @@ class KmsgRecord(msgspec.Struct, frozen=True, kw_only=True):
     #: Where the record was read, stable across re-reads: ``kmsg:<boot id>:<seq>`` for the device,
     #: ``file:<path>:<inode>:<offset>`` for a file; empty for records without a source position.
     key: str = ""
+    #: Wall-clock time (epoch seconds) where the line itself carries one (``dmesg -T``, syslog,
+    #: ``journalctl``); ``None`` otherwise.
+    wall_ts: float | None = None
+
+    def record_time(self) -> float | None:
+        """The record's own time in seconds: the wall clock when the line gives it, else seconds
+        since boot, else ``None``."""
+        if self.wall_ts is not None:
+            return self.wall_ts
+        return self.ts_us / 1e6 if self.ts_us is not None else None
 
 
 #: Receives each record, on the follower's reader thread. Must not block for long.

@@ -501,8 +501,8 @@ class XidKmsgHandler:
             self.unparsed_total += 1
             return
         self.lines_total += 1
-        use_record = self._use_record_time and record.ts_us is not None
-        ts = record.ts_us / 1e6 if use_record and record.ts_us is not None else self._clock()
+        own = record.record_time() if self._use_record_time else None
+        ts = own if own is not None else self._clock()
         self.reporter.report(
             XidOccurrence(
                 xid=line.xid, ts=ts, source="kmsg", pci_id=line.pci_id, line=line, record_key=record.key
