@@ -18,6 +18,7 @@ import msgspec
 from agent.probes.base import EventDraft, Unsupported
 from agent.probes.kernel_log import LineContext, build_line_handlers
 from agent.probes.kmsg import read_records
+from agent.probes.kmsg_time import resolve_timezone
 from agent.probes.nvidia.nvml_facade import NvmlFacade, RealNvml
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
 from agent.probes.nvidia.nvml_read import read_inventory
@@ -39,6 +40,12 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", type=Path, help="file of recorded kernel-log lines (dmesg text or /dev/kmsg)")
     parser.add_argument("--format", choices=("auto", "kmsg", "text"), default="auto")
     parser.add_argument("--fold-window-s", type=float, default=30.0)
+    parser.add_argument(
+        "--timezone",
+        default="",
+        help="zone of the file's local times without an offset (syslog, journalctl, dmesg -T): "
+        "an IANA name or UTC; default the machine's local time",
+    )
     parser.add_argument(
         "--inventory",
         type=Path,
@@ -181,7 +188,14 @@ def _print_table(
 
 
 def replay_kmsg_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Print, one JSON object per line, the events the agent would publish for a kernel-log file."""
+    """Print, one JSON object per line, the events the agent would publish for a kernel-log file.
+
+    Lines without a year (syslog, ``journalctl``) are dated against the file's modification time."""
+    try:
+        tz = resolve_timezone(args.timezone)
+    except ValueError as exc:
+        print(f"--timezone: {exc}", file=sys.stderr)
+        return 2
     directory = GpuDirectory()
     if args.inventory is not None:
         from agent.sim.fake_nvml import FakeNvml  # answers NVML calls from the recording
@@ -196,7 +210,7 @@ def replay_kmsg_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> i
     ctx = LineContext(emit=events.append, xid_reporter=reporter, clock=lambda: 0.0, replay=True)
     handlers = build_line_handlers(ctx)
     try:
-        for record in read_records(args.path, args.format):
+        for record in read_records(args.path, args.format, tz=tz):
             for handler in handlers:
                 handler(record)
     except OSError as exc:

@@ -27,6 +27,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import tzinfo
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
 
@@ -34,6 +35,7 @@ import msgspec
 import structlog
 
 from agent.probes.base import EventSink, Sample, Unsupported
+from agent.probes.kmsg_time import TextLineParser, resolve_timezone
 from agent.probes.runner import ProbeConfig
 from fleetops.wire import Accelerator
 
@@ -60,7 +62,6 @@ MAX_LINE_BYTES: Final = 16 * 1024
 _READ_CHUNK: Final = 64 * 1024
 _STATE_SAVE_INTERVAL_S: Final = 1.0
 _KMSG_RE: Final = re.compile(r"^(\d+),(\d+),(\d+),([^;]*);(.*)$", re.DOTALL)
-_DMESG_TS_RE: Final = re.compile(r"^\s*\[\s*(\d+)\.(\d{1,9})\]\s?")
 
 Format = Literal["auto", "kmsg", "text"]
 
@@ -108,10 +109,17 @@ class KmsgConfig(ProbeConfig, frozen=True, kw_only=True, forbid_unknown_fields=T
     xid_fold_window_s: float = 30.0
     #: How often a plain file is polled for new lines, and how often handlers' tickers run.
     poll_interval_s: float = 0.5
+    #: The zone of a text log's local times without an offset (syslog, ``journalctl``,
+    #: ``dmesg -T``): an IANA name or ``UTC``; empty: the machine's local time.
+    timezone: str = ""
 
     def __post_init__(self) -> None:
         if not self.path:
             raise KmsgConfigError("probe.kmsg.path must not be empty")
+        try:
+            resolve_timezone(self.timezone)
+        except ValueError as exc:
+            raise KmsgConfigError(f"probe.kmsg.timezone: {exc}") from None
         if not 0 < self.xid_fold_window_s <= 3600:
             raise KmsgConfigError("probe.kmsg.xid_fold_window_s must be in (0, 3600]")
         if not 0 < self.poll_interval_s <= 10:
@@ -143,17 +151,21 @@ def parse_kmsg_record(line: str) -> KmsgRecord | None:
     )
 
 
-def parse_text_line(line: str) -> KmsgRecord | None:
-    """A plain text line (optionally ``[ seconds.micros] message``); ``None`` for blank lines."""
-    line = line.rstrip("\r\n")
-    if not line.strip():
+def parse_text_line(line: str, parser: TextLineParser | None = None) -> KmsgRecord | None:
+    """A plain text line in any shape ``agent.probes.kmsg_time`` reads (``dmesg`` with its time
+    options, syslog, ``journalctl``); ``None`` for blank lines. Pass the same ``parser`` for the
+    lines of one file: it carries the reference time, the zone and what ``dmesg -H`` needs of the
+    line before."""
+    parsed = (parser or TextLineParser()).parse(line)
+    if parsed is None:
         return None
-    match = _DMESG_TS_RE.match(line)
-    if match is None:
-        return KmsgRecord(seq=None, ts_us=None, message=line)
-    frac = match.group(2)
-    micros = int(frac[:6].ljust(6, "0"))
-    return KmsgRecord(seq=None, ts_us=int(match.group(1)) * 1_000_000 + micros, message=line[match.end() :])
+    return KmsgRecord(
+        seq=None,
+        ts_us=parsed.ts_us,
+        message=parsed.message,
+        priority=parsed.priority,
+        wall_ts=parsed.wall_ts,
+    )
 
 
 def detect_format(path: str, first_line: str | None) -> Literal["kmsg", "text"]:
@@ -165,15 +177,23 @@ def detect_format(path: str, first_line: str | None) -> Literal["kmsg", "text"]:
     return "text"
 
 
-def read_records(path: Path, fmt: Format = "auto") -> Iterator[KmsgRecord]:
-    """Every record in a recorded file (for replay and tests); garbage lines are skipped."""
+def read_records(
+    path: Path, fmt: Format = "auto", *, reference: float | None = None, tz: tzinfo | None = None
+) -> Iterator[KmsgRecord]:
+    """Every record in a recorded file (for replay and tests); garbage lines are skipped.
+
+    Text lines without a year are dated against ``reference`` (default: the file's modification
+    time, when its last line was written); local times without an offset are read in ``tz``
+    (``None``: the machine's local time)."""
     with path.open("rb") as fh:
         data = fh.read()
+        mtime = os.fstat(fh.fileno()).st_mtime
     lines = data.decode("utf-8", errors="replace").splitlines()
     resolved = fmt if fmt != "auto" else detect_format(str(path), lines[0] if lines else None)
-    parse = parse_kmsg_record if resolved == "kmsg" else parse_text_line
+    text = TextLineParser(reference=mtime if reference is None else reference, tz=tz)
     for line in lines:
-        record = parse(line[:MAX_LINE_BYTES])
+        cut = line[:MAX_LINE_BYTES]
+        record = parse_kmsg_record(cut) if resolved == "kmsg" else parse_text_line(cut, text)
         if record is not None:
             yield record
 
@@ -234,6 +254,8 @@ class KmsgFollower:
         self.malformed_total = 0
         self.handler_errors_total = 0
         self._logged: set[str] = set()
+        #: Text lines: yearless times dated against now, local times read in the configured zone.
+        self._text = TextLineParser(tz=resolve_timezone(config.timezone), clock=clock)
 
     def add_handler(self, handler: KmsgHandler) -> None:
         self._handlers.append(handler)
@@ -418,7 +440,7 @@ class KmsgFollower:
     def _drain(self, fh: BinaryIO, pending: bytes, fmt: Literal["kmsg", "text"] | None) -> bytes:
         if fmt is None:
             return pending
-        parse = parse_kmsg_record if fmt == "kmsg" else parse_text_line
+        text = self._text
         while True:
             chunk = fh.read(_READ_CHUNK)
             if not chunk:
@@ -429,7 +451,8 @@ class KmsgFollower:
             for raw in lines:
                 at = self._position.offset
                 self._position.offset += len(raw) + 1
-                record = parse(raw[:MAX_LINE_BYTES].decode("utf-8", errors="replace"))
+                decoded = raw[:MAX_LINE_BYTES].decode("utf-8", errors="replace")
+                record = parse_kmsg_record(decoded) if fmt == "kmsg" else parse_text_line(decoded, text)
                 if record is None:
                     if raw.strip():
                         self.malformed_total += 1
