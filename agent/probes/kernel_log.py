@@ -56,7 +56,7 @@ def _nvidia_xid(ctx: LineContext) -> KmsgHandler:
 
 
 def _neuron_hw_err(ctx: LineContext) -> KmsgHandler:
-    return make_hw_err_handler(ctx.emit, ctx.neuron_lookup)
+    return make_hw_err_handler(ctx.emit, ctx.neuron_lookup, use_record_time=ctx.replay)
 
 
 #: Every kernel-log line handler, by name, in the order records are handed to them.

@@ -67,3 +67,19 @@ def test_an_unknown_timezone_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
     args = parser.parse_args([str(saved(tmp_path, "journal-xid-days.txt")), "--timezone", "Mars/Olympus"])
     assert replay_kmsg_command(args, io.StringIO()) == 2
     assert "Mars/Olympus" in capsys.readouterr().err
+
+
+def test_a_mixed_log_prints_the_neuron_events_too(tmp_path: Path) -> None:
+    events = replay(str(saved(tmp_path, "mixed-vendors.txt")), "--timezone", "UTC")
+    assert [e["kind"] for e in events] == ["xid", "neuron_hw_error", "neuron_hw_error"]
+    xid, documented, short = events
+    assert (xid["data"]["xid"], xid["ts"]) == (31, at(2026, 12, 1, 10, 15, 42))
+    assert documented["accelerator_index"] == 3
+    assert documented["accelerator_id"] == "19fcda00f5ff6eb9"
+    assert documented["ts"] == at(2026, 12, 1, 10, 16)
+    assert documented["data"]["error"] == "HBM_UNCORRECTABLE_ERROR"
+    assert documented["data"]["action"] == "TERMINATE_INSTANCE"
+    assert short["accelerator_index"] is None
+    assert short["ts"] == at(2026, 12, 1, 10, 16, 5)
+    assert short["data"]["error"] == "SRAM_UNCORRECTABLE_ERROR"
+    assert short["severity"] == "fatal"

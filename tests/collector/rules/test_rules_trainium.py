@@ -112,3 +112,33 @@ def test_a_device_gone_past_the_grace() -> None:
     )
     (evidence,) = evaluate_event(event, ctx(node))
     assert not evidence.opens
+
+
+NODE_SCOPED: list[tuple[str, Action, str]] = [
+    ("SRAM_UNCORRECTABLE_ERROR", Action.REPLACE_HARDWARE, "Trainium device uncorrectable SRAM error"),
+    ("NC_UNCORRECTABLE_ERROR", Action.REPLACE_HARDWARE, "Trainium device uncorrectable NeuronCore error"),
+    ("HBM_UNCORRECTABLE_ERROR", Action.REPLACE_HARDWARE, "Trainium device uncorrectable HBM error"),
+    ("DMA_ERROR", Action.REPLACE_HARDWARE, "Trainium device DMA error"),
+    ("HANG_ON_COLLECTIVES", Action.INVESTIGATE_SOFTWARE, "Trainium device collective operation hung"),
+    ("SOMETHING_NEW", Action.CONTACT_VENDOR, "Trainium device unknown hardware error (SOMETHING_NEW)"),
+]
+
+
+@pytest.mark.parametrize(("error", "action", "what"), NODE_SCOPED)
+def test_a_short_form_line_names_no_device_and_opens_one_node_task(
+    error: str, action: Action, what: str
+) -> None:
+    # ``kernel: NEURON_HW_ERR=<kind> affecting neuron devices``: no accelerator index, no serial
+    fleet = trn_fleet("trn-r03-n01")
+    data = {"error": error, "nc_id": None, "serial": "", "action": "", "known": error != "SOMETHING_NEW"}
+    event = trn_event("trn-r03-n01", "neuron_hw_error", data, index=None)
+    (finding,) = evaluate_event(event, ctx(fleet.nodes[NodeKey(SITE, "trn-r03-n01")]))
+    assert finding.action is action
+    assert finding.opens
+    assert finding.component == "node"
+    assert finding.fault == f"neuron:{error}"
+    assert finding.what == what
+    assert finding.location.accelerator_index is None
+    assert (finding.location.serial, finding.location.rack) == ("", "r03")
+    assert "accelerator" not in finding.detail
+    assert "driver action" not in finding.detail

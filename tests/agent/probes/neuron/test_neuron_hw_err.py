@@ -96,3 +96,63 @@ def test_handler_uses_the_inventory_id_and_never_raises() -> None:
 
     failing = make_hw_err_handler(broken_sink, ids.get)
     failing(Record(4, 13, LINE.format(kind="DMA_ERROR", action="TERMINATE_INSTANCE")))  # must not raise
+
+
+@pytest.mark.parametrize(
+    ("kind", "severity", "known"),
+    [
+        ("SRAM_UNCORRECTABLE_ERROR", "fatal", True),
+        ("NC_UNCORRECTABLE_ERROR", "fatal", True),
+        ("HBM_UNCORRECTABLE_ERROR", "fatal", True),
+        ("DMA_ERROR", "fatal", True),
+        ("HANG_ON_COLLECTIVES", "critical", True),
+        ("PCIE_LINK_ERROR", "fatal", False),
+    ],
+)
+def test_the_short_form_is_a_node_scoped_event(kind: str, severity: str, known: bool) -> None:
+    # the form AWS's EKS node monitoring agent matches: no device, no serial, no action
+    event = parse_hw_err(f"kernel: NEURON_HW_ERR={kind} affecting neuron devices")
+    assert event is not None
+    assert (event.kind, event.severity, event.source) == ("neuron_hw_error", severity, "kmsg")
+    assert event.accelerator_index is None
+    assert event.accelerator_id == ""
+    assert event.message == f"Neuron hardware error {kind} affecting neuron devices (device not named)"
+    assert event.data == {
+        "error": kind,
+        "nc_id": None,
+        "serial": "",
+        "action": "",
+        "instance_id": "",
+        "hostname": "",
+        "known": known,
+    }
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "kernel: NEURON_HW_ERR=SRAM_UNCORRECTABLE_ERROR affecting neuron",
+        "kernel: NEURON_HW_ERR=SRAM_UNCORRECTABLE_ERROR affecting neuron devices 0 1",
+        "kernel: NEURON_HW_ERR=SRAM_UNCORRECTABLE_ERROR affecting",
+        "kernel: NEURON_HW_ERR= affecting neuron devices",
+        "kernel: NEURON_HW_ERR=sram affecting neuron devices",
+    ],
+)
+def test_short_form_near_misses(message: str) -> None:
+    assert parse_hw_err(message) is None
+
+
+def test_the_handler_passes_short_form_events_on_without_an_inventory_lookup() -> None:
+    got: list[EventDraft] = []
+    looked_up: list[int] = []
+
+    def lookup(index: int) -> str | None:
+        looked_up.append(index)
+        return None
+
+    handle = make_hw_err_handler(got.append, lookup)
+    handle(Record(1, 10, "kernel: NEURON_HW_ERR=HBM_UNCORRECTABLE_ERROR affecting neuron devices"))
+    (event,) = got
+    assert event.accelerator_index is None
+    assert event.data["error"] == "HBM_UNCORRECTABLE_ERROR"
+    assert looked_up == []
