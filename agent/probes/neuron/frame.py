@@ -12,6 +12,8 @@ Mapping onto ``wire.AcceleratorReadings`` (one per Neuron device):
   ``utilization_percent`` is their mean. Cores map to devices by ``neuroncore_per_device_count``.
 * ``memory_used_bytes``: device memory the applications use on the device's cores;
   ``memory_total_bytes``: ``neuron_device_memory_size``.
+* A report without runtime data (``neuron_runtime_data`` missing or empty) says nothing of how busy
+  the cores are: utilization and memory in use are absent, never 0.
 * ``execution_errors_total``: ``{"<tag>/<error class>": count}``, classes from ``error_summary``
   (generic, numerical, transient, model, runtime, hardware); ``executions_total``:
   ``{"<tag>/<outcome>": count}``, outcomes from ``execution_summary`` (completed, completed_with_err,
@@ -95,8 +97,10 @@ def present_devices(report: NeuronReport | None, sysfs: SysfsSnapshot | None) ->
 class NeuronFrames:
     """One step per sample: readings for the frame and the edge events since the previous step."""
 
-    def __init__(self, inventory_ids: Mapping[int, str] | None = None) -> None:
+    def __init__(self, inventory_ids: Mapping[int, str] | None = None, *, start_key: str = "") -> None:
+        """``start_key`` names this boot (its boot id) in the ids of "present at start" events."""
         self.inventory_ids: dict[int, str] = dict(inventory_ids or {})
+        self.start_key = start_key
         self.totals = ExecutionTotals()
         self._state: NeuronState | None = None
         if self.inventory_ids:
@@ -122,7 +126,7 @@ class NeuronFrames:
             self.inventory_ids = {i: self._id_of(i, sysfs) for i in present}
         ids = {i: self._id_of(i, sysfs) for i in set(present) | set(self.inventory_ids)}
         state = self._next_state(report, sysfs, present, ids)
-        events = detect(self._state, state)
+        events = detect(self._state, state, start_key=self.start_key)
         self._state = state
         readings = [self._reading(i, ids[i], report, sysfs, now, power_max_age_s) for i in present]
         lost = sorted(set(self.inventory_ids) - set(present))
@@ -186,7 +190,7 @@ class NeuronFrames:
         counters = report.devices.get(index) if report.hw_counters_ok else None
         cores = _device_cores(report, index)
         core_util = _core_utilization(report, cores)
-        complete = report.runtimes_ok and all(r.counters_ok for r in report.runtimes)
+        complete = _runtimes_complete(report)
         errors = self.totals.errors.get(index)
         outcomes = self.totals.outcomes.get(index)
         return AcceleratorReadings(
@@ -196,7 +200,7 @@ class NeuronFrames:
             utilization_percent=(
                 round(sum(core_util.values()) / len(cores), 3) if cores and complete else None
             ),
-            core_utilization_percent={str(c): v for c, v in sorted(core_util.items())} if cores else None,
+            core_utilization_percent={str(c): v for c, v in sorted(core_util.items())} if core_util else None,
             memory_used_bytes=_memory_used(report, index, cores),
             memory_total_bytes=report.hardware.memory_size_bytes if report.hardware else None,
             ecc_aggregate_corrected_total=counters.mem_ecc_corrected if counters else None,
@@ -216,10 +220,17 @@ def _device_cores(report: NeuronReport, index: int) -> Sequence[int]:
     return range(index * per, (index + 1) * per)
 
 
+def _runtimes_complete(report: NeuronReport) -> bool:
+    """The report has runtime data (at least one application) and every application's counters.
+    Without any (``neuron_runtime_data`` absent or empty: nothing runs, or neuron-monitor sees no
+    runtime) nothing says how busy the cores are: utilization and memory are unknown, not 0."""
+    return report.runtimes_ok and bool(report.runtimes) and all(r.counters_ok for r in report.runtimes)
+
+
 def _core_utilization(report: NeuronReport, cores: Sequence[int]) -> dict[int, float]:
     """Utilization of ``cores``; cores no application reports are 0 when every application's
     counters arrived, and left out otherwise."""
-    complete = report.runtimes_ok and all(r.counters_ok for r in report.runtimes)
+    complete = _runtimes_complete(report)
     out: dict[int, float] = {c: 0.0 for c in cores} if complete else {}
     wanted = set(cores)
     for runtime in report.runtimes:
@@ -230,8 +241,8 @@ def _core_utilization(report: NeuronReport, cores: Sequence[int]) -> dict[int, f
 
 
 def _memory_used(report: NeuronReport, index: int, cores: Sequence[int]) -> int | None:
-    if not cores or not report.runtimes_ok:
-        return None
+    if not cores or not report.runtimes_ok or not report.runtimes:
+        return None  # no runtime data: unknown, not 0
     wanted = set(cores)
     total = 0
     for runtime in report.runtimes:

@@ -23,6 +23,7 @@ import msgspec
 import structlog
 
 from agent.probes.base import EventDraft, EventSink, Sample, Unsupported
+from agent.probes.kmsg import read_boot_id
 from agent.probes.neuron.frame import NeuronFrames, present_devices
 from agent.probes.neuron.monitor import DEFAULT_LINE_LIMIT, MonitorSettings, MonitorStats, NeuronMonitor
 from agent.probes.neuron.report import InstanceInfo, NeuronReport, decode_report_line
@@ -104,6 +105,7 @@ class NeuronProbe:
         monotonic: Callable[[], float] = time.monotonic,
         env: Mapping[str, str] | None = None,
         line_limit: int = DEFAULT_LINE_LIMIT,
+        boot_id: Callable[[], str] = read_boot_id,
     ) -> None:
         self.period_s = period_s
         self.stale_after_s = stale_after_periods * period_s
@@ -133,6 +135,10 @@ class NeuronProbe:
         self._first = asyncio.Event()
         self._inventory: list[Accelerator] = []
         self._inventory_has_report = False
+        #: Names this boot in the ids of "present at start" ECC events (edges.py): a restart that
+        #: finds the same counts sends the same events again, which the collector drops.
+        self._boot_id = boot_id
+        self._start_key = ""
         self._frames = NeuronFrames()
         self._unsupported_logged = False
         self._stale_logged = False
@@ -151,9 +157,10 @@ class NeuronProbe:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._first.wait(), self.start_wait_s)
         snapshot = await asyncio.to_thread(self._sysfs.read)
+        self._start_key = await asyncio.to_thread(self._boot_id)
         self._inventory = _inventory(self._latest, snapshot)
         self._inventory_has_report = self._latest is not None
-        self._frames = NeuronFrames({a.index: a.id for a in self._inventory})
+        self._frames = NeuronFrames({a.index: a.id for a in self._inventory}, start_key=self._start_key)
         log.info(
             "neuron_probe_started",
             devices=len(self._inventory),
@@ -168,7 +175,7 @@ class NeuronProbe:
         inventory = _inventory(report, snapshot)
         self._inventory_has_report = True
         if [a.id for a in inventory] != [a.id for a in self._inventory]:
-            self._frames = NeuronFrames({a.index: a.id for a in inventory})
+            self._frames = NeuronFrames({a.index: a.id for a in inventory}, start_key=self._start_key)
         self._inventory = inventory
 
     async def sample(self) -> Sample:

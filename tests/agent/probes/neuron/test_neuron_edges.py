@@ -13,8 +13,69 @@ def state(**kw: object) -> NeuronState:
     return NeuronState(**base)  # type: ignore[arg-type]
 
 
-def test_first_look_is_a_baseline_for_counters() -> None:
-    assert detect(None, state(hbm_uncorrected={0: 5})) == []
+def test_a_count_present_at_the_first_look_is_an_event_once() -> None:
+    # neuron-monitor's counts run from the driver load: a first count that is not zero has no
+    # baseline to rise from
+    first = state(hbm_uncorrected={0: 5, 1: 0}, sram_uncorrected={0: 0, 1: 2})
+    events = detect(None, first, start_key="boot-a")
+    assert [(e.accelerator_index, e.accelerator_id, e.data, e.message) for e in events] == [
+        (
+            0,
+            "s0",
+            {"memory": "hbm", "delta": 5, "total": 5, "at_start": True},
+            "Neuron device 0: 5 uncorrected HBM ECC errors present at start",
+        ),
+        (
+            1,
+            "s1",
+            {"memory": "sram", "delta": 2, "total": 2, "at_start": True},
+            "Neuron device 1: 2 uncorrected SRAM ECC errors present at start",
+        ),
+    ]
+    assert {(e.kind, e.severity, e.source) for e in events} == {("ecc_uncorrected", "critical", "neuron")}
+    # the next report with the same counts is no event; a rise is an ordinary one
+    assert detect(first, first, start_key="boot-a") == []
+    (rise,) = detect(first, state(hbm_uncorrected={0: 6, 1: 0}, sram_uncorrected={0: 0, 1: 2}))
+    assert rise.data == {"memory": "hbm", "delta": 1, "total": 6}
+
+
+def test_a_device_first_counted_later_is_present_at_start_too_and_a_known_count_is_not() -> None:
+    # the first report's counters group failed: device 1 is counted first in the second report
+    prev = state(hbm_uncorrected={0: 0})
+    (event,) = detect(prev, state(hbm_uncorrected={0: 0, 1: 4}))
+    assert (event.accelerator_index, event.data["at_start"], event.data["total"]) == (1, True, 4)
+    # a count that was known (carried while a device was away) is never "at start" again
+    assert detect(state(hbm_uncorrected={1: 4}), state(hbm_uncorrected={1: 4})) == []
+
+
+def test_present_at_start_ignores_absent_devices_zero_counts_and_the_sysfs_counter() -> None:
+    assert detect(None, state(present=frozenset({0}), hbm_uncorrected={1: 3})) == []
+    assert detect(None, state(hbm_uncorrected={0: 0}, sram_uncorrected={1: 0})) == []
+    # the sysfs repairable-HBM counter keeps its baseline rule: only rises are events
+    assert detect(None, state(hbm_repairable_uncorrected={0: 2})) == []
+
+
+def test_present_at_start_ids_are_stable_per_boot_device_memory_and_count() -> None:
+    def event_id(key: str, total: int, memory: str = "hbm") -> str:
+        field = "hbm_uncorrected" if memory == "hbm" else "sram_uncorrected"
+        (event,) = detect(None, state(**{field: {0: total}}), start_key=key)
+        return event.id
+
+    # an agent restart in the same boot that finds the same count: the same event (the collector has it)
+    assert event_id("boot-a", 5) == event_id("boot-a", 5)
+    assert len(event_id("boot-a", 5)) == 32
+    # the count changed while the agent was down, another boot, another memory: a new event
+    assert (
+        len(
+            {
+                event_id("boot-a", 5),
+                event_id("boot-a", 6),
+                event_id("boot-b", 5),
+                event_id("boot-a", 5, "sram"),
+            }
+        )
+        == 4
+    )
 
 
 def test_uncorrected_rises() -> None:

@@ -24,10 +24,12 @@ from agent.probes.neuron.probe import (
     neuron_config,
 )
 from agent.probes.neuron.report import decode_report_line
+from agent.probes.neuron.sysfs import NeuronSysfs
 from agent.sim.fake_monitor import make_simulated_trainium_probes, parse_period
 from agent.sim.scenario import Fault
 from agent.sim.trainium_model import CORES_PER_DEVICE, TrainiumModel
 from fleetops.wire import AcceleratorReadings
+from tests.helpers import paths
 
 NODE = "trn-t01-n01"
 
@@ -300,3 +302,53 @@ def test_factory_uses_the_agent_interval(tmp_path: Path) -> None:
     assert probe.name == "neuron"
     assert probe.period_s == 10.0
     assert probe.stale_after_s == 30.0
+
+
+async def test_counts_present_at_start_are_one_event_per_device_and_the_same_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    # a monitor whose every report has device 0: 2 SRAM and device 1: 3 HBM uncorrected errors
+    fixture = paths.FIXTURES / "neuron" / "ecc-at-start.jsonl"
+    script = tmp_path / "monitor.py"
+    script.write_text(
+        "import sys, time\n"
+        f"line = open({str(fixture)!r}).readline()\n"
+        "while True:\n"
+        "    sys.stdout.write(line)\n"
+        "    sys.stdout.flush()\n"
+        "    time.sleep(0.05)\n"
+    )
+    runs: list[list[EventDraft]] = []
+    for _ in range(2):  # the agent starts, stops, starts again in the same boot
+        probe = NeuronProbe(
+            command=(sys.executable, str(script)),
+            period_s=0.2,
+            state_dir=tmp_path,
+            sysfs=NeuronSysfs(tmp_path / "no-sysfs"),
+            start_wait_s=10.0,
+            boot_id=lambda: "2f6d0c8e-boot",
+        )
+        events: list[EventDraft] = []
+        await probe.start(events.append)
+        try:
+            for _ in range(4):  # several new reports, the same counts
+                await _next_report(probe)
+                await probe.sample()
+        finally:
+            await probe.stop()
+        runs.append([e for e in events if e.kind == "ecc_uncorrected"])
+    first, second = runs
+    assert [(e.accelerator_index, e.data["memory"], e.data["total"], e.data["at_start"]) for e in first] == [
+        (1, "hbm", 3, True),
+        (0, "sram", 2, True),
+    ]
+    assert [e.id for e in second] == [e.id for e in first]
+
+
+async def _next_report(probe: NeuronProbe) -> None:
+    seen = probe.counters.reports
+
+    async def wait() -> None:
+        await asyncio.sleep(0)
+
+    await until(lambda: probe.counters.reports > seen, wait, 10.0)

@@ -58,9 +58,12 @@ def test_replay_stream_numbers() -> None:
     assert dev(1, 0)["execution_errors_total"]["train/hardware"] == 2
     assert dev(1, 1)["ecc_aggregate_uncorrected_total"] == 1
 
-    # line 4: idle
-    assert dev(2, 0)["utilization_percent"] == 0.0
-    assert dev(2, 1)["memory_used_bytes"] == 0
+    # line 4: idle, no runtime data: utilization and memory in use unknown (absent), never 0
+    for index in (0, 1):
+        assert "utilization_percent" not in dev(2, index)
+        assert "core_utilization_percent" not in dev(2, index)
+        assert "memory_used_bytes" not in dev(2, index)
+    assert dev(2, 1)["ecc_aggregate_uncorrected_total"] == 1
     assert dev(2, 0)["executions_total"]["train/completed"] == 38
 
     # line 5: job "eval" on core 3 (device 1 only)
@@ -109,3 +112,18 @@ def test_replay_missing_file(tmp_path: Path) -> None:
     code, rows = replay(tmp_path / "absent.jsonl")
     assert code == 2
     assert rows == []
+
+
+def test_replay_counts_present_at_start_once_then_rises() -> None:
+    # device 0: 2 uncorrected SRAM errors, device 1: 3 uncorrected HBM errors in the first report;
+    # the same in the second; device 1's HBM count 4 in the third
+    code, rows = replay(FIXTURES / "ecc-at-start.jsonl")
+    assert code == 0
+    events = [(r["line"], r["event"]) for r in rows if r["type"] == "event"]
+    assert [(line, e["accelerator_index"], e["data"]) for line, e in events] == [
+        (1, 1, {"memory": "hbm", "delta": 3, "total": 3, "at_start": True}),
+        (1, 0, {"memory": "sram", "delta": 2, "total": 2, "at_start": True}),
+        (3, 1, {"memory": "hbm", "delta": 1, "total": 4}),
+    ]
+    assert events[0][1]["message"] == "Neuron device 1: 3 uncorrected HBM ECC errors present at start"
+    assert {e["kind"] for _, e in events} == {"ecc_uncorrected"}

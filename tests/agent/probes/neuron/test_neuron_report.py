@@ -68,19 +68,36 @@ def test_user_guide_sample() -> None:
     assert "temperature_celsius" in dev.unsupported
 
 
-def test_idle_report_has_zero_utilization_and_no_execution_counts() -> None:
+def test_idle_report_without_runtime_data_leaves_utilization_and_memory_unknown() -> None:
+    # neuron_runtime_data: [] says no runtime reports to neuron-monitor, not that the cores are at
+    # 0 %: utilization and memory in use are absent, never 0
     report = parse_report(load("idle.json"))
     assert report.runtimes == []
     assert report.runtimes_ok
     dev0, dev1 = readings_of("idle.json")
-    assert dev0.utilization_percent == 0.0
-    assert dev0.core_utilization_percent == {"0": 0.0, "1": 0.0}
-    assert dev1.core_utilization_percent == {"2": 0.0, "3": 0.0}
-    assert dev0.memory_used_bytes == 0
+    for dev in (dev0, dev1):
+        assert dev.utilization_percent is None
+        assert dev.core_utilization_percent is None
+        assert dev.memory_used_bytes is None
+    assert dev0.memory_total_bytes == 103079215104
     assert dev0.ecc_aggregate_corrected_total == 3
     assert dev0.sram_ecc_corrected_total == 1
     assert dev0.executions_total is None
     assert dev0.execution_errors_total is None
+
+
+def test_a_report_without_the_runtime_group_leaves_utilization_and_memory_unknown() -> None:
+    doc = load("idle.json")
+    del doc["neuron_runtime_data"]
+    report = parse_report(doc)
+    assert not report.runtimes_ok
+    dev0, _ = NeuronFrames().step(report, new_report=True)[0]
+    assert (dev0.utilization_percent, dev0.core_utilization_percent, dev0.memory_used_bytes) == (
+        None,
+        None,
+        None,
+    )
+    assert dev0.ecc_aggregate_corrected_total == 3
 
 
 def test_group_errors_are_recorded_and_their_values_unused() -> None:
