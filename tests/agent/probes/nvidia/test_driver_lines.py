@@ -25,7 +25,8 @@ from fleetops.wire import Accelerator
         ("NVRM: GPU at PCI:0000:3b:00: GPU-1c2d3e4f-5a6b: GPU has fallen off the bus.", "0000:3b:00"),
         ("NVRM: GPU at 0000:01:00.0 has fallen off the bus.", "0000:01:00.0"),
         (
-            "NVRM: The NVIDIA GPU 0000:b3:00.0 (PCI ID: 10de:26b5) installed in this system has fallen off the "
+            "NVRM: The NVIDIA GPU 0000:b3:00.0 (PCI ID: 10de:26b5) installed in this system has "
+            "fallen off the "
             "bus and is not responding to commands.",
             "0000:b3:00.0",
         ),

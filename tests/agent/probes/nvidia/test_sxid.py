@@ -15,7 +15,8 @@ KMSG = paths.FIXTURES / "kmsg"
 
 _LINES: list[tuple[str, dict[str, Any]]] = [
     (
-        "nvidia-nvswitch3: SXid (PCI:0000:c5:00.0): 12028, Non-fatal, Link 47 egress non-posted PRIV error (First)",
+        "nvidia-nvswitch3: SXid (PCI:0000:c5:00.0): 12028, Non-fatal, Link 47 egress non-posted "
+        "PRIV error (First)",
         {"sxid": 12028, "switch": 3, "pci_id": "0000:c5:00.0", "link": 47, "fatal": False, "first": True},
     ),
     (
@@ -30,7 +31,8 @@ _LINES: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
-        "nvidia-nvswitch2: SXid (PCI:0000:c4:00.0): 10002, Severity 5 Engine instance 00 Sub-engine instance 00",
+        "nvidia-nvswitch2: SXid (PCI:0000:c4:00.0): 10002, Severity 5 Engine instance 00 "
+        "Sub-engine instance 00",
         {"sxid": 10002, "switch": 2, "link": None, "fatal": None},
     ),
     (

@@ -256,7 +256,8 @@ _FORMATS: list[tuple[str, dict[str, Any]]] = [
     ),
     # MIG: the GPU instance (and compute instance) the error is attributed to
     (
-        "NVRM: Xid (PCI:0000:01:00 GPU-I:05): 94, pid=7194, Contained: CE User Channel (0x9). RST: No, D-RST: No",
+        "NVRM: Xid (PCI:0000:01:00 GPU-I:05): 94, pid=7194, Contained: CE User Channel (0x9). "
+        "RST: No, D-RST: No",
         {
             "pci_id": "0000:01:00",
             "gpu_instance": 5,
@@ -293,7 +294,8 @@ _FORMATS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
-        "NVRM: Xid (PCI:0000:3a:00): 95, pid=<unknown>, name=<unknown>, Uncontained: FBHUB. RST: Yes, D-RST: No",
+        "NVRM: Xid (PCI:0000:3a:00): 95, pid=<unknown>, name=<unknown>, Uncontained: FBHUB. "
+        "RST: Yes, D-RST: No",
         {"contained": False, "containment": "FBHUB", "rst": True, "d_rst": False, "pid": None},
     ),
     (
