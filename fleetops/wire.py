@@ -131,6 +131,9 @@ EVENT_KINDS: Final[frozenset[str]] = frozenset(
         "probe_failed",  # a probe failed or timed out repeatedly; data.probe
         "probe_recovered",
         "agent_started",
+        # NVIDIA driver lines without an XID, NVSwitch SXids
+        "gpu_init_failed",  # RmInitAdapter failed: the driver could not initialise a GPU; data.code
+        "nvswitch_sxid",  # NVSwitch SXid; data.sxid, data.switch, data.pci, data.link, data.fatal
     )
 )
 

@@ -15,7 +15,15 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["EDITION", "SHA256", "XidCatalog", "XidEntry", "load_catalog"]
+__all__ = [
+    "EDITION",
+    "SHA256",
+    "XID74_REGISTER_BITS",
+    "XidCatalog",
+    "XidEntry",
+    "load_catalog",
+    "xid74_register_classes",
+]
 
 EDITION: Final = "2025-10"
 #: SHA-256 of the files as shipped; checked by the test suite.
@@ -26,6 +34,44 @@ SHA256: Final = {
     "nvlink-xid-decode.tsv": "595f3496cddafdf99d6c33ea19c64e65042414b5c07a2aab80e6a1f3992ae792",
 }
 _PACKAGE: Final = "fleetops.data.nvidia-xid-catalog"
+
+#: XID 74's register bit classes, as the catalog's WORKFLOW_NVLINK_ERR guidance gives them: by
+#: register position (0-based: the first, third, fourth and fifth of the seven; the second is
+#: unused), each class and the bits that put a register in it.
+XID74_REGISTER_BITS: Final[dict[int, tuple[tuple[str, frozenset[int]], ...]]] = {
+    0: (
+        ("ignorable", frozenset({0, 23, 30})),
+        ("sympathetic", frozenset({1, 20})),
+        ("ecc_parity", frozenset({4, 5})),
+        ("link_hardware", frozenset({8, 9, 12, 16, 17, 24, 28})),
+        ("marginal_si", frozenset({21, 22})),
+        ("report_if_repeated", frozenset({27, 29})),
+    ),
+    2: (
+        ("ecc_parity", frozenset({0, 1, 2, 6})),
+        ("report_bug", frozenset({13})),
+        ("link_hardware_if_repeated", frozenset({16, 19})),
+        ("report_if_repeated", frozenset({17, 18})),
+    ),
+    3: (("sympathetic", frozenset({16, 17, 18})),),
+    4: (
+        ("ecc_parity", frozenset({18, 19, 21, 22, 24, 25, 27, 28})),
+        ("ecc_threshold", frozenset({20, 23, 26, 29})),
+    ),
+}
+
+
+def xid74_register_classes(registers: tuple[int, ...]) -> dict[int, tuple[str, ...]]:
+    """The classes each valid register of an XID 74 falls in (registers without a class left out)."""
+    out: dict[int, tuple[str, ...]] = {}
+    for position, table in XID74_REGISTER_BITS.items():
+        if position >= len(registers):
+            continue
+        value = registers[position]
+        classes = tuple(label for label, bits in table if any(value >> bit & 1 for bit in bits))
+        if classes:
+            out[position] = classes
+    return out
 
 
 class XidEntry(msgspec.Struct, frozen=True, kw_only=True):

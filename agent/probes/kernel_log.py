@@ -21,6 +21,8 @@ from typing import Final
 from agent.probes.base import EventSink, Sample
 from agent.probes.kmsg import KmsgFollower, KmsgHandler
 from agent.probes.neuron.hw_err import make_hw_err_handler
+from agent.probes.nvidia.driver_lines import NvidiaDriverLineHandler
+from agent.probes.nvidia.sxid import SxidKmsgHandler
 from agent.probes.nvidia.xid import XidKmsgHandler, XidReporter
 from fleetops.wire import Accelerator
 
@@ -55,6 +57,19 @@ def _nvidia_xid(ctx: LineContext) -> KmsgHandler:
     return XidKmsgHandler(ctx.xid_reporter, ctx.clock, use_record_time=ctx.replay)
 
 
+def _nvidia_driver(ctx: LineContext) -> KmsgHandler:
+    # XID 79 sightings go to the shared reporter: fold and dedup like XIDs, same window
+    reporter = ctx.xid_reporter
+    return NvidiaDriverLineHandler(
+        reporter, ctx.emit, ctx.clock, fold_window_s=reporter.fold_window_s, use_record_time=ctx.replay
+    )
+
+
+def _nvswitch_sxid(ctx: LineContext) -> KmsgHandler:
+    fold = ctx.xid_reporter.fold_window_s
+    return SxidKmsgHandler(ctx.emit, ctx.clock, fold_window_s=fold, use_record_time=ctx.replay)
+
+
 def _neuron_hw_err(ctx: LineContext) -> KmsgHandler:
     return make_hw_err_handler(ctx.emit, ctx.neuron_lookup, use_record_time=ctx.replay)
 
@@ -62,6 +77,9 @@ def _neuron_hw_err(ctx: LineContext) -> KmsgHandler:
 #: Every kernel-log line handler, by name, in the order records are handed to them.
 LINE_HANDLERS: Final[dict[str, LineFactory]] = {
     "nvidia_xid": _nvidia_xid,
+    # NVIDIA lines without an XID (fell off the bus, GPU lost, init failed) and NVSwitch SXids
+    "nvidia_driver": _nvidia_driver,
+    "nvswitch_sxid": _nvswitch_sxid,
     "neuron_hw_err": _neuron_hw_err,
 }
 

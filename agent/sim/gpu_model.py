@@ -28,14 +28,21 @@ import msgspec
 import pynvml
 
 from agent.probes.base import Probe
+from agent.probes.kernel_log import KernelLogProbe
 from agent.probes.kmsg import KmsgConfig, KmsgFollower
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
 from agent.probes.nvidia.recording import call_key, field_key
-from agent.probes.nvidia.xid import RECOVERY_ACTION_NAMES, XidKmsgHandler, XidReporter
+from agent.probes.nvidia.xid import RECOVERY_ACTION_NAMES, XidReporter
 from agent.sim.fake_nvml import DeviceCalls, FakeNvml
 from agent.sim.gpu_specs import A100_SXM4_80GB, H100_SXM5_80GB, MODELS, GpuSpec
 from agent.sim.scenario import GPU_FAULT_KINDS, Fault
-from agent.sim.xid_lines import NVML_EVENTS_MISS, xid_text
+from agent.sim.xid_lines import (
+    NVML_EVENTS_MISS,
+    fell_off_bus_lines,
+    init_failed_lines,
+    nvswitch_fatal_lines,
+    xid_text,
+)
 
 __all__ = [
     "A100_SXM4_80GB",
@@ -348,6 +355,12 @@ def _nvlink_state_key(link: int) -> str:
     return call_key("nvmlDeviceGetNvLinkState", link)
 
 
+#: Faults that make NVML answer GPU_IS_LOST for the GPU, and those written as driver lines.
+_LOST_KINDS: Final = ("gpu_lost", "gpu_fell_off_bus", "gpu_init_failed")
+_DRIVER_LINE_KINDS: Final = frozenset({"nvswitch_fatal", "gpu_fell_off_bus", "gpu_init_failed"})
+#: The NVSwitches' bus ids on the simulated HGX baseboard (nvidia-nvswitch0..3).
+_NVSWITCH_BUS: Final = (0xC2, 0xC3, 0xC4, 0xC5)
+
 #: How long one simulated snapshot answers NVML calls.
 SNAPSHOT_S: Final = 0.1
 
@@ -427,7 +440,7 @@ class SimulatedNode:
             gpu.pcie_degraded = self._active(gpu, "pcie_downgrade", t)
             gpu.nvlink_errors = self._active(gpu, "nvlink_errors", t)
             gpu.nvlink_down = {0} if self._active(gpu, "nvlink_down", t) and gpu.spec.nvlink_links else set()
-            gpu.lost = self._active(gpu, "gpu_lost", t)
+            gpu.lost = any(self._active(gpu, kind, t) for kind in _LOST_KINDS)
             gpu.remap_pending_fault = self._active(gpu, "remap_pending", t)
             gpu.remap_failure = gpu.remap_failure or self._active(gpu, "remap_failure", t)
         for i, fault in enumerate(self.faults):
@@ -466,6 +479,22 @@ class SimulatedNode:
             self._xid(gpu, 74, t, link=0)
         elif kind == "gpu_lost":
             self._xid(gpu, 79, t)
+        elif kind in _DRIVER_LINE_KINDS:
+            self._driver_lines(gpu, kind, fault.accelerator or 0, t)
+
+    def _driver_lines(self, gpu: SimulatedGpu, kind: str, index: int, t: float) -> None:
+        """Kernel-log lines of faults the driver reports without an XID (``xid_lines``)."""
+        if kind == "nvswitch_fatal":
+            if not gpu.spec.nvlink_links:
+                return  # no NVSwitch on a board without NVLink
+            bus = _NVSWITCH_BUS[index % len(_NVSWITCH_BUS)]
+            lines = nvswitch_fatal_lines(index % len(_NVSWITCH_BUS), f"0000:{bus:02x}:00.0")
+        elif kind == "gpu_fell_off_bus":
+            lines = fell_off_bus_lines(f"0000:{gpu.bus:02x}:00", gpu.uuid, gpu.serial)
+        else:
+            lines = init_failed_lines(f"0000:{gpu.bus:02x}:00.0", gpu.index)
+        for line in lines:
+            self._write(t, line)
 
     def _xid(self, gpu: SimulatedGpu, xid: int, t: float, *, link: int = 0) -> None:
         pid = 2000 + self._rng.randint(0, 60000)
@@ -499,8 +528,8 @@ def make_simulated_gpu_probes(
     nvml_config: NvmlConfig | None = None,
     kmsg_config: KmsgConfig | None = None,
 ) -> list[Probe]:
-    """The real NVML probe over a fake NVML backed by simulated GPUs, and a kernel-log follower
-    over the node's simulated kernel log with the XID handler attached (sharing one reporter)."""
+    """The real NVML probe over a fake NVML backed by simulated GPUs, and the kernel-log probe over
+    the node's simulated kernel log with every line handler attached (sharing one XID reporter)."""
     node = SimulatedNode(node_name, gpu_count, model, faults, kmsg_path, clock, seed)
     fake = FakeNvml(node.system(), node.devices)
     node.nvml_event = fake.push_event
@@ -509,7 +538,5 @@ def make_simulated_gpu_probes(
     reporter = XidReporter(fold_window_s=kcfg.xid_fold_window_s, dedup_window_s=ncfg.xid_dedup_window_s)
     nvml_probe = NvmlProbe(ncfg, facade_factory=lambda: fake, reporter=reporter, clock=clock)
     follower = KmsgFollower(kcfg, clock=clock)
-    handler = XidKmsgHandler(reporter, clock)
-    follower.add_handler(handler)
-    follower.add_ticker(handler.tick)
-    return [nvml_probe, follower]
+    # every kernel-log line handler, as on a real node, sharing the reporter with the NVML probe
+    return [nvml_probe, KernelLogProbe(follower, reporter, clock=clock)]

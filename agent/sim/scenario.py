@@ -43,6 +43,10 @@ GpuFault = Literal[
     "nvlink_errors",
     "nvlink_down",
     "gpu_lost",
+    # NVIDIA lines without an XID, NVSwitch SXids (nvswitch_fatal: ``accelerator`` is the switch)
+    "nvswitch_fatal",
+    "gpu_fell_off_bus",
+    "gpu_init_failed",
 ]
 TrainiumFault = Literal[
     "neuron_sram_uncorrectable",

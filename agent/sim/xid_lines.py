@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["NVML_EVENTS_MISS", "xid_text"]
+__all__ = [
+    "NVML_EVENTS_MISS",
+    "fell_off_bus_lines",
+    "init_failed_lines",
+    "nvswitch_fatal_lines",
+    "xid_text",
+]
 
 
 _XID_TEXT: Final[dict[int, str]] = {
@@ -37,3 +43,28 @@ def xid_text(xid: int, *, pid: int = 0, link: int = 0) -> str:
     """The text after ``NVRM: Xid (PCI:...): <xid>, `` in the driver's shape for that XID."""
     template = _XID_TEXT.get(xid, "pid=<unknown>, name=<unknown>, Xid error reported by the driver.")
     return template.format(pid=pid, link=link)
+
+
+# ---- faults the driver reports without an XID (shapes: tests/fixtures/kmsg/README.md) ----
+
+
+def fell_off_bus_lines(pci: str, uuid: str, serial: str) -> list[str]:
+    """What the driver prints when a GPU falls off the bus and no XID line comes with it."""
+    return [
+        f"NVRM: GPU at PCI:{pci}: {uuid}",
+        f"NVRM: GPU Board Serial Number: {serial}",
+        f"NVRM: GPU {pci}.0: GPU has fallen off the bus.",
+    ]
+
+
+def init_failed_lines(pci: str, minor: int) -> list[str]:
+    """The driver failing to initialise a GPU (``pci`` with its function)."""
+    return [
+        f"NVRM: GPU {pci}: RmInitAdapter failed! (0x26:0x56:1474)",
+        f"NVRM: GPU {pci}: rm_init_adapter failed, device minor number {minor}",
+    ]
+
+
+def nvswitch_fatal_lines(switch: int, pci: str) -> list[str]:
+    """A fatal NVSwitch error on an HGX board: the link training fault the switch reports."""
+    return [f"nvidia-nvswitch{switch}: SXid (PCI:{pci}): 20034, Fatal, Link 28 LTSSM Fault Up"]

@@ -72,6 +72,9 @@ RULE_NAMES: Final[frozenset[str]] = frozenset(
         "memory_pressure",
         "probe_failing",
         "facility",
+        # NVIDIA lines without an XID, NVSwitch SXids
+        "gpu_init_failed",
+        "nvswitch",
     )
 )
 

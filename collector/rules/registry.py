@@ -34,6 +34,8 @@ from collector.rules.evaluator import (
     evaluate_node_readings,
     evaluate_nodes,
 )
+from collector.rules.gpu_init import gpu_init_failed_rule
+from collector.rules.nvswitch import nvswitch_sxid_rule
 from collector.rules.xid import recovery_action_rule, xid_rule
 from fleetops.wire import Event
 
@@ -66,6 +68,9 @@ EVENT_RULES: Final[tuple[Registered[EventRule], ...]] = (
     Registered("announcement", gpu_events.announcement_rule),
     Registered("neuron_hw_error", trainium.neuron_hw_error_rule, always=True),
     Registered("accelerator_count", trainium.missing_event_rule),
+    # NVIDIA lines without an XID, NVSwitch SXids
+    Registered("gpu_init_failed", gpu_init_failed_rule),
+    Registered("nvswitch", nvswitch_sxid_rule),
 )
 #: Rules on a node's liveness (run on every tick).
 NODE_RULES: Final[tuple[Registered[NodeRule], ...]] = (Registered("node_offline", node.node_offline_rule),)

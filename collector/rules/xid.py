@@ -12,6 +12,7 @@
 * XID 154 is the driver's own verdict and wins (``verdict=True``).
 * An XID the catalog does not know is an OBSERVE task naming it, never silence.
 * ``overrides`` (XID → action) and ``ignore`` in ``[rules.xid]`` take precedence.
+* An XID whose bus id was redacted names no GPU: evidence, never a task alone.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Final
+
+import msgspec
 
 from collector.rules.actions import Action
 from collector.rules.base import (
@@ -336,7 +339,17 @@ def _xid_nvlink5(event: Event, ctx: RuleContext, code: int) -> tuple[Action, str
 
 
 def xid_rule(event: Event, ctx: RuleContext) -> Finding | None:
-    """An XID → the action of its immediate resolution bucket, worked out as described above."""
+    """An XID → the action of its immediate resolution bucket, worked out as described above.
+
+    An XID whose bus id was redacted (``data.pci_redacted``: a log as posted, replayed) names no
+    GPU: it is evidence on the node, never a task of its own (it could be any GPU, or none)."""
+    finding = _xid_finding(event, ctx)
+    if finding is not None and event.data.get("pci_redacted") is True and event.accelerator_index is None:
+        return msgspec.structs.replace(finding, opens=False)
+    return finding
+
+
+def _xid_finding(event: Event, ctx: RuleContext) -> Finding | None:
     if event.kind != "xid":
         return None
     cfg = ctx.config

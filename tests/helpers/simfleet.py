@@ -13,13 +13,13 @@ from typing import Any
 import msgspec
 
 from agent.probes.base import EventDraft
+from agent.probes.kernel_log import LineContext, build_line_handlers
 from agent.probes.kmsg import parse_text_line
 from agent.probes.neuron.frame import NeuronFrames
 from agent.probes.neuron.hw_err import parse_hw_err
 from agent.probes.neuron.report import parse_report
 from agent.probes.neuron.sysfs import NeuronSysfs
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
-from agent.probes.nvidia.xid import XidKmsgHandler
 from agent.sim.gpu_model import make_simulated_gpu_probes
 from agent.sim.scenario import Fault
 from agent.sim.trainium_model import TrainiumModel
@@ -217,7 +217,9 @@ class SimGpuNode(SimNode):
         probe = probes[0]
         assert isinstance(probe, NvmlProbe)
         self.probe = probe
-        self.handler = XidKmsgHandler(probe.reporter, clock)
+        # every kernel-log line handler, as the agent attaches them (sharing the NVML probe's reporter)
+        line_ctx = LineContext(emit=self.drafts.append, xid_reporter=probe.reporter, clock=clock)
+        self.line_handlers = build_line_handlers(line_ctx)
         self._kmsg_offset = 0
 
     async def start(self) -> list[Message]:
@@ -233,13 +235,18 @@ class SimGpuNode(SimNode):
         for line in new.decode().splitlines():
             record = parse_text_line(line)
             if record is not None:
-                self.handler(record)
+                for handler in self.line_handlers:
+                    handler(record)
 
     async def step(self) -> list[Message]:
         """One agent cycle at the clock's time: sample (edges), follow the kernel log, frame."""
         sample = await self.probe.sample()
         self._read_kmsg()
         self.probe.reporter.flush(self.clock.now)
+        for handler in self.line_handlers:
+            tick = getattr(handler, "tick", None)
+            if callable(tick):
+                tick(self.clock.now)
         return [self.frame(sample.accelerators), *self.events()]
 
     async def rebirth(self) -> list[Message]:

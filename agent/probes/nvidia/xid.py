@@ -9,7 +9,6 @@ published as one follow-up event (``count`` > 1) when the window closes.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -20,10 +19,12 @@ import structlog
 
 from agent.probes.base import EventDraft, EventSink, Severity, stable_event_id
 from agent.probes.kmsg import KmsgRecord
+from agent.probes.nvidia.xid_line import XidLine, normalize_pci_id, parse_xid_line
 from fleetops.wire import Accelerator, DataValue
-from fleetops.xid_catalog import XidCatalog, load_catalog
+from fleetops.xid_catalog import XidCatalog, load_catalog, xid74_register_classes
 
 __all__ = [
+    "CORROBORATING_SOURCES",
     "RECOVERY_ACTION_NAMES",
     "GpuDirectory",
     "XidKmsgHandler",
@@ -37,25 +38,10 @@ __all__ = [
 
 _log = structlog.get_logger(__name__)
 
-#: gpud's prefix regex, widened for quoted pid/name and ``<unknown>``.
-_PREFIX_RE: Final = re.compile(
-    r"NVRM: Xid \(PCI:(?P<pci>[0-9a-fA-F:.]+)\): (?P<xid>\d+)"
-    r"(?:, pid=(?:'(?P<qpid>[^']*)'|(?P<pid>\d+|<unknown>)))?"
-    r"(?:, name=(?:'(?P<qname>[^']*)'|(?P<name>[^,]+)))?"
-    r"(?:, Ch (?P<ch>[0-9a-fA-F]+))?"
-    r"(?:,\s*)?"
-)
-_PCI_RE: Final = re.compile(r"^(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})(?:\.[0-7])?$")
-_HEX_RE: Final = re.compile(r"0x[0-9a-fA-F]+")
-_LINK_RE: Final = re.compile(r"\b[Ll]ink\s*(\d+)")
-_REGS_RE: Final = re.compile(r"\(\s*(0x[0-9a-fA-F]+(?:[,\s]+0x[0-9a-fA-F]+)*)\s*\)")
-_RECOVERY_RE: Final = re.compile(
-    r"recovery action changed from (0x[0-9a-fA-F]+)\s*\(([^)]*)\)\s*to\s*(0x[0-9a-fA-F]+)\s*\(([^)]*)\)",
-    re.IGNORECASE,
-)
-_NVLINK5_RE: Final = re.compile(
-    r"^(?P<sub>[A-Za-z0-9_/]+)\s+(?P<sev>Fatal|Nonfatal|Non-fatal|NonFatal)\b", re.IGNORECASE
-)
+#: Sources of lines that corroborate an XID without being one ("GPU has fallen off the bus",
+#: ``NV_ERR_GPU_IS_LOST``): a sighting from one of them is held like an NVML event's, gives way
+#: to the XID line if it comes, and never uses up the match another source's sighting waits for.
+CORROBORATING_SOURCES: Final = frozenset({"kmsg_bus"})
 
 #: NVML_GPU_RECOVERY_ACTION_* (field 230) and XID 154's names for them.
 RECOVERY_ACTION_NAMES: Final[dict[int, str]] = {
@@ -85,92 +71,6 @@ _SEVERITY_BY_BUCKET: Final[dict[str, Severity]] = {
     "CHECK_MECHANICALS": "critical",
     "RESTART_BM": "fatal",
 }
-#: XID 74: first-register bit classes, from the catalog's WORKFLOW_NVLINK_ERR guidance.
-_XID74_REG0_CLASSES: Final[tuple[tuple[str, frozenset[int]], ...]] = (
-    ("ignorable", frozenset({0, 23, 30})),
-    ("sympathetic", frozenset({1, 20})),
-    ("ecc_parity", frozenset({4, 5})),
-    ("link_hardware", frozenset({8, 9, 12, 16, 17, 24, 28})),
-    ("marginal_si", frozenset({21, 22})),
-    ("report_if_repeated", frozenset({27, 29})),
-)
-
-
-def normalize_pci_id(pci: str) -> str:
-    """``domain:bus:device`` in lower-case hex, 4-digit domain, function dropped.
-
-    ``00000000:18:00.0`` (NVML), ``0000:18:00`` and ``18:00.0`` all give ``0000:18:00``.
-    Returns the input lower-cased when it is not a PCI id.
-    """
-    match = _PCI_RE.match(pci.strip())
-    if match is None:
-        return pci.strip().lower()
-    domain = int(match.group(1) or "0", 16)
-    return f"{domain:04x}:{int(match.group(2), 16):02x}:{int(match.group(3), 16):02x}"
-
-
-class XidLine(msgspec.Struct, frozen=True, kw_only=True):
-    """What one ``NVRM: Xid`` line says."""
-
-    pci_id: str  # as printed
-    xid: int
-    pid: int | None = None
-    process_name: str | None = None
-    channel: str | None = None
-    text: str = ""
-    link: int | None = None
-    registers: tuple[int, ...] = ()
-    recovery_from: int | None = None
-    recovery_to: int | None = None
-    recovery_to_name: str | None = None
-    nvlink_subcode: str | None = None
-    nvlink_fatal: bool | None = None
-
-
-def parse_xid_line(message: str) -> XidLine | None:
-    """Parse an ``NVRM: Xid`` kernel-log message; ``None`` when the line is not a (whole) XID."""
-    match = _PREFIX_RE.search(message)
-    if match is None:
-        return None
-    xid = int(match.group("xid"))
-    if not 0 < xid < 100_000:
-        return None
-    pid_text = match.group("qpid") if match.group("qpid") is not None else match.group("pid")
-    pid = int(pid_text) if pid_text is not None and pid_text.isdigit() else None
-    name = match.group("qname") if match.group("qname") is not None else match.group("name")
-    if name is not None:
-        name = name.strip()
-        if name in ("<unknown>", ""):
-            name = None
-    text = message[match.end() :].strip()
-    link_match = _LINK_RE.search(text)
-    regs_match = _REGS_RE.search(text)
-    registers = tuple(int(h, 16) for h in _HEX_RE.findall(regs_match.group(1))) if regs_match else ()
-    fields: dict[str, object] = {}
-    if xid == 154:
-        rec = _RECOVERY_RE.search(text)
-        if rec is not None:
-            fields = {
-                "recovery_from": int(rec.group(1), 16),
-                "recovery_to": int(rec.group(3), 16),
-                "recovery_to_name": rec.group(4).strip(),
-            }
-    if 144 <= xid <= 150:
-        sub = _NVLINK5_RE.match(text)
-        if sub is not None:
-            fields["nvlink_subcode"] = sub.group("sub")
-            fields["nvlink_fatal"] = sub.group("sev").lower() == "fatal"
-    return XidLine(
-        pci_id=match.group("pci"),
-        xid=xid,
-        pid=pid,
-        process_name=name,
-        channel=match.group("ch"),
-        text=text[:1024],
-        link=int(link_match.group(1)) if link_match else None,
-        registers=registers[:16],
-        **fields,  # type: ignore[arg-type]
-    )
 
 
 def classify(line: XidLine, catalog: XidCatalog) -> tuple[Severity, dict[str, DataValue]]:
@@ -191,9 +91,13 @@ def classify(line: XidLine, catalog: XidCatalog) -> tuple[Severity, dict[str, Da
     if line.xid == 154 and line.recovery_to is not None:
         severity = "info" if line.recovery_to == 0 else "critical"
     if line.xid == 74 and line.registers:
-        reg0 = line.registers[0]
-        classes = [label for label, bits in _XID74_REG0_CLASSES if any(reg0 >> b & 1 for b in bits)]
-        data["nvlink_reg0_classes"] = ",".join(classes)
+        by_register = xid74_register_classes(line.registers)
+        data["nvlink_reg0_classes"] = ",".join(by_register.get(0, ()))
+        for position in (2, 3, 4):
+            if position in by_register:
+                data[f"nvlink_reg{position}_classes"] = ",".join(by_register[position])
+        union = dict.fromkeys(c for classes in by_register.values() for c in classes)
+        data["nvlink_classes"] = ",".join(union)
     if 144 <= line.xid <= 150 and len(line.registers) >= 2:
         data.update(_decode_nvlink5(line, catalog))
         if data.get("nvlink_immediate") == "IGNORE":
@@ -231,6 +135,30 @@ def _decode_nvlink5(line: XidLine, catalog: XidCatalog) -> dict[str, DataValue]:
             "nvlink_severity": row.severity,
         }
     return {"nvlink_decode": "unmatched"}
+
+
+#: The optional details of an ``XidLine`` carried into the event data under their own names.
+_DETAIL_FIELDS: Final = (
+    "gpu_instance",
+    "compute_instance",
+    "gpc",
+    "tpc",
+    "sm",
+    "exception",
+    "contained",
+    "containment",
+    "rst",
+    "d_rst",
+)
+
+
+def _line_details(line: XidLine) -> dict[str, DataValue]:
+    out: dict[str, DataValue] = {
+        name: getattr(line, name) for name in _DETAIL_FIELDS if getattr(line, name) is not None
+    }
+    if line.pci_redacted:
+        out["pci_redacted"] = True
+    return out
 
 
 class GpuIdentity(msgspec.Struct, frozen=True):
@@ -410,11 +338,14 @@ class XidReporter:
     def _is_duplicate(self, key: tuple[str, int], occ: XidOccurrence) -> bool:
         by_source = self._seen.setdefault(key, {})
         horizon = occ.ts - self.dedup_window_s
+        corroborating = occ.source in CORROBORATING_SOURCES
         for source, stamps in by_source.items():
             while stamps and stamps[0] < horizon:
                 stamps.popleft()
             if source != occ.source and stamps:
-                stamps.popleft()  # matched: the other source already reported this one
+                if not corroborating:
+                    stamps.popleft()  # matched: the other source already reported this one
+                # a corroborating line leaves the sighting for the next source to match
                 return True
         by_source.setdefault(occ.source, deque()).append(occ.ts)
         return False
@@ -422,6 +353,8 @@ class XidReporter:
     def _gpu_key(self, occ: XidOccurrence) -> str:
         if occ.pci_id:
             return normalize_pci_id(occ.pci_id)
+        if not occ.uuid:
+            return "unknown"  # a line whose bus id was redacted: one GPU we cannot name
         gpu = self.directory.by_uuid(occ.uuid)
         return normalize_pci_id(gpu.pci_bus_id) if gpu is not None else f"uuid:{occ.uuid}"
 
@@ -442,16 +375,20 @@ class XidReporter:
             )
         if line.nvlink_subcode is not None:
             data.update(nvlink_subcode=line.nvlink_subcode, nvlink_fatal=line.nvlink_fatal)
+        data.update(_line_details(line))
         if line.text:
             data["text"] = line.text[:512]
         pci_printed = occ.pci_id or (gpu.pci_bus_id if gpu else "")
         if gpu is None:
             data["unmapped"] = True
+        if occ.source in CORROBORATING_SOURCES:
+            data["reported_as"] = occ.source  # no XID line: the driver's own words for the fault
         mnemonic = str(data.get("mnemonic", ""))
+        on = f"GPU {gpu.index}" if gpu else (pci_printed or "an unknown GPU")
         return EventDraft(
             kind="xid",
             severity=severity,
-            message=f"XID {occ.xid} ({mnemonic}) on {'GPU ' + str(gpu.index) if gpu else pci_printed}",
+            message=f"XID {occ.xid} ({mnemonic}) on {on}",
             accelerator_index=gpu.index if gpu else None,
             accelerator_id=gpu.uuid if gpu else "",
             pci_bus_id=gpu.pci_bus_id if gpu else pci_printed,

@@ -147,6 +147,23 @@ def _probe() -> list[Finding]:
 # (registered rule, the finding's rule, its findings, the title's start: part and fault, its advice)
 Case = tuple[str, str, Callable[[], list[Finding]], str, str]
 CASES: list[Case] = [
+    # NVIDIA lines without an XID, NVSwitch SXids
+    (
+        "gpu_init_failed",
+        "gpu_init_failed",
+        lambda: _gpu_event("gpu_init_failed", {"code": "0x26:0x56:1474", "pci": PCI}, index=1),
+        "GPU 1 failed to initialise",
+        "reboot the node",
+    ),
+    (
+        "nvswitch",
+        "nvswitch",
+        lambda: _gpu_event(
+            "nvswitch_sxid", {"sxid": 20034, "switch": 2, "link": 28, "fatal": True}, index=None
+        ),  # type: ignore[arg-type]
+        "NVSwitch 2 fatal error on link 28 (SXid 20034)",
+        "reboot to reset all GPUs and NVSwitches",
+    ),
     (
         "xid",
         "xid",

@@ -38,6 +38,14 @@ GPU_CORPUS: list[tuple[str, dict[str, Any], Action, float, str]] = [
     ("xid", {"xid": 149}, Action.RESET_GPU, 30, "xid"),  # decoded from its registers: NETIR link down
     ("xid", {"xid": 92}, Action.OBSERVE, 30, "xid"),  # catalog: IGNORE → recorded, no action asked
     ("xid", {"xid": 999}, Action.OBSERVE, 30, "xid"),  # not in the catalog: named, never silent
+    # NVIDIA lines without an XID
+    ("gpu_fell_off_bus", {}, Action.REBOOT_NODE, 60, "xid"),  # the line is XID 79 + GPU_IS_LOST: one task
+    ("gpu_init_failed", {}, Action.REBOOT_NODE, 60, "gpu_init_failed"),  # + GPU_IS_LOST: one task
+]
+#: Faults of a part that is not an accelerator: (fault kind, expected action, seconds, evidence,
+#: the location's part and bus id).
+PART_CORPUS: list[tuple[str, Action, float, str, str, str]] = [
+    ("nvswitch_fatal", Action.REBOOT_NODE, 30, "nvswitch_sxid", "NVSwitch 1", "0000:c3:00.0"),
 ]
 TRAINIUM_CORPUS: list[tuple[str, Action, float, str]] = [
     ("neuron_sram_uncorrectable", Action.REPLACE_HARDWARE, 60, "neuron_hw_error"),
@@ -52,6 +60,7 @@ TRAINIUM_CORPUS: list[tuple[str, Action, float, str]] = [
 
 def test_the_corpus_covers_every_fault_the_simulator_injects() -> None:
     covered = {kind for kind, *_ in GPU_CORPUS} | {kind for kind, *_ in TRAINIUM_CORPUS}
+    covered |= {kind for kind, *_ in PART_CORPUS}
     assert covered == set(FAULT_KINDS)
 
 
@@ -133,4 +142,34 @@ async def test_trainium_fault_becomes_one_task(
     assert (loc.site, loc.rack, loc.slot, loc.accelerator_index, loc.serial) == (SITE, "rc3", "02", 9, serial)
     assert task.component == serial
     assert evidence in _evidence_kinds(task.evidence), task.evidence
+    assert feed.all_tasks() == tasks
+
+
+@pytest.mark.parametrize(
+    ("kind", "action", "seconds", "evidence", "part", "pci"), PART_CORPUS, ids=[k for k, *_ in PART_CORPUS]
+)
+async def test_part_fault_becomes_one_task(
+    feed: Feed,
+    clock: FakeClock,
+    tmp_path: Path,
+    kind: str,
+    action: Action,
+    seconds: float,
+    evidence: str,
+    part: str,
+    pci: str,
+) -> None:
+    name = f"gpu-{kind.replace('_', '-')}"
+    fault = Fault(at_s=15, node=name, kind=kind, accelerator=1)  # type: ignore[arg-type]
+    node = SimGpuNode(name, clock, tmp_path, [fault], rack="rc2", slot="04")
+    await _run(feed, node, seconds)
+
+    tasks = feed.tasks(name)
+    assert [(t.action, t.state) for t in tasks] == [(action.value, "open")], [t.summary for t in tasks]
+    (task,) = tasks
+    loc = task.location
+    assert (loc.site, loc.rack, loc.slot, loc.part, loc.pci_bus_id) == (SITE, "rc2", "04", part, pci)
+    assert loc.accelerator_index is None
+    assert evidence in _evidence_kinds(task.evidence), task.evidence
+    assert task.runbook
     assert feed.all_tasks() == tasks

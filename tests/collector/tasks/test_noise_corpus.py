@@ -136,3 +136,45 @@ async def test_an_agent_restart_raises_nothing(feed: Feed, clock: FakeClock, tmp
         await gpu.stop()
     assert feed.all_tasks() == []
     assert feed.collector.state.nodes[NodeKey("demo", "gpu-restart-n01")].status == "online"
+
+
+async def test_a_single_non_fatal_sxid_raises_nothing(feed: Feed, clock: FakeClock, tmp_path: Path) -> None:
+    """One corrected NVSwitch error (the driver says "Non-fatal") is routine on an HGX board."""
+    node = SimGpuNode("gpu-sxid-n01", clock, tmp_path, rack="rq8")
+    await feed.send(await node.start())
+    try:
+        await feed.run([node], 60)
+        with node.kmsg.open("a", encoding="utf-8") as fh:
+            fh.write(
+                "[ 9000.000000] nvidia-nvswitch3: SXid (PCI:0000:c5:00.0): 12028, Non-fatal, Link 47 egress "
+                "non-posted PRIV error (First)\n"
+            )
+        await feed.run([node], 600)
+    finally:
+        await node.stop()
+    key = NodeKey("demo", "gpu-sxid-n01")
+    kinds = [e.kind for e in feed.collector.store.recent_events([key], 0.0, 1000)[0][key]]
+    assert "nvswitch_sxid" in kinds  # the SXid arrived...
+    assert feed.all_tasks() == []  # ...and asked for nothing
+
+
+async def test_an_xid_with_a_redacted_bus_id_raises_nothing(
+    feed: Feed, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A posted log replayed into a node's kernel log: ``(PCI:xxxx:xx:00)`` names no GPU, so even an
+    XID 79 is evidence on the node, not a task (least of all on GPU 0)."""
+    node = SimGpuNode("gpu-redact-n01", clock, tmp_path, rack="rq8", slot="02")
+    await feed.send(await node.start())
+    try:
+        await feed.run([node], 60)
+        with node.kmsg.open("a", encoding="utf-8") as fh:
+            fh.write("[ 9000.000000] NVRM: Xid (PCI:xxxx:xx:00): 79, pid=1234, GPU has fallen off the bus.\n")
+        await feed.run([node], 600)
+    finally:
+        await node.stop()
+    key = NodeKey("demo", "gpu-redact-n01")
+    events = feed.collector.store.recent_events([key], 0.0, 1000)[0][key]
+    assert [(e.kind, e.data.get("pci_redacted"), e.accelerator_index) for e in events if e.kind == "xid"] == [
+        ("xid", True, None)
+    ]
+    assert feed.all_tasks() == []

@@ -240,3 +240,187 @@ def test_replay_of_dev_kmsg_records_without_inventory() -> None:
     assert [e["data"]["xid"] for e in events] == [79, 74, 154]
     assert all(e["accelerator_index"] is None for e in events)
     assert events[0]["ts"] == pytest.approx(812.114502)
+
+
+# ---- every published shape of the prefix and the details (tests/fixtures/kmsg/xid-formats.txt) ----
+
+_FORMATS: list[tuple[str, dict[str, Any]]] = [
+    # older drivers: no "PCI:" before the bus id; "Channel" / "Ch" with 8 hex digits
+    (
+        "NVRM: Xid (0000:03:00): 14, Channel 00000001",
+        {"pci_id": "0000:03:00", "xid": 14, "channel": "00000001", "pid": None, "text": ""},
+    ),
+    (
+        "NVRM: Xid (0000:01:00): 31, Ch 0000000b, engmask 00000120, intr 10000000",
+        {"pci_id": "0000:01:00", "xid": 31, "channel": "0000000b", "text": "engmask 00000120, intr 10000000"},
+    ),
+    # MIG: the GPU instance (and compute instance) the error is attributed to
+    (
+        "NVRM: Xid (PCI:0000:01:00 GPU-I:05): 94, pid=7194, Contained: CE User Channel (0x9). "
+        "RST: No, D-RST: No",
+        {
+            "pci_id": "0000:01:00",
+            "gpu_instance": 5,
+            "compute_instance": None,
+            "pid": 7194,
+            "contained": True,
+            "containment": "CE User Channel (0x9)",
+            "rst": False,
+            "d_rst": False,
+        },
+    ),
+    (
+        "NVRM: Xid (PCI:0000:3b:00 GPU-I:01 GPU-CI:02): 13, pid=9, name=a.out, Graphics SM Warp Exception "
+        "on (GPC 0, TPC 1, SM 0): Out Of Range Address",
+        {
+            "pci_id": "0000:3b:00",
+            "gpu_instance": 1,
+            "compute_instance": 2,
+            "process_name": "a.out",
+            "gpc": 0,
+            "tpc": 1,
+            "sm": 0,
+            "exception": "SM Warp Exception: Out Of Range Address",
+        },
+    ),
+    (
+        "NVRM: Xid (PCI:0000:01:00): 95, pid=7062, Uncontained: LTC TAG (0x2,0x1). RST: Yes, D-RST: No",
+        {
+            "contained": False,
+            "containment": "LTC TAG (0x2,0x1)",
+            "rst": True,
+            "d_rst": False,
+            "gpu_instance": None,
+        },
+    ),
+    (
+        "NVRM: Xid (PCI:0000:3a:00): 95, pid=<unknown>, name=<unknown>, Uncontained: FBHUB. "
+        "RST: Yes, D-RST: No",
+        {"contained": False, "containment": "FBHUB", "rst": True, "d_rst": False, "pid": None},
+    ),
+    (
+        "NVRM: Xid (PCI:0000:cb:00): 13, pid='<unknown>', name=<unknown>, Graphics Exception: ESR "
+        "0x50da48=0x80000000 0x50da50=0x0 0x50da44=0xd3eff2 0x50da4c=0x17f",
+        {"pid": None, "process_name": None, "gpc": None, "exception": "ESR 0x50da48=0x80000000"},
+    ),
+    # newer drivers: "channel 0x0000000c"
+    (
+        "NVRM: Xid (PCI:0000:01:00): 109, pid=4242, name=Warhammer 40000, channel 0x0000000a, errorString "
+        "CTX SWITCH TIMEOUT, Info 0xc006",
+        {
+            "pid": 4242,
+            "process_name": "Warhammer 40000",
+            "channel": "0000000a",
+            "text": "errorString CTX SWITCH TIMEOUT, Info 0xc006",
+        },
+    ),
+    (
+        "NVRM: Xid (PCI:0000:01:00): 43, pid=28721, name=gpu_pointcloud_, channel 0x00000030",
+        {"pid": 28721, "process_name": "gpu_pointcloud_", "channel": "00000030", "text": ""},
+    ),
+    # a bus id (and pid) a poster replaced: parses, but names no bus
+    (
+        "NVRM: Xid (...): 31, pid=..., name=polaris_uvm_fau, channel 0x00000002, MMU Fault: ENGINE GRAPHICS",
+        {
+            "pci_id": "",
+            "pci_redacted": True,
+            "pid": None,
+            "process_name": "polaris_uvm_fau",
+            "channel": "00000002",
+        },
+    ),
+    (
+        "NVRM: Xid (PCI:xxxx:xx:00): 79, pid=1234, name=python3, GPU has fallen off the bus.",
+        {"pci_id": "", "pci_redacted": True, "xid": 79, "pid": 1234},
+    ),
+    (
+        "NVRM: Xid (PCI:0000:18:00): 79, pid=1234, GPU has fallen off the bus.",
+        {"pci_id": "0000:18:00", "pci_redacted": False, "gpu_instance": None},
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "expected"), _FORMATS, ids=[f"{i}" for i in range(len(_FORMATS))])
+def test_every_published_format_parses_to_its_fields(message: str, expected: dict[str, Any]) -> None:
+    line = parse_xid_line(message)
+    assert line is not None
+    assert {name: getattr(line, name) for name in expected} == expected
+
+
+def test_the_formats_fixture_has_every_shape() -> None:
+    messages = [r.message for r in read_records(KMSG / "xid-formats.txt") if "NVRM: Xid" in r.message]
+    parsed = [parse_xid_line(m) for m in messages]
+    assert [p.xid for p in parsed if p is not None] == [14, 31, 94, 13, 95, 13, 109, 43, 31, 79, 119, 74]
+
+
+def test_xid_74_decodes_every_register_class_the_catalog_gives() -> None:
+    line = parse_xid_line(
+        "NVRM: Xid (PCI:0000:b9:00): 74, pid=<unknown>, name=<unknown>, NVLink: fatal error detected on "
+        "link 6(0x1000000, 0x0, 0x40, 0x10000, 0x100000, 0x0, 0x0)"
+    )
+    assert line is not None
+    _, data = classify(line, load_catalog())
+    assert data["nvlink_reg0_classes"] == "link_hardware"  # bit 24 of the first register
+    assert data["nvlink_reg2_classes"] == "ecc_parity"  # bit 6 of the third
+    assert data["nvlink_reg3_classes"] == "sympathetic"  # bit 16 of the fourth
+    assert data["nvlink_reg4_classes"] == "ecc_threshold"  # bit 20 of the fifth
+    assert data["nvlink_classes"] == "link_hardware,ecc_parity,sympathetic,ecc_threshold"
+
+
+def test_details_and_the_mig_instance_are_carried_into_the_event() -> None:
+    reporter, events = _reporter()
+    handler = XidKmsgHandler(reporter, clock=lambda: 5.0)
+    handler(KmsgRecord(seq=None, ts_us=None, message=_FORMATS[2][0].replace("0000:01:00", "0000:18:00")))
+    handler(KmsgRecord(seq=None, ts_us=None, message=_FORMATS[3][0].replace("0000:3b:00", "0000:2a:00")))
+    contained, graphics = events
+    assert contained.accelerator_index == 0
+    assert {k: contained.data[k] for k in ("gpu_instance", "contained", "containment", "rst", "d_rst")} == {
+        "gpu_instance": 5,
+        "contained": True,
+        "containment": "CE User Channel (0x9)",
+        "rst": False,
+        "d_rst": False,
+    }
+    assert graphics.accelerator_index == 1
+    assert {k: graphics.data[k] for k in ("gpu_instance", "compute_instance", "gpc", "tpc", "sm")} == {
+        "gpu_instance": 1,
+        "compute_instance": 2,
+        "gpc": 0,
+        "tpc": 1,
+        "sm": 0,
+    }
+    assert graphics.data["exception"] == "SM Warp Exception: Out Of Range Address"
+
+
+def test_a_redacted_bus_id_is_never_mapped_to_a_gpu() -> None:
+    reporter, events = _reporter()
+    inventory = [
+        Accelerator(vendor="nvidia", kind="gpu", index=0, id="GPU-zero", pci_bus_id="00000000:00:00.0")
+    ]
+    reporter.directory.update(inventory)  # even a GPU at bus 0 is not what "..." means
+    handler = XidKmsgHandler(reporter, clock=lambda: 1.0)
+    handler(KmsgRecord(seq=None, ts_us=None, message=_FORMATS[10][0]))
+    (event,) = events
+    assert event.accelerator_index is None
+    assert event.accelerator_id == ""
+    assert event.pci_bus_id == ""
+    assert event.data["pci_redacted"] is True
+    assert event.data["unmapped"] is True
+    assert event.message.endswith("on an unknown GPU")
+
+
+def test_replay_prints_sxids_fell_off_the_bus_and_init_failures() -> None:
+    events = _replay(str(KMSG / "xid-formats.txt"))
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("nvswitch_sxid") == 4
+    assert [e["data"]["sxid"] for e in events if e["kind"] == "nvswitch_sxid"] == [12028, 20034, 19084, 10002]
+    bus = [e for e in events if e["kind"] == "xid" and e["data"].get("reported_as") == "kmsg_bus"]
+    assert sorted(e["pci_bus_id"] for e in bus) == ["0000:3b:00.0", "0000:5d:00.0", "0000:b3:00.0"]
+    assert all(e["data"]["xid"] == 79 for e in bus)
+    init = [e for e in events if e["kind"] == "gpu_init_failed"]
+    assert [(e["pci_bus_id"], e["data"]["code"]) for e in init] == [
+        ("0000:00:06.0", "0x11:0x45:2540"),
+        ("", "0x26:0x56:1474"),
+    ]
+    redacted = [e for e in events if e["kind"] == "xid" and e["data"].get("pci_redacted")]
+    assert [(e["data"]["xid"], e.get("accelerator_index")) for e in redacted] == [(31, None), (79, None)]
