@@ -131,6 +131,11 @@ EVENT_KINDS: Final[frozenset[str]] = frozenset(
         "probe_failed",  # a probe failed or timed out repeatedly; data.probe
         "probe_recovered",
         "agent_started",
+        # host RAS from the kernel log (docs/protocol.md §6.1)
+        "pcie_aer",  # a PCIe AER report; data.severity, data.source, data.reporter, data.errors ...
+        "machine_check",  # an MCE, memory-failure or firmware (GHES) hardware error; data.severity
+        "memory_error",  # an EDAC memory error; data.dimm (the EDAC label), data.type, data.count
+        "filesystem_readonly",  # a filesystem went read-only or shut down; data.device, data.state
     )
 )
 
