@@ -18,6 +18,7 @@ from collector.rules import (
     gpu_power,
     gpu_state,
     gpu_thermal,
+    host_ras,
     node,
     trainium,
 )
@@ -66,6 +67,11 @@ EVENT_RULES: Final[tuple[Registered[EventRule], ...]] = (
     Registered("announcement", gpu_events.announcement_rule),
     Registered("neuron_hw_error", trainium.neuron_hw_error_rule, always=True),
     Registered("accelerator_count", trainium.missing_event_rule),
+    # host RAS from the kernel log
+    Registered("pcie_aer", host_ras.pcie_aer_rule),
+    Registered("memory_error", host_ras.memory_error_rule),
+    Registered("machine_check", host_ras.machine_check_rule),
+    Registered("filesystem_readonly", host_ras.filesystem_readonly_rule),
 )
 #: Rules on a node's liveness (run on every tick).
 NODE_RULES: Final[tuple[Registered[NodeRule], ...]] = (Registered("node_offline", node.node_offline_rule),)
