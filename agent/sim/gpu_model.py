@@ -28,13 +28,16 @@ import msgspec
 import pynvml
 
 from agent.probes.base import Probe
+from agent.probes.kernel_log import KernelLogProbe
 from agent.probes.kmsg import KmsgConfig, KmsgFollower
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
 from agent.probes.nvidia.recording import call_key, field_key
-from agent.probes.nvidia.xid import RECOVERY_ACTION_NAMES, XidKmsgHandler, XidReporter
+from agent.probes.nvidia.xid import RECOVERY_ACTION_NAMES, XidReporter
 from agent.sim.fake_nvml import DeviceCalls, FakeNvml
 from agent.sim.gpu_specs import A100_SXM4_80GB, H100_SXM5_80GB, MODELS, GpuSpec
-from agent.sim.scenario import GPU_FAULT_KINDS, Fault
+from agent.sim.host_ras_lines import aer_corrected_lines, host_fault_lines
+from agent.sim.pci_tree import write_pci_tree
+from agent.sim.scenario import GPU_FAULT_KINDS, HOST_FAULT_KINDS, Fault
 from agent.sim.xid_lines import NVML_EVENTS_MISS, xid_text
 
 __all__ = [
@@ -369,7 +372,12 @@ class SimulatedNode:
         self.spec = spec
         self.node_name = node_name
         self.gpus = [SimulatedGpu(spec, node=node_name, index=i, seed=seed) for i in range(gpu_count)]
-        self.faults = [f for f in faults if f.applies_to(node_name) and f.kind in GPU_FAULT_KINDS]
+        self.faults = [
+            f
+            for f in faults
+            if f.applies_to(node_name) and (f.kind in GPU_FAULT_KINDS or f.kind in HOST_FAULT_KINDS)
+        ]
+        self._aer_written: dict[int, int] = {}  # GPU index -> the last second a storm wrote a report
         self.kmsg_path = kmsg_path
         self._clock = clock
         self._start = clock()
@@ -430,6 +438,10 @@ class SimulatedNode:
             gpu.lost = self._active(gpu, "gpu_lost", t)
             gpu.remap_pending_fault = self._active(gpu, "remap_pending", t)
             gpu.remap_failure = gpu.remap_failure or self._active(gpu, "remap_failure", t)
+            if self._active(gpu, "pcie_aer_storm", t) and self._aer_written.get(gpu.index) != int(t):
+                self._aer_written[gpu.index] = int(t)  # one corrected AER report a second
+                for line in aer_corrected_lines(gpu.bus, device_id=gpu.spec.pci_device_id >> 16):
+                    self._write(t, line)
         for i, fault in enumerate(self.faults):
             if i in self._begun or t < fault.at_s:
                 continue
@@ -466,6 +478,9 @@ class SimulatedNode:
             self._xid(gpu, 74, t, link=0)
         elif kind == "gpu_lost":
             self._xid(gpu, 79, t)
+        else:
+            for line in host_fault_lines(kind):
+                self._write(t, line)
 
     def _xid(self, gpu: SimulatedGpu, xid: int, t: float, *, link: int = 0) -> None:
         pid = 2000 + self._rng.randint(0, 60000)
@@ -498,9 +513,12 @@ def make_simulated_gpu_probes(
     *,
     nvml_config: NvmlConfig | None = None,
     kmsg_config: KmsgConfig | None = None,
+    sysfs_root: Path | None = None,
 ) -> list[Probe]:
-    """The real NVML probe over a fake NVML backed by simulated GPUs, and a kernel-log follower
-    over the node's simulated kernel log with the XID handler attached (sharing one reporter)."""
+    """The real NVML probe over a fake NVML backed by simulated GPUs, and the kernel-log probe over
+    the node's simulated kernel log with every line handler attached (sharing one XID reporter).
+    ``sysfs_root`` (default: ``<kmsg_path>.sysfs``) gets a sysfs PCI tree of the GPUs
+    (``agent.sim.pci_tree``), so that PCIe AER lines map to them."""
     node = SimulatedNode(node_name, gpu_count, model, faults, kmsg_path, clock, seed)
     fake = FakeNvml(node.system(), node.devices)
     node.nvml_event = fake.push_event
@@ -509,7 +527,7 @@ def make_simulated_gpu_probes(
     reporter = XidReporter(fold_window_s=kcfg.xid_fold_window_s, dedup_window_s=ncfg.xid_dedup_window_s)
     nvml_probe = NvmlProbe(ncfg, facade_factory=lambda: fake, reporter=reporter, clock=clock)
     follower = KmsgFollower(kcfg, clock=clock)
-    handler = XidKmsgHandler(reporter, clock)
-    follower.add_handler(handler)
-    follower.add_ticker(handler.tick)
-    return [nvml_probe, follower]
+    root = write_pci_tree(
+        sysfs_root or kmsg_path.with_name(f"{kmsg_path.name}.sysfs"), [g.bus for g in node.gpus]
+    )
+    return [nvml_probe, KernelLogProbe(follower, reporter, clock=clock, sysfs_root=root)]

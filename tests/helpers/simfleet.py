@@ -13,13 +13,13 @@ from typing import Any
 import msgspec
 
 from agent.probes.base import EventDraft
-from agent.probes.kmsg import parse_text_line
+from agent.probes.kernel_log import LineContext, build_line_handlers
+from agent.probes.kmsg import KmsgHandler, parse_text_line
 from agent.probes.neuron.frame import NeuronFrames
 from agent.probes.neuron.hw_err import parse_hw_err
 from agent.probes.neuron.report import parse_report
 from agent.probes.neuron.sysfs import NeuronSysfs
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
-from agent.probes.nvidia.xid import XidKmsgHandler
 from agent.sim.gpu_model import make_simulated_gpu_probes
 from agent.sim.scenario import Fault
 from agent.sim.trainium_model import TrainiumModel
@@ -204,6 +204,7 @@ class SimGpuNode(SimNode):
     ) -> None:
         super().__init__(name, clock, rack=rack, slot=slot, boot_age_s=boot_age_s)
         self.kmsg = tmp / f"{name}.kmsg"
+        self.sysfs_root = tmp / f"{name}-sysfs"
         probes = make_simulated_gpu_probes(
             name,
             gpus,
@@ -213,11 +214,17 @@ class SimGpuNode(SimNode):
             clock,
             seed,
             nvml_config=NvmlConfig(events_thread=False, edge_poll_s=600.0),
+            sysfs_root=self.sysfs_root,
         )
         probe = probes[0]
         assert isinstance(probe, NvmlProbe)
         self.probe = probe
-        self.handler = XidKmsgHandler(probe.reporter, clock)
+        # every kernel-log line handler the agent attaches (XIDs, host RAS mapped through the sysfs tree)
+        self.handlers: list[KmsgHandler] = build_line_handlers(
+            LineContext(
+                emit=self.drafts.append, xid_reporter=probe.reporter, clock=clock, sysfs_root=self.sysfs_root
+            )
+        )
         self._kmsg_offset = 0
 
     async def start(self) -> list[Message]:
@@ -233,7 +240,12 @@ class SimGpuNode(SimNode):
         for line in new.decode().splitlines():
             record = parse_text_line(line)
             if record is not None:
-                self.handler(record)
+                for handler in self.handlers:
+                    handler(record)
+        for handler in self.handlers:
+            tick = getattr(handler, "tick", None)
+            if callable(tick):
+                tick(self.clock.now)
 
     async def step(self) -> list[Message]:
         """One agent cycle at the clock's time: sample (edges), follow the kernel log, frame."""
