@@ -44,8 +44,9 @@ _MAX_PENDING: Final = 256
 class _Report(msgspec.Struct, kw_only=True):
     device: str
     severity: AerSeverity
-    t: float
+    t: float  # when its last line came (the report is complete ``group_s`` after)
     key: str
+    first_t: float = 0.0  # when its first line came: the event's time
     reporter: str = ""
     multiple: bool = False
     detailed: bool = False
@@ -120,6 +121,7 @@ class AerKmsgHandler:
                 device=line.source,
                 severity=line.severity,
                 t=now,
+                first_t=now,
                 key=key,
                 reporter=line.reporter,
                 multiple=line.multiple,
@@ -132,7 +134,7 @@ class AerKmsgHandler:
             self._finish(self._pending.pop(line.device))
             held = None
         if held is None:
-            held = _Report(device=line.device, severity=line.severity, t=now, key=key)
+            held = _Report(device=line.device, severity=line.severity, t=now, first_t=now, key=key)
             src = self._last_source
             if src is not None and now - self._last_source_t < self.group_s and src.severity == line.severity:
                 held.reporter, held.multiple = src.reporter, src.multiple
@@ -176,9 +178,9 @@ class AerKmsgHandler:
     def _finish(self, report: _Report) -> None:
         draft = self._draft(report)
         if report.severity == "fatal":
-            out = [*self.folder.due(report.t), draft]
+            out = [*self.folder.due(report.first_t), draft]
         else:
-            out = self.folder.offer((report.device, report.severity), draft, report.t, report.key)
+            out = self.folder.offer((report.device, report.severity), draft, report.first_t, report.key)
         self._send(out)
 
     def _draft(self, report: _Report) -> EventDraft:
@@ -211,7 +213,7 @@ class AerKmsgHandler:
             accelerator_index=index,
             accelerator_id=accel_id,
             pci_bus_id=pci_bus_id,
-            ts=report.t,
+            ts=report.first_t,
             source="kmsg",
             data=data,
             id=stable_event_id("pcie_aer", report.key) if report.key else "",

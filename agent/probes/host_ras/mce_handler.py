@@ -68,8 +68,9 @@ _GHES_LOCATION_KEYS: Final[dict[str, str]] = {
 
 class _Report(msgspec.Struct, kw_only=True):
     source: str  # mce, ghes, memory_failure
-    t: float
+    t: float  # when its last line came (the report is complete ``group_s`` after)
     key: str
+    first_t: float = 0.0  # when its first line came: the event's time
     severity: str = "unknown"
     data: dict[str, DataValue] = {}
 
@@ -101,7 +102,7 @@ class MceKmsgHandler:
         if isinstance(line, GhesLine):
             self._ghes_line(line, now, record.key)
         elif isinstance(line, McEventsLogged):
-            report = _Report(source="mce", t=now, key=record.key, data={"logged": True})
+            report = _Report(source="mce", t=now, first_t=now, key=record.key, data={"logged": True})
             self._finish(report)
         elif isinstance(line, McBank):
             if self._mce is not None:
@@ -110,6 +111,7 @@ class MceKmsgHandler:
             self._mce = _Report(
                 source="mce",
                 t=now,
+                first_t=now,
                 key=record.key,
                 severity=str(decoded["severity"]),
                 data={
@@ -142,7 +144,7 @@ class MceKmsgHandler:
             if not isinstance(line, (McMemoryError, MemoryFailure)):
                 return  # a record's later line without its first: nothing to say
             source = "mce" if isinstance(line, McMemoryError) else "memory_failure"
-            report = self._mce = _Report(source=source, t=now, key=key, severity="uncorrected")
+            report = self._mce = _Report(source=source, t=now, first_t=now, key=key, severity="uncorrected")
         report.t = now
         data = report.data
         if isinstance(line, McRegisters):
@@ -176,7 +178,7 @@ class MceKmsgHandler:
             if len(self._ghes) >= 64:
                 oldest = min(self._ghes, key=lambda s: self._ghes[s].t)
                 self._finish(self._ghes.pop(oldest))
-            report = self._ghes[line.seq] = _Report(source="ghes", t=now, key=key)
+            report = self._ghes[line.seq] = _Report(source="ghes", t=now, first_t=now, key=key)
         report.t = now
         data = report.data
         if starts:
@@ -213,9 +215,9 @@ class MceKmsgHandler:
         draft = self._draft(report)
         if report.severity in ("corrected", "unknown"):
             fold = (report.source, report.severity, report.data.get("bank"), report.data.get("dimm"))
-            self._send(self.folder.offer(fold, draft, report.t, report.key))
+            self._send(self.folder.offer(fold, draft, report.first_t, report.key))
         else:
-            self._send([*self.folder.due(report.t), draft])
+            self._send([*self.folder.due(report.first_t), draft])
 
     def _draft(self, report: _Report) -> EventDraft:
         data: dict[str, DataValue] = {"source": report.source, "severity": report.severity, **report.data}
@@ -223,7 +225,7 @@ class MceKmsgHandler:
             kind="machine_check",
             severity=_SEVERITY.get(report.severity, "info"),
             message=_message(report),
-            ts=report.t,
+            ts=report.first_t,
             source="kmsg",
             data=dict(list(data.items())[:48]),
             id=stable_event_id("machine_check", report.key) if report.key else "",
