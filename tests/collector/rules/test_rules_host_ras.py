@@ -134,7 +134,8 @@ def test_uncorrected_pcie_errors(
 
 def test_corrected_pcie_errors_add_up_to_a_storm() -> None:
     below = _one(("pcie_aer", AER_CE, 1, 10, 1), ("pcie_aer", AER_CE, 1, 40, 98))
-    assert below is not None and not below.opens  # 99 of 100: evidence only
+    assert below is not None
+    assert not below.opens
     storm = _one(
         ("pcie_aer", AER_CE, 1, 10, 1), ("pcie_aer", AER_CE, 1, 40, 98), ("pcie_aer", AER_CE, 1, 70, 1)
     )
@@ -151,16 +152,19 @@ def test_corrected_pcie_errors_add_up_to_a_storm() -> None:
 
 def test_corrected_pcie_errors_outside_the_window_or_on_another_gpu_do_not_count() -> None:
     stale = _one(("pcie_aer", AER_CE, 1, 10, 99), ("pcie_aer", AER_CE, 1, 700, 1))
-    assert stale is not None and not stale.opens
+    assert stale is not None
+    assert not stale.opens
     other = _one(("pcie_aer", AER_CE, 0, 10, 99), ("pcie_aer", AER_CE, 1, 20, 1))
-    assert other is not None and not other.opens
+    assert other is not None
+    assert not other.opens
 
 
 def test_corrected_pcie_errors_within_the_boot_grace_are_link_training() -> None:
     # booted 60 s before T0: everything within 540 s after T0 falls in the 600 s grace
     assert _one(("pcie_aer", AER_CE, 1, 10, 500), boot_age_s=60) is None
     storm = _one(("pcie_aer", AER_CE, 1, 10, 500), ("pcie_aer", AER_CE, 1, 560, 100), boot_age_s=60)
-    assert storm is not None and storm.opens
+    assert storm is not None
+    assert storm.opens
     assert storm.evidence["corrected_in_window"] == 100  # the 500 at boot are not counted
 
 
@@ -176,7 +180,9 @@ def test_an_uncorrected_dimm_error_replaces_the_dimm_and_a_corrected_one_opens_n
         f"DIMM {label}",
     )
     ce = _one(("memory_error", {"dimm": label, "type": "corrected", "count": 1}, None, 10, 1))
-    assert ce is not None and not ce.opens and ce.component == f"dimm:{label}"
+    assert ce is not None
+    assert not ce.opens
+    assert ce.component == f"dimm:{label}"
 
 
 def test_machine_checks() -> None:
@@ -213,7 +219,8 @@ def test_machine_checks() -> None:
         "dimm_uncorrected",
     )
     corrected = _one(("machine_check", {"severity": "corrected", "source": "mce", "socket": 0}, None, 10, 1))
-    assert corrected is not None and not corrected.opens
+    assert corrected is not None
+    assert not corrected.opens
     assert (
         _one(("machine_check", {"severity": "unknown", "source": "mce", "logged": True}, None, 10, 1)) is None
     )

@@ -85,7 +85,8 @@ GPU_UUID = "GPU-11111111-2222-3333-4444-555555555555"
             ),
         ),
         (  # before 4.18: the agent's id printed
-            "pcieport 0000:00:1c.0: PCIe Bus Error: severity=Corrected, type=Physical Layer, id=00e0(Receiver ID)",
+            "pcieport 0000:00:1c.0: PCIe Bus Error: severity=Corrected, type=Physical Layer, "
+            "id=00e0(Receiver ID)",
             AerError(
                 device="0000:00:1c.0",
                 driver="pcieport",
@@ -262,7 +263,8 @@ def test_a_storm_of_ten_thousand_lines_is_a_handful_of_events() -> None:
     assert sum(e.count for e in events) == 2500
     follow = events[1]
     assert follow.data["folded"] is True
-    assert follow.first_ts is not None and follow.first_ts > events[0].ts  # type: ignore[operator]
+    assert follow.first_ts is not None
+    assert follow.first_ts > events[0].ts
     assert follow.message.endswith("times)")
 
 
@@ -273,8 +275,8 @@ def test_fatal_errors_never_fold_and_nic_errors_name_the_nic() -> None:
         live.now += 0.5
     nic = [
         "pcieport 0000:17:01.0: AER: Uncorrected (Non-Fatal) error received: 0000:19:00.0",
-        "mlx5_core 0000:19:00.0: AER: PCIe Bus Error: severity=Uncorrected (Non-Fatal), type=Transaction Layer, "
-        "(Requester ID)",
+        "mlx5_core 0000:19:00.0: AER: PCIe Bus Error: severity=Uncorrected (Non-Fatal), "
+        "type=Transaction Layer, (Requester ID)",
         "mlx5_core 0000:19:00.0: AER:    [14] CmpltTO                (First)",
     ]
     live.feed(nic)

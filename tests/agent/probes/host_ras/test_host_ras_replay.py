@@ -72,7 +72,8 @@ def test_replayed_aer_events_name_the_device_behind_the_port() -> None:
         812.0001,
         "0000:00:03.1",
     )
-    assert folded["data"]["folded"] is True and folded["first_ts"] == 812.1
+    assert folded["data"]["folded"] is True
+    assert folded["first_ts"] == 812.1
     assert (nonfatal["accelerator_id"], nonfatal["data"]["errors"], nonfatal["data"]["agent"]) == (
         GPU0,
         "CmpltTO",

@@ -132,7 +132,8 @@ def test_an_mce_record_and_a_firmware_report_are_one_event_each() -> None:
             (20.0, "{2}[Hardware Error]:   section_type: memory error"),
             (
                 20.0,
-                "{2}[Hardware Error]:   node: 1 card: 0 module: 4 rank: 1 bank: 2 device: 0 row: 77 column: 8",
+                "{2}[Hardware Error]:   node: 1 card: 0 module: 4 rank: 1 bank: 2 device: 0 "
+                "row: 77 column: 8",
             ),
             (20.0, "{2}[Hardware Error]:   DIMM location: P1-DIMMB1 "),
             (30.0, "mce: [Hardware Error]: Machine check events logged"),
@@ -187,9 +188,9 @@ def test_a_memory_failure_joins_the_memory_error_before_it() -> None:
     ("line", "expected"),
     [
         (
-            "EDAC MC0: 1 CE memory read error on CPU_SrcID#0_MC#0_Chan#1_DIMM#0 (channel:1 slot:0 page:0x12345 "
-            "offset:0x0 grain:32 syndrome:0x0 - err_code:0x0000:0x009f socket:0 imc:0 rank:0 bg:0 ba:0 "
-            "row:0x1a2b col:0x3c8)",
+            "EDAC MC0: 1 CE memory read error on CPU_SrcID#0_MC#0_Chan#1_DIMM#0 (channel:1 slot:0 "
+            "page:0x12345 offset:0x0 grain:32 syndrome:0x0 - err_code:0x0000:0x009f socket:0 imc:0 rank:0 "
+            "bg:0 ba:0 row:0x1a2b col:0x3c8)",
             EdacError(
                 mc=0,
                 count=1,
@@ -214,8 +215,9 @@ def test_a_memory_failure_joins_the_memory_error_before_it() -> None:
             ),
         ),
         (
-            "EDAC MC1: 1 UE memory read error on CPU_SrcID#1_MC#0_Chan#0_DIMM#0 (channel:0 slot:0 page:0x7f3c1 "
-            "offset:0x400 grain:32 - err_code:0x0000:0x009f socket:1 imc:0 rank:1 bg:1 ba:2 row:0x3e5a col:0x1f0)",
+            "EDAC MC1: 1 UE memory read error on CPU_SrcID#1_MC#0_Chan#0_DIMM#0 (channel:0 slot:0 "
+            "page:0x7f3c1 offset:0x400 grain:32 - err_code:0x0000:0x009f socket:1 imc:0 rank:1 bg:1 ba:2 "
+            "row:0x3e5a col:0x1f0)",
             EdacError(
                 mc=1,
                 count=1,
@@ -307,7 +309,8 @@ def test_corrected_edac_errors_fold_per_dimm_and_uncorrected_ones_never() -> Non
             FsEvent(fs="ext4", device="nvme0n1p2", state="readonly", text="Remounting filesystem read-only"),
         ),
         (
-            "EXT4-fs error (device sda1): ext4_find_entry:1455: inode #2: comm ls: reading directory lblock 0",
+            "EXT4-fs error (device sda1): ext4_find_entry:1455: inode #2: comm ls: reading directory "
+            "lblock 0",
             FsEvent(
                 fs="ext4",
                 device="sda1",
@@ -359,6 +362,17 @@ def test_corrected_edac_errors_fold_per_dimm_and_uncorrected_ones_never() -> Non
             FsEvent(fs="btrfs", device="sdb", state="error", text="Transaction aborted (error -5)"),
         ),
         ("EXT4-fs (nvme0n1p2): mounted filesystem with ordered data mode. Quota mode: none.", None),
+        (
+            "XFS (dm-3): Corruption of in-memory data (0x8) detected at xfs_trans_cancel+0x1a4/0x1c0 [xfs] "
+            "(fs/xfs/xfs_trans.c:1097).  Shutting down filesystem.",
+            FsEvent(
+                fs="xfs",
+                device="dm-3",
+                state="shutdown",
+                text="Corruption of in-memory data (0x8) detected at xfs_trans_cancel+0x1a4/0x1c0 [xfs] "
+                "(fs/xfs/xfs_trans.c:1097).  Shutting down filesystem.",
+            ),
+        ),
         ("XFS (md0): Mounting V5 Filesystem", None),
         ("XFS (md0): Please unmount the filesystem and rectify the problem(s)", None),
         ("BTRFS info (device dm-0): disk space caching is enabled", None),
