@@ -134,6 +134,11 @@ EVENT_KINDS: Final[frozenset[str]] = frozenset(
         # NVIDIA driver lines without an XID, NVSwitch SXids
         "gpu_init_failed",  # RmInitAdapter failed: the driver could not initialise a GPU; data.code
         "nvswitch_sxid",  # NVSwitch SXid; data.sxid, data.switch, data.pci, data.link, data.fatal
+        # host RAS from the kernel log (docs/protocol.md §6.1)
+        "pcie_aer",  # a PCIe AER report; data.severity, data.source, data.reporter, data.errors ...
+        "machine_check",  # an MCE, memory-failure or firmware (GHES) hardware error; data.severity
+        "memory_error",  # an EDAC memory error; data.dimm (the EDAC label), data.type, data.count
+        "filesystem_readonly",  # a filesystem went read-only or shut down; data.device, data.state
     )
 )
 

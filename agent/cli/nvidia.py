@@ -52,6 +52,13 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="an NVML recording (tests/fixtures/nvml format) whose GPUs map PCI ids to GPUs",
     )
+    parser.add_argument(
+        "--sysfs-root",
+        type=Path,
+        default=Path("/sys"),
+        help="the sysfs tree that maps PCIe errors to the GPU or NIC behind them (default /sys: "
+        "replay on the node that logged the lines)",
+    )
 
 
 def _event_dict(draft: EventDraft) -> dict[str, Any]:
@@ -207,7 +214,9 @@ def replay_kmsg_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> i
     events: list[EventDraft] = []
     reporter.bind(events.append)
     # Every handler the live agent attaches; lines without a kernel timestamp count as simultaneous.
-    ctx = LineContext(emit=events.append, xid_reporter=reporter, clock=lambda: 0.0, replay=True)
+    ctx = LineContext(
+        emit=events.append, xid_reporter=reporter, clock=lambda: 0.0, replay=True, sysfs_root=args.sysfs_root
+    )
     handlers = build_line_handlers(ctx)
     try:
         for record in read_records(args.path, args.format, tz=tz):

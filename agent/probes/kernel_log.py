@@ -19,6 +19,12 @@ from pathlib import Path
 from typing import Final
 
 from agent.probes.base import EventSink, Sample
+from agent.probes.host_ras.aer_handler import AerKmsgHandler
+from agent.probes.host_ras.edac_handler import EdacKmsgHandler
+from agent.probes.host_ras.filesystem_handler import FilesystemKmsgHandler
+from agent.probes.host_ras.mce_handler import MceKmsgHandler
+from agent.probes.host_ras.pci_topology import PciTopology
+from agent.probes.host_ras.timing import RecordClock
 from agent.probes.kmsg import KmsgFollower, KmsgHandler
 from agent.probes.neuron.hw_err import make_hw_err_handler
 from agent.probes.nvidia.driver_lines import NvidiaDriverLineHandler
@@ -74,6 +80,24 @@ def _neuron_hw_err(ctx: LineContext) -> KmsgHandler:
     return make_hw_err_handler(ctx.emit, ctx.neuron_lookup, use_record_time=ctx.replay)
 
 
+# -- host RAS (agent.probes.host_ras): PCIe AER mapped through sysfs, MCE, EDAC, read-only filesystems
+def _pcie_aer(ctx: LineContext) -> KmsgHandler:
+    clock = RecordClock(ctx.clock, replay=ctx.replay)
+    return AerKmsgHandler(ctx.emit, PciTopology(ctx.sysfs_root), ctx.xid_reporter.directory, clock)
+
+
+def _machine_check(ctx: LineContext) -> KmsgHandler:
+    return MceKmsgHandler(ctx.emit, RecordClock(ctx.clock, replay=ctx.replay))
+
+
+def _memory_error(ctx: LineContext) -> KmsgHandler:
+    return EdacKmsgHandler(ctx.emit, RecordClock(ctx.clock, replay=ctx.replay))
+
+
+def _filesystem_readonly(ctx: LineContext) -> KmsgHandler:
+    return FilesystemKmsgHandler(ctx.emit, RecordClock(ctx.clock, replay=ctx.replay))
+
+
 #: Every kernel-log line handler, by name, in the order records are handed to them.
 LINE_HANDLERS: Final[dict[str, LineFactory]] = {
     "nvidia_xid": _nvidia_xid,
@@ -81,6 +105,11 @@ LINE_HANDLERS: Final[dict[str, LineFactory]] = {
     "nvidia_driver": _nvidia_driver,
     "nvswitch_sxid": _nvswitch_sxid,
     "neuron_hw_err": _neuron_hw_err,
+    # host RAS
+    "pcie_aer": _pcie_aer,
+    "machine_check": _machine_check,
+    "memory_error": _memory_error,
+    "filesystem_readonly": _filesystem_readonly,
 }
 
 

@@ -73,7 +73,14 @@ def make_probe_factory(
         node_dir.mkdir(parents=True, exist_ok=True)
         if spec.kind == "gpu":
             probes += make_simulated_gpu_probes(
-                spec.name, spec.accelerators, gpu_model, faults, node_dir / "kmsg", time.time, next(seeds)
+                spec.name,
+                spec.accelerators,
+                gpu_model,
+                faults,
+                node_dir / "kmsg",
+                time.time,
+                next(seeds),
+                sysfs_root=node_dir / "sysfs",  # the GPUs' PCI tree: AER lines map to them
             )
             return probes
         # Loaded only where Trainium nodes are simulated (a GPU-only run leaves them out).

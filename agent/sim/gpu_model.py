@@ -35,7 +35,9 @@ from agent.probes.nvidia.recording import call_key, field_key
 from agent.probes.nvidia.xid import RECOVERY_ACTION_NAMES, XidReporter
 from agent.sim.fake_nvml import DeviceCalls, FakeNvml
 from agent.sim.gpu_specs import A100_SXM4_80GB, H100_SXM5_80GB, MODELS, GpuSpec
-from agent.sim.scenario import GPU_FAULT_KINDS, Fault
+from agent.sim.host_ras_lines import aer_corrected_lines, host_fault_lines
+from agent.sim.pci_tree import write_pci_tree
+from agent.sim.scenario import GPU_FAULT_KINDS, HOST_FAULT_KINDS, Fault
 from agent.sim.xid_lines import (
     NVML_EVENTS_MISS,
     fell_off_bus_lines,
@@ -382,7 +384,12 @@ class SimulatedNode:
         self.spec = spec
         self.node_name = node_name
         self.gpus = [SimulatedGpu(spec, node=node_name, index=i, seed=seed) for i in range(gpu_count)]
-        self.faults = [f for f in faults if f.applies_to(node_name) and f.kind in GPU_FAULT_KINDS]
+        self.faults = [
+            f
+            for f in faults
+            if f.applies_to(node_name) and (f.kind in GPU_FAULT_KINDS or f.kind in HOST_FAULT_KINDS)
+        ]
+        self._aer_written: dict[int, int] = {}  # GPU index -> the last second a storm wrote a report
         self.kmsg_path = kmsg_path
         self._clock = clock
         self._start = clock()
@@ -443,6 +450,10 @@ class SimulatedNode:
             gpu.lost = any(self._active(gpu, kind, t) for kind in _LOST_KINDS)
             gpu.remap_pending_fault = self._active(gpu, "remap_pending", t)
             gpu.remap_failure = gpu.remap_failure or self._active(gpu, "remap_failure", t)
+            if self._active(gpu, "pcie_aer_storm", t) and self._aer_written.get(gpu.index) != int(t):
+                self._aer_written[gpu.index] = int(t)  # one corrected AER report a second
+                for line in aer_corrected_lines(gpu.bus, device_id=gpu.spec.pci_device_id >> 16):
+                    self._write(t, line)
         for i, fault in enumerate(self.faults):
             if i in self._begun or t < fault.at_s:
                 continue
@@ -481,6 +492,9 @@ class SimulatedNode:
             self._xid(gpu, 79, t)
         elif kind in _DRIVER_LINE_KINDS:
             self._driver_lines(gpu, kind, fault.accelerator or 0, t)
+        else:
+            for line in host_fault_lines(kind):
+                self._write(t, line)
 
     def _driver_lines(self, gpu: SimulatedGpu, kind: str, index: int, t: float) -> None:
         """Kernel-log lines of faults the driver reports without an XID (``xid_lines``)."""
@@ -527,9 +541,12 @@ def make_simulated_gpu_probes(
     *,
     nvml_config: NvmlConfig | None = None,
     kmsg_config: KmsgConfig | None = None,
+    sysfs_root: Path | None = None,
 ) -> list[Probe]:
     """The real NVML probe over a fake NVML backed by simulated GPUs, and the kernel-log probe over
-    the node's simulated kernel log with every line handler attached (sharing one XID reporter)."""
+    the node's simulated kernel log with every line handler attached (sharing one XID reporter).
+    ``sysfs_root`` (default: ``<kmsg_path>.sysfs``) gets a sysfs PCI tree of the GPUs
+    (``agent.sim.pci_tree``), so that PCIe AER lines map to them."""
     node = SimulatedNode(node_name, gpu_count, model, faults, kmsg_path, clock, seed)
     fake = FakeNvml(node.system(), node.devices)
     node.nvml_event = fake.push_event
@@ -538,5 +555,7 @@ def make_simulated_gpu_probes(
     reporter = XidReporter(fold_window_s=kcfg.xid_fold_window_s, dedup_window_s=ncfg.xid_dedup_window_s)
     nvml_probe = NvmlProbe(ncfg, facade_factory=lambda: fake, reporter=reporter, clock=clock)
     follower = KmsgFollower(kcfg, clock=clock)
-    # every kernel-log line handler, as on a real node, sharing the reporter with the NVML probe
-    return [nvml_probe, KernelLogProbe(follower, reporter, clock=clock)]
+    root = write_pci_tree(
+        sysfs_root or kmsg_path.with_name(f"{kmsg_path.name}.sysfs"), [g.bus for g in node.gpus]
+    )
+    return [nvml_probe, KernelLogProbe(follower, reporter, clock=clock, sysfs_root=root)]

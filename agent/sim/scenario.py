@@ -30,7 +30,15 @@ from typing import Final, Literal
 
 import msgspec
 
-__all__ = ["FAULT_KINDS", "Fault", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]
+__all__ = [
+    "FAULT_KINDS",
+    "HOST_FAULT_KINDS",
+    "Fault",
+    "Scenario",
+    "ScenarioError",
+    "load_scenario",
+    "parse_scenario",
+]
 
 GpuFault = Literal[
     "xid",
@@ -57,7 +65,13 @@ TrainiumFault = Literal[
     "neuron_mem_ecc",
     "neuron_device_lost",
 ]
-FAULT_KINDS: Final[frozenset[str]] = frozenset(GpuFault.__args__ + TrainiumFault.__args__)  # type: ignore[attr-defined]
+#: Faults of a GPU node's host, seen in its kernel log (``accelerator``: the GPU behind the PCIe link
+#: for ``pcie_aer_storm``, a lasting fault; the others happen once).
+HostFault = Literal["pcie_aer_storm", "dimm_uncorrected", "machine_check", "fs_readonly"]
+FAULT_KINDS: Final[frozenset[str]] = frozenset(
+    GpuFault.__args__ + TrainiumFault.__args__ + HostFault.__args__  # type: ignore[attr-defined]
+)
+HOST_FAULT_KINDS: Final[frozenset[str]] = frozenset(HostFault.__args__)  # type: ignore[attr-defined]
 GPU_FAULT_KINDS: Final[frozenset[str]] = frozenset(GpuFault.__args__)  # type: ignore[attr-defined]
 TRAINIUM_FAULT_KINDS: Final[frozenset[str]] = frozenset(TrainiumFault.__args__)  # type: ignore[attr-defined]
 
@@ -69,7 +83,7 @@ class ScenarioError(ValueError):
 class Fault(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     at_s: float
     node: str
-    kind: GpuFault | TrainiumFault
+    kind: GpuFault | TrainiumFault | HostFault
     accelerator: int | None = None
     xid: int | None = None
     duration_s: float | None = None

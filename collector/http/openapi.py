@@ -119,7 +119,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "serial": {"type": "string"},
             "part": {
                 "type": "string",
-                "description": "The replaceable unit that is not an accelerator (DIMM, NIC port, NVSwitch, PSU).",
+                "description": "The replaceable unit that is not an accelerator (DIMM, NIC port, PSU).",
             },
         },
     },

@@ -19,6 +19,7 @@ from collector.rules.settings import (
     GpuTemperatureSettings,
     GpuThrottleSettings,
     NodePressureSettings,
+    PcieAerSettings,
     ProbeFailingSettings,
     RetiredPagesSettings,
     TrnEccSettings,
@@ -75,6 +76,11 @@ RULE_NAMES: Final[frozenset[str]] = frozenset(
         # NVIDIA lines without an XID, NVSwitch SXids
         "gpu_init_failed",
         "nvswitch",
+        # host RAS from the kernel log (collector.rules.host_ras)
+        "pcie_aer",
+        "machine_check",
+        "memory_error",
+        "filesystem_readonly",
     )
 )
 
@@ -110,12 +116,13 @@ class RulesConfig(_Section, frozen=True):
     node_pressure: NodePressureSettings = NodePressureSettings()
     probe_failing: ProbeFailingSettings = ProbeFailingSettings()
     facility: FacilitySettings = FacilitySettings()
+    pcie_aer: PcieAerSettings = PcieAerSettings()
 
     @property
     def event_memory_s(self) -> float:
         """How far back the event rules look at a node's earlier events (repeats, a hang's peers):
         what a restarted collector reloads from the store."""
-        return max(self.xid.app_repeat_window_s, self.facility.window_s)
+        return max(self.xid.app_repeat_window_s, self.facility.window_s, self.pcie_aer.window_s)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.disabled) - RULE_NAMES)

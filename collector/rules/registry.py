@@ -18,6 +18,7 @@ from collector.rules import (
     gpu_power,
     gpu_state,
     gpu_thermal,
+    host_ras,
     node,
     trainium,
 )
@@ -71,6 +72,11 @@ EVENT_RULES: Final[tuple[Registered[EventRule], ...]] = (
     # NVIDIA lines without an XID, NVSwitch SXids
     Registered("gpu_init_failed", gpu_init_failed_rule),
     Registered("nvswitch", nvswitch_sxid_rule),
+    # host RAS from the kernel log
+    Registered("pcie_aer", host_ras.pcie_aer_rule),
+    Registered("memory_error", host_ras.memory_error_rule),
+    Registered("machine_check", host_ras.machine_check_rule),
+    Registered("filesystem_readonly", host_ras.filesystem_readonly_rule),
 )
 #: Rules on a node's liveness (run on every tick).
 NODE_RULES: Final[tuple[Registered[NodeRule], ...]] = (Registered("node_offline", node.node_offline_rule),)

@@ -20,6 +20,7 @@ __all__ = [
     "GpuTemperatureSettings",
     "GpuThrottleSettings",
     "NodePressureSettings",
+    "PcieAerSettings",
     "ProbeFailingSettings",
     "RetiredPagesSettings",
     "TrnEccSettings",
@@ -157,3 +158,13 @@ class FacilitySettings(_Settings, frozen=True):
     window_s: Window = 900.0
     rack_min_nodes: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 3
     row_min_racks: Annotated[int, msgspec.Meta(ge=2, le=1000)] = 2
+
+
+class PcieAerSettings(_Settings, frozen=True):
+    """``[rules.pcie_aer]``: a storm of corrected PCIe AER errors (``collector.rules.host_ras``)."""
+
+    #: corrected errors (folded counts added up) on one device within ``window_s`` that make a storm
+    corrected_count: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100
+    window_s: Window = 600.0
+    #: corrected errors this soon after boot are link training, not a fault
+    boot_grace_s: Seconds = 600.0

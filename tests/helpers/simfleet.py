@@ -14,7 +14,7 @@ import msgspec
 
 from agent.probes.base import EventDraft
 from agent.probes.kernel_log import LineContext, build_line_handlers
-from agent.probes.kmsg import parse_text_line
+from agent.probes.kmsg import KmsgHandler, parse_text_line
 from agent.probes.neuron.frame import NeuronFrames
 from agent.probes.neuron.hw_err import parse_hw_err
 from agent.probes.neuron.report import parse_report
@@ -204,6 +204,7 @@ class SimGpuNode(SimNode):
     ) -> None:
         super().__init__(name, clock, rack=rack, slot=slot, boot_age_s=boot_age_s)
         self.kmsg = tmp / f"{name}.kmsg"
+        self.sysfs_root = tmp / f"{name}-sysfs"
         probes = make_simulated_gpu_probes(
             name,
             gpus,
@@ -213,13 +214,17 @@ class SimGpuNode(SimNode):
             clock,
             seed,
             nvml_config=NvmlConfig(events_thread=False, edge_poll_s=600.0),
+            sysfs_root=self.sysfs_root,
         )
         probe = probes[0]
         assert isinstance(probe, NvmlProbe)
         self.probe = probe
-        # every kernel-log line handler, as the agent attaches them (sharing the NVML probe's reporter)
-        line_ctx = LineContext(emit=self.drafts.append, xid_reporter=probe.reporter, clock=clock)
-        self.line_handlers = build_line_handlers(line_ctx)
+        # every kernel-log line handler the agent attaches (XIDs, host RAS mapped through the sysfs tree)
+        self.handlers: list[KmsgHandler] = build_line_handlers(
+            LineContext(
+                emit=self.drafts.append, xid_reporter=probe.reporter, clock=clock, sysfs_root=self.sysfs_root
+            )
+        )
         self._kmsg_offset = 0
 
     async def start(self) -> list[Message]:
@@ -235,18 +240,18 @@ class SimGpuNode(SimNode):
         for line in new.decode().splitlines():
             record = parse_text_line(line)
             if record is not None:
-                for handler in self.line_handlers:
+                for handler in self.handlers:
                     handler(record)
+        for handler in self.handlers:
+            tick = getattr(handler, "tick", None)
+            if callable(tick):
+                tick(self.clock.now)
 
     async def step(self) -> list[Message]:
         """One agent cycle at the clock's time: sample (edges), follow the kernel log, frame."""
         sample = await self.probe.sample()
         self._read_kmsg()
         self.probe.reporter.flush(self.clock.now)
-        for handler in self.line_handlers:
-            tick = getattr(handler, "tick", None)
-            if callable(tick):
-                tick(self.clock.now)
         return [self.frame(sample.accelerators), *self.events()]
 
     async def rebirth(self) -> list[Message]:

@@ -67,3 +67,19 @@ def test_a_refused_node_is_logged_again_only_after_a_minute() -> None:
     assert counting.refused == 200 - 64
     # first refusal at t=65, then one a minute: 65, 125, 185
     assert len(refusals) == 3
+
+
+def test_host_ras_events_are_counted_by_kind_and_severity_without_per_dimm_labels() -> None:
+    counting = EventCounting(64)
+    counters = NodeCounters()
+    for n in range(200):  # 200 different DIMMs and PCI addresses add no series
+        dimm = event(A.node, "memory_error", data={"dimm": f"CPU_SrcID#0_MC#0_Chan#{n}_DIMM#0"}, index=None)
+        aer = event(
+            A.node, "pcie_aer", data={"severity": "corrected", "source": f"0000:{n:02x}:00.0"}, index=2
+        )
+        assert counting.count(A, counters, dimm)
+        assert counting.count(A, counters, aer)
+    assert counters.events == {("memory_error", "critical"): 200, ("pcie_aer", "critical"): 200}
+    assert counters.accelerator_events == {(2, "pcie_aer", "critical"): 200}
+    assert counters.event_series == 3
+    assert counting.refused == 0

@@ -144,6 +144,29 @@ def _probe() -> list[Finding]:
     return _host(80, probes=probes)
 
 
+def _host_event(kind: str, data: dict[str, DataValue], *, index: int | None = None) -> list[Finding]:
+    """The findings of one host RAS event on ``NODE`` (on GPU ``index`` when given)."""
+    fleet = fleet_with_birth()
+    event = gpu_event(kind, data, index=index, ts=T0 + 10)
+    if index is not None:
+        event = msgspec.structs.replace(event, pci_bus_id=PCI)
+    fleet.apply(SITE, event, now=T0 + 10)
+    return evaluate_event(event, ctx(fleet.nodes[NodeKey(SITE, NODE)], T0 + 10))
+
+
+_AER_FATAL: dict[str, DataValue] = {"severity": "fatal", "errors": "MalfTLP", "source": "0000:17:00.0"}
+_AER_NIC: dict[str, DataValue] = {
+    "severity": "nonfatal",
+    "errors": "CmpltTO",
+    "source": "0000:19:00.0",
+    "device_class": "nic",
+    "device": "mlx5_0",
+}
+_UE: dict[str, DataValue] = {"dimm": "CPU_SrcID#1_MC#0_Chan#0_DIMM#0", "type": "uncorrected", "count": 1}
+_MCE: dict[str, DataValue] = {"severity": "fatal", "source": "mce", "cpu": 3, "bank": 4, "socket": 0}
+_RO: dict[str, DataValue] = {"device": "nvme0n1p2", "fs": "ext4", "state": "readonly"}
+
+
 # (registered rule, the finding's rule, its findings, the title's start: part and fault, its advice)
 Case = tuple[str, str, Callable[[], list[Finding]], str, str]
 CASES: list[Case] = [
@@ -451,6 +474,42 @@ CASES: list[Case] = [
         "find what is using it",
     ),
     ("probe_failing", "probe_failing", _probe, "Probe nvml failing", "check the agent"),
+    # host RAS from the kernel log
+    (
+        "pcie_aer",
+        "pcie_aer",
+        lambda: _host_event("pcie_aer", _AER_FATAL, index=1),
+        "GPU 1 fatal PCIe error (MalfTLP)",
+        "reboot the node",
+    ),
+    (
+        "pcie_aer",
+        "pcie_aer",
+        lambda: _host_event("pcie_aer", _AER_NIC),
+        "NIC mlx5_0 uncorrectable PCIe error (CmpltTO)",
+        "reseat it",
+    ),
+    (
+        "memory_error",
+        "memory_error",
+        lambda: _host_event("memory_error", _UE),
+        "Memory DIMM CPU_SrcID#1_MC#0_Chan#0_DIMM#0 uncorrectable error",
+        "replace the DIMM",
+    ),
+    (
+        "machine_check",
+        "machine_check",
+        lambda: _host_event("machine_check", _MCE),
+        "CPU socket 0 fatal machine check",
+        "run the vendor's CPU diagnostics",
+    ),
+    (
+        "filesystem_readonly",
+        "filesystem_readonly",
+        lambda: _host_event("filesystem_readonly", _RO),
+        "Filesystem nvme0n1p2 read-only",
+        "check the disk",
+    ),
 ]
 
 

@@ -41,11 +41,32 @@ GPU_CORPUS: list[tuple[str, dict[str, Any], Action, float, str]] = [
     # NVIDIA lines without an XID
     ("gpu_fell_off_bus", {}, Action.REBOOT_NODE, 60, "xid"),  # the line is XID 79 + GPU_IS_LOST: one task
     ("gpu_init_failed", {}, Action.REBOOT_NODE, 60, "gpu_init_failed"),  # + GPU_IS_LOST: one task
+    ("pcie_aer_storm", {}, Action.INSPECT_HARDWARE, 180, "pcie_aer"),  # corrected AER, mapped via sysfs
 ]
 #: Faults of a part that is not an accelerator: (fault kind, expected action, seconds, evidence,
 #: the location's part and bus id).
 PART_CORPUS: list[tuple[str, Action, float, str, str, str]] = [
     ("nvswitch_fatal", Action.REBOOT_NODE, 30, "nvswitch_sxid", "NVSwitch 1", "0000:c3:00.0"),
+]
+# host faults of a GPU node (kernel log): (fault kind, action, seconds, component, part, evidence kind)
+HOST_CORPUS: list[tuple[str, Action, float, str, str, str]] = [
+    (
+        "dimm_uncorrected",  # EDAC UE, then the MCE memory error and memory failure: one DIMM task
+        Action.REPLACE_HARDWARE,
+        60,
+        "dimm:CPU_SrcID#0_MC#0_Chan#1_DIMM#0",
+        "DIMM CPU_SrcID#0_MC#0_Chan#1_DIMM#0",
+        "memory_error",
+    ),
+    ("machine_check", Action.INSPECT_HARDWARE, 60, "cpu:0", "CPU socket 0", "machine_check"),
+    (
+        "fs_readonly",
+        Action.INSPECT_HARDWARE,
+        60,
+        "fs:nvme0n1p2",
+        "filesystem nvme0n1p2",
+        "filesystem_readonly",
+    ),
 ]
 TRAINIUM_CORPUS: list[tuple[str, Action, float, str]] = [
     ("neuron_sram_uncorrectable", Action.REPLACE_HARDWARE, 60, "neuron_hw_error"),
@@ -61,6 +82,7 @@ TRAINIUM_CORPUS: list[tuple[str, Action, float, str]] = [
 def test_the_corpus_covers_every_fault_the_simulator_injects() -> None:
     covered = {kind for kind, *_ in GPU_CORPUS} | {kind for kind, *_ in TRAINIUM_CORPUS}
     covered |= {kind for kind, *_ in PART_CORPUS}
+    covered |= {kind for kind, *_ in HOST_CORPUS}
     assert covered == set(FAULT_KINDS)
 
 
@@ -170,6 +192,39 @@ async def test_part_fault_becomes_one_task(
     loc = task.location
     assert (loc.site, loc.rack, loc.slot, loc.part, loc.pci_bus_id) == (SITE, "rc2", "04", part, pci)
     assert loc.accelerator_index is None
+    assert evidence in _evidence_kinds(task.evidence), task.evidence
+    assert task.runbook
+    assert feed.all_tasks() == tasks
+
+
+@pytest.mark.parametrize(
+    ("kind", "action", "seconds", "component", "part", "evidence"),
+    HOST_CORPUS,
+    ids=[k for k, *_ in HOST_CORPUS],
+)
+async def test_host_fault_becomes_one_task(
+    feed: Feed,
+    clock: FakeClock,
+    tmp_path: Path,
+    kind: str,
+    action: Action,
+    seconds: float,
+    component: str,
+    part: str,
+    evidence: str,
+) -> None:
+    name = f"gpu-host-{kind.replace('_', '-')}"
+    fault = Fault(at_s=15, node=name, kind=kind)  # type: ignore[arg-type]
+    node = SimGpuNode(name, clock, tmp_path, [fault], rack="rc2", slot="04")
+    await _run(feed, node, seconds)
+
+    tasks = feed.tasks(name)
+    assert [(t.action, t.state) for t in tasks] == [(action.value, "open")], [t.summary for t in tasks]
+    (task,) = tasks
+    assert task.component == component
+    assert task.severity == "critical"
+    loc = task.location
+    assert (loc.site, loc.rack, loc.slot, loc.part, loc.accelerator_index) == (SITE, "rc2", "04", part, None)
     assert evidence in _evidence_kinds(task.evidence), task.evidence
     assert task.runbook
     assert feed.all_tasks() == tasks

@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from agent.sim.host_ras_lines import aer_corrected_lines
 from agent.sim.scenario import Fault
 from fleetops.identity import NodeKey
 from fleetops.wire import AcceleratorReadings
@@ -178,3 +179,44 @@ async def test_an_xid_with_a_redacted_bus_id_raises_nothing(
         ("xid", True, None)
     ]
     assert feed.all_tasks() == []
+
+
+async def test_boot_time_aer_a_corrected_dimm_error_and_a_corrected_mce_raise_nothing(
+    feed: Feed, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Link training right after boot logs a burst of corrected AER errors behind one GPU; a healthy
+    host logs the odd corrected memory error (EDAC) and corrected machine check."""
+    node = SimGpuNode("gpu-ras-n01", clock, tmp_path, rack="rq8", boot_age_s=40)
+    await feed.send(await node.start())
+    bus = int(node.probe.inventory()[2].pci_bus_id.split(":")[1], 16)
+    kernel_s = 40.0
+
+    def log(lines: list[str]) -> None:
+        nonlocal kernel_s
+        with node.kmsg.open("a", encoding="utf-8") as fh:
+            for line in lines:
+                kernel_s += 0.001
+                fh.write(f"[{kernel_s:12.6f}] {line}\n")
+
+    try:
+        for _ in range(120):  # link training: a burst past the storm threshold, within the boot grace
+            log(aer_corrected_lines(bus))
+        await feed.run([node], 700)
+        kernel_s += 700
+        log(aer_corrected_lines(bus))  # after the grace: one is not a storm
+        log(
+            [
+                "EDAC MC0: 1 CE memory read error on CPU_SrcID#0_MC#0_Chan#1_DIMM#0 (channel:1 slot:0 "
+                "page:0x12345 offset:0x0 grain:32 syndrome:0x0 - err_code:0x0000:0x009f socket:0 imc:0 "
+                "rank:0 bg:0 ba:0 row:0x1a2b col:0x3c8)",
+                "mce: [Hardware Error]: CPU 12: Machine Check: 0 Bank 7: 8c00004000010090",
+                "mce: [Hardware Error]: TSC 0 ADDR 3f1a2b000 MISC 140000086",
+                "mce: [Hardware Error]: PROCESSOR 0:50657 TIME 1700000100 SOCKET 1 APIC 40 microcode 5003604",
+            ]
+        )
+        await feed.run([node], 600)
+    finally:
+        await node.stop()
+    kinds = {e.kind for e in feed.collector.state.nodes[NodeKey("demo", "gpu-ras-n01")].recent_events}
+    assert {"pcie_aer", "memory_error", "machine_check"} <= kinds  # they arrived...
+    assert feed.all_tasks() == []  # ...and asked for nothing
