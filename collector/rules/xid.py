@@ -36,7 +36,7 @@ from collector.rules.base import (
 from collector.rules.gpu_events import ECC_TODO, NVLINK_TODO
 from collector.rules.wording import advice, part, xid_name
 from fleetops.wire import DataValue, Event
-from fleetops.xid_catalog import NvlinkDecodeRow, XidCatalog
+from fleetops.xid_catalog import NvlinkDecodeRow, XidCatalog, xid74_register_classes
 
 __all__ = [
     "APP_CLASS_XIDS",
@@ -96,29 +96,6 @@ _RECOVERY_NAMES: Final[tuple[tuple[str, int], ...]] = (
     ("none", 0),
 )
 
-#: XID 74, per register, bit classes from the catalog's WORKFLOW_NVLINK_ERR text (registers 1, 3,
-#: 4 and 5 counted from 1; the second is unused).
-_XID74_BITS: Final[dict[int, tuple[tuple[str, frozenset[int]], ...]]] = {
-    0: (
-        ("ignorable", frozenset({0, 23, 30})),
-        ("sympathetic", frozenset({1, 20})),
-        ("ecc_parity", frozenset({4, 5})),
-        ("link_hardware", frozenset({8, 9, 12, 16, 17, 24, 28})),
-        ("marginal_si", frozenset({21, 22})),
-        ("report_if_repeated", frozenset({27, 29})),
-    ),
-    2: (
-        ("ecc_parity", frozenset({0, 1, 2, 6})),
-        ("report_bug", frozenset({13})),
-        ("link_hardware_if_repeated", frozenset({16, 19})),
-        ("report_if_repeated", frozenset({17, 18})),
-    ),
-    3: (("sympathetic", frozenset({16, 17, 18})),),
-    4: (
-        ("ecc_parity", frozenset({18, 19, 21, 22, 24, 25, 27, 28})),
-        ("ecc_threshold", frozenset({20, 23, 26, 29})),
-    ),
-}
 #: Each XID 74 class → (action alone, action when repeated on the same link/GPU).
 _XID74_CLASS_ACTIONS: Final[dict[str, tuple[Action, Action]]] = {
     "ignorable": (Action.OBSERVE, Action.OBSERVE),
@@ -184,13 +161,8 @@ def xid74_classes(data: Mapping[str, DataValue]) -> list[str]:
     """The bit classes of an XID 74, from its registers (or the agent's ``nvlink_reg0_classes``)."""
     registers = _registers(data)
     classes: list[str] = []
-    for position, table in _XID74_BITS.items():
-        if position >= len(registers):
-            continue
-        value = registers[position]
-        for label, bits in table:
-            if any(value >> bit & 1 for bit in bits) and label not in classes:
-                classes.append(label)
+    for labels in xid74_register_classes(registers).values():
+        classes.extend(label for label in labels if label not in classes)
     if not registers:
         raw = data.get("nvlink_reg0_classes")
         if isinstance(raw, str):

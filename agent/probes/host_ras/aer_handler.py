@@ -16,8 +16,8 @@ from typing import Final
 import msgspec
 
 from agent.probes.base import EventDraft, EventSink, Severity, stable_event_id
+from agent.probes.fold import BurstFolder
 from agent.probes.host_ras.aer import AerBit, AerError, AerSeverity, AerSource, AerStatus, parse_aer_line
-from agent.probes.host_ras.fold import BurstFolder
 from agent.probes.host_ras.pci_topology import PciTarget, PciTopology
 from agent.probes.host_ras.timing import RecordClock
 from agent.probes.kmsg import KmsgRecord

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Final
 
 from agent.probes.base import EventDraft, EventSink, Severity, stable_event_id
+from agent.probes.fold import BurstFolder
 from agent.probes.host_ras.edac import EdacError, parse_edac_line
-from agent.probes.host_ras.fold import BurstFolder
 from agent.probes.host_ras.timing import RecordClock
 from agent.probes.kmsg import KmsgRecord
 from fleetops.wire import DataValue

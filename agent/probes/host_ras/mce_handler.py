@@ -19,7 +19,7 @@ from typing import Final
 import msgspec
 
 from agent.probes.base import EventDraft, EventSink, Severity, stable_event_id
-from agent.probes.host_ras.fold import BurstFolder
+from agent.probes.fold import BurstFolder
 from agent.probes.host_ras.mce import (
     GhesLine,
     McBank,

@@ -1,4 +1,5 @@
-"""Folding bursts of one fault into a handful of events, as the XID reporter does.
+"""Folding bursts of one fault into a handful of events, as the XID reporter does (any kernel-log
+line handler: host RAS, NVSwitch SXids, driver lines).
 
 The first occurrence of a key is published at once and opens a window of ``window_s``; repeats
 within it are counted, and when it closes one follow-up event carries their ``count``, ``first_ts``
