@@ -284,7 +284,8 @@ class Agent:
         self.publisher.stop()
         if publisher_task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(publisher_task), timeout=10.0)
+                async with asyncio.timeout(10.0):
+                    await asyncio.shield(publisher_task)
             except TimeoutError:
                 publisher_task.cancel()
                 self._log.warning("publisher_stop_timeout")

@@ -146,7 +146,8 @@ async def run_hook(argv: list[str], *, timeout_s: float, max_output_bytes: int) 
         return await proc.wait()
 
     try:
-        code = await asyncio.wait_for(collect(), timeout=timeout_s)
+        async with asyncio.timeout(timeout_s):
+            code = await collect()
     except TimeoutError:
         await _kill_group(proc)
         return HookOutcome(
@@ -170,7 +171,8 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), timeout=_KILL_GRACE_S)
+        async with asyncio.timeout(_KILL_GRACE_S):
+            await proc.wait()
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     await proc.wait()

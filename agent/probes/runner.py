@@ -223,7 +223,8 @@ class ProbeRunner:
         if not slot.start_attempted:
             return
         try:
-            await asyncio.wait_for(slot.probe.stop(), timeout=slot.timeout_s)
+            async with asyncio.timeout(slot.timeout_s):
+                await slot.probe.stop()
         except Exception as exc:
             self._log.warning("probe_stop_failed", probe=slot.name, error=_describe(exc))
         slot.started = False
@@ -240,7 +241,8 @@ class ProbeRunner:
         task.add_done_callback(_retrieve)
         slot.inflight = task
         try:
-            return await asyncio.wait_for(asyncio.shield(task), timeout=slot.timeout_s)
+            async with asyncio.timeout(slot.timeout_s):
+                return await asyncio.shield(task)
         except TimeoutError:
             raise _Outcome("timeout", f"no answer within {slot.timeout_s:g}s") from None
         except Unsupported:

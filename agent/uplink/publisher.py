@@ -198,7 +198,8 @@ class Publisher:
             )
             attempt += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -374,7 +375,8 @@ class Publisher:
                 ):
                     due = acked.next_due() if acked is not None else None
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), timeout=due)
+                        async with asyncio.timeout(due):
+                            await self._wakeup.wait()
 
     def _count_resends(self, resends: Resends) -> None:
         """Count events put back to be sent again; log them at most once a minute (with the counts

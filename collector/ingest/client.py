@@ -428,7 +428,8 @@ class MqttIngest:
             self._waiting = True
             if not queue:  # paho may have appended between the test and the flag
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(arrived.wait(), timeout_s)
+                    async with asyncio.timeout(timeout_s):
+                        await arrived.wait()
             self._waiting = False
         return self.take(max_items)
 

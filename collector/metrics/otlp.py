@@ -128,7 +128,8 @@ class OtlpPusher:
         log.info("otlp_export_started", endpoint=self.shown_endpoint, interval_s=self.config.interval_s)
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.config.interval_s)
+                async with asyncio.timeout(self.config.interval_s):
+                    await self._stop.wait()
             if self._stop.is_set():
                 break
             await self.export_once()

@@ -150,7 +150,8 @@ class Dispatcher:
                 log.error("notify_round_failed", error=self.error_text(repr(exc)))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_s)
+                async with asyncio.timeout(self.config.poll_s):
+                    await self._wake.wait()
 
     async def run_once(self) -> None:
         async with self._io_lock:

@@ -137,7 +137,8 @@ class OperationsService:
                 self.stats["tick_errors"] += 1
                 log.exception("operations_tick_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.cfg.tick_s)
+                async with asyncio.timeout(self.cfg.tick_s):
+                    await self._stopping.wait()
 
     # ---- MQTT ---------------------------------------------------------------------------------
 
@@ -189,7 +190,8 @@ class OperationsService:
                 self._client = None
                 self._connected.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
             delay = min(delay * 2, float(self.config.mqtt.reconnect_max_s))
 
     # ---- the loop -----------------------------------------------------------------------------

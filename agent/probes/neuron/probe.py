@@ -155,7 +155,8 @@ class NeuronProbe:
                 log.warning("neuron_probe_unsupported", reason=str(exc))
             raise
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first.wait(), self.start_wait_s)
+            async with asyncio.timeout(self.start_wait_s):
+                await self._first.wait()
         snapshot = await asyncio.to_thread(self._sysfs.read)
         self._start_key = await asyncio.to_thread(self._boot_id)
         self._inventory = _inventory(self._latest, snapshot)

@@ -224,7 +224,8 @@ class NvmlProbe:
             future = self._worker.submit(fn)
             self._inflight = future
             try:
-                return await asyncio.wait_for(asyncio.wrap_future(future), limit_s)
+                async with asyncio.timeout(limit_s):
+                    return await asyncio.wrap_future(future)
             except TimeoutError:
                 raise TimeoutError(f"NVML did not answer within {limit_s:g} s") from None
 
@@ -261,7 +262,8 @@ class NvmlProbe:
     async def _edge_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.edge_poll_s)
+                async with asyncio.timeout(self.config.edge_poll_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 reads = await self._read_all(full=False)
