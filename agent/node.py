@@ -216,6 +216,7 @@ class Agent:
         self._facts = wire.HostFacts()
         self._boot_id = ""
         self._announced: list[wire.Accelerator] = []
+        self._announced_nics: list[wire.Nic] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._logged_invalid: set[str] = set()
@@ -369,13 +370,17 @@ class Agent:
                 host=content.host,
                 accelerators=content.accelerators,
                 probes=content.probes,
+                nics=content.nics,
             )
         )
         if frame is None:
             return
         self._frame_seq += 1
         self.stats.frames_created += 1
-        if self.publisher.connected and self.runner.inventory()[:256] != self._announced:
+        if self.publisher.connected and (
+            self.runner.inventory()[:256] != self._announced
+            or self.runner.nic_inventory()[: wire.MAX_NICS] != self._announced_nics
+        ):
             self.publisher.request_birth()
         self.publisher.send_frame(frame)
 
@@ -395,8 +400,16 @@ class Agent:
             else:
                 self.stats.readings_invalid += 1
                 self._invalid_once(f"accelerator:{reading.index}", problem)
+        nics = []
+        for nic in frame.nics[: wire.MAX_NICS]:
+            problem = self._check_part(nic, wire.NicReadings)
+            if problem is None:
+                nics.append(nic)
+            else:
+                self.stats.readings_invalid += 1
+                self._invalid_once(f"nic:{nic.device[:64]}/{nic.port}", problem)
         repaired = msgspec.structs.replace(
-            frame, host=host, accelerators=accelerators, probes=frame.probes[:64]
+            frame, host=host, accelerators=accelerators, probes=frame.probes[:64], nics=nics
         )
         problem = self._check(repaired, "telemetry")
         if problem is not None:
@@ -503,12 +516,16 @@ class Agent:
             host=self._facts,
             accelerators=self.runner.inventory()[:256],
             probes=self.runner.health()[:64],
+            nics=self.runner.nic_inventory()[: wire.MAX_NICS],
         )
         problem = self._check(birth, "birth")
         if problem is not None:
             self._invalid_once("birth", problem)
-            birth = msgspec.structs.replace(birth, accelerators=[], probes=[])
+            birth = msgspec.structs.replace(birth, accelerators=[], probes=[], nics=[])
         self._announced = list(birth.accelerators) if problem is None else self.runner.inventory()[:256]
+        self._announced_nics = (
+            list(birth.nics) if problem is None else self.runner.nic_inventory()[: wire.MAX_NICS]
+        )
         return birth
 
     @property

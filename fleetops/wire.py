@@ -28,6 +28,7 @@ __all__ = [
     "CONTROL_CHANNELS",
     "EVENT_KINDS",
     "MAX_ACCELERATORS",
+    "MAX_NICS",
     "MAX_PAYLOAD_BYTES",
     "NAME_PATTERN",
     "OPERATIONS",
@@ -49,6 +50,8 @@ __all__ = [
     "HostReadings",
     "Location",
     "Message",
+    "Nic",
+    "NicReadings",
     "Operation",
     "OperationSpec",
     "ProbeHealth",
@@ -76,6 +79,9 @@ MAX_PAYLOAD_BYTES: Final = 256 * 1024
 #: UltraServer is 4 nodes of 16. Twice the largest leaves room, and bounds what one node's frame
 #: can add to a consumer's metrics (each accelerator is a few dozen series).
 MAX_ACCELERATORS: Final = 32
+#: RDMA ports in one birth or frame: an HGX node has 8 compute ports and one or two front-end
+#: ports, a trn2 node 16 EFA devices (32 on the largest EFA instances).
+MAX_NICS: Final = 64
 NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
 _NAME_RE: Final = re.compile(NAME_PATTERN)
 
@@ -192,6 +198,58 @@ class Accelerator(Struct, frozen=True):
     capabilities: Annotated[list[Short], msgspec.Meta(max_length=32)] = []
 
 
+PortNumber = Annotated[int, msgspec.Meta(ge=0, le=255)]
+GbPerSecond = Annotated[float, msgspec.Meta(ge=0, le=1e5)]
+BusIds = Annotated[list[Short], msgspec.Meta(max_length=32)]
+
+
+class Nic(Struct, frozen=True):
+    """One port of an RDMA device (InfiniBand, RoCE, EFA) as inventoried at birth.
+
+    ``device`` and ``port`` are its identity (``mlx5_3`` port 1, ``efa_0`` port 1). ``rated_gbps``:
+    the rate the port should run at (configured, else the highest it ran at since the agent
+    started). ``near_gpus``: the PCI addresses of the accelerators behind the same PCIe switch;
+    ``numa_gpus``: those on the same NUMA node (a port's fault hurts their jobs first).
+    """
+
+    device: Short
+    port: PortNumber
+    link_layer: Short = ""  # InfiniBand, Ethernet (RoCE); EFA: Unspecified
+    netdev: Short = ""
+    pci_bus_id: Short = ""
+    numa_node: Index | None = None
+    rated_gbps: GbPerSecond | None = None
+    near_gpus: BusIds = []
+    numa_gpus: BusIds = []
+
+
+class NicReadings(Struct, frozen=True):
+    """One RDMA port's readings in a frame. Counters are cumulative as the kernel keeps them (a
+    consumer computes rates); every reading is optional, absent when the driver does not expose it
+    (EFA has none of the standard PortCounters)."""
+
+    device: Short
+    port: PortNumber
+    state: Short = ""  # DOWN, INIT, ARMED, ACTIVE, ACTIVE_DEFER
+    phys_state: Short = ""  # Sleep, Polling, Disabled, LinkUp, LinkErrorRecovery ...
+    rate_gbps: GbPerSecond | None = None
+    # the port's network interface (IPoIB, RoCE netdev)
+    carrier: bool | None = None
+    carrier_changes: Count | None = None
+    operstate: Short = ""
+    # InfiniBand PortCounters (ports/<n>/counters)
+    link_downed: Count | None = None
+    link_error_recovery: Count | None = None
+    symbol_error: Count | None = None
+    port_rcv_errors: Count | None = None
+    port_xmit_discards: Count | None = None
+    excessive_buffer_overrun_errors: Count | None = None
+    local_link_integrity_errors: Count | None = None
+    port_rcv_remote_physical_errors: Count | None = None
+    # the driver's own counters (ports/<n>/hw_counters: mlx5, EFA), by name
+    hw_counters: Annotated[dict[Short, Count], msgspec.Meta(max_length=128)] | None = None
+
+
 class ProbeHealth(Struct, frozen=True):
     """How a probe did in the last cycle.
 
@@ -221,6 +279,7 @@ class Birth(Struct, tag="birth", tag_field="type", frozen=True):
     host: HostFacts
     accelerators: Annotated[list[Accelerator], msgspec.Meta(max_length=MAX_ACCELERATORS)] = []
     probes: Annotated[list[ProbeHealth], msgspec.Meta(max_length=64)] = []
+    nics: Annotated[list[Nic], msgspec.Meta(max_length=MAX_NICS)] = []
 
 
 class Status(Struct, tag="status", tag_field="type", frozen=True):
@@ -336,6 +395,7 @@ class Telemetry(Struct, tag="telemetry", tag_field="type", frozen=True):
     host: HostReadings | None = None
     accelerators: Annotated[list[AcceleratorReadings], msgspec.Meta(max_length=MAX_ACCELERATORS)] = []
     probes: Annotated[list[ProbeHealth], msgspec.Meta(max_length=64)] = []
+    nics: Annotated[list[NicReadings], msgspec.Meta(max_length=MAX_NICS)] = []
 
 
 class Event(Struct, tag="event", tag_field="type", frozen=True):

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, HostReadings
+from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, HostReadings, Nic, NicReadings
 
-__all__ = ["EventDraft", "EventSink", "Probe", "Sample", "Unsupported", "stable_event_id"]
+__all__ = [
+    "EventDraft",
+    "EventSink",
+    "NicInventory",
+    "Probe",
+    "Sample",
+    "Unsupported",
+    "stable_event_id",
+]
 
 Severity = Literal["info", "warning", "critical", "fatal"]
 
@@ -69,6 +77,7 @@ class Sample(msgspec.Struct, kw_only=True):
 
     host: HostReadings | None = None
     accelerators: list[AcceleratorReadings] = []
+    nics: list[NicReadings] = []
 
 
 class Probe(Protocol):
@@ -88,3 +97,11 @@ class Probe(Protocol):
     async def stop(self) -> None:
         """Release the source; called once at shutdown for every probe whose ``start`` was tried,
         including one that failed or timed out (it may hold a thread or a child process)."""
+
+
+@runtime_checkable
+class NicInventory(Protocol):
+    """A probe that also inventories network ports for the birth message (``agent.probes.nic``)."""
+
+    def nic_inventory(self) -> list[Nic]:
+        """The ports this probe found (valid after ``start``)."""

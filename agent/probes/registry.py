@@ -17,6 +17,7 @@ from agent.probes.base import Probe
 from agent.probes.host import HostProbe, HostProbeConfig
 from agent.probes.kmsg import KmsgConfig
 from agent.probes.neuron.probe import NeuronProbeConfig
+from agent.probes.nic.probe import NicProbe, NicProbeConfig
 from agent.probes.nvidia.nvml_probe import NvmlConfig
 from agent.probes.runner import Clock, ProbeConfig
 
@@ -88,6 +89,10 @@ def _neuron(config: NeuronProbeConfig, context: ProbeContext) -> Probe:
     return probe
 
 
+def _nic(config: NicProbeConfig, context: ProbeContext) -> Probe:
+    return NicProbe(config, monotonic=context.clock.monotonic)
+
+
 def _kmsg(config: KmsgConfig, context: ProbeContext) -> Probe:
     from agent.probes.kernel_log import KernelLogProbe
     from agent.probes.kmsg import make_kmsg_probe
@@ -109,6 +114,7 @@ PROBES: dict[str, ProbeSpec[Any]] = {
     "host": ProbeSpec(HostProbeConfig, _host),
     "nvml": ProbeSpec(NvmlConfig, _nvml),
     "neuron": ProbeSpec(NeuronProbeConfig, _neuron),
+    "nic": ProbeSpec(NicProbeConfig, _nic),
     "kmsg": ProbeSpec(KmsgConfig, _kmsg),
 }
 

@@ -17,8 +17,8 @@ from typing import Annotated, Any, Final, Literal, Protocol, TypeVar
 import msgspec
 import structlog
 
-from agent.probes.base import EventDraft, EventSink, Probe, Sample, Unsupported
-from fleetops.wire import Accelerator, AcceleratorReadings, HostReadings, ProbeHealth
+from agent.probes.base import EventDraft, EventSink, NicInventory, Probe, Sample, Unsupported
+from fleetops.wire import Accelerator, AcceleratorReadings, HostReadings, Nic, NicReadings, ProbeHealth
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",
@@ -74,6 +74,7 @@ class FrameContent(msgspec.Struct, frozen=True, kw_only=True):
     host: HostReadings | None
     accelerators: list[AcceleratorReadings]
     probes: list[ProbeHealth]
+    nics: list[NicReadings] = []
 
 
 class _Slot:
@@ -141,6 +142,18 @@ class ProbeRunner:
                 self._log.warning("probe_inventory_failed", probe=slot.name, error=_describe(exc))
         return found
 
+    def nic_inventory(self) -> list[Nic]:
+        """The network ports of every started probe that inventories them, in probe order."""
+        found: list[Nic] = []
+        for slot in self._slots:
+            if not slot.started or not isinstance(slot.probe, NicInventory):
+                continue
+            try:
+                found.extend(slot.probe.nic_inventory())
+            except Exception as exc:
+                self._log.warning("probe_inventory_failed", probe=slot.name, error=_describe(exc))
+        return found
+
     def health(self) -> list[ProbeHealth]:
         return [s.health for s in self._slots]
 
@@ -149,13 +162,15 @@ class ProbeRunner:
         samples = await asyncio.gather(*(self._sample(slot) for slot in self._slots))
         host: HostReadings | None = None
         accelerators: list[AcceleratorReadings] = []
+        nics: list[NicReadings] = []
         for sample in samples:
             if sample is None:
                 continue
             if host is None and sample.host is not None:
                 host = sample.host
             accelerators.extend(sample.accelerators)
-        return FrameContent(host=host, accelerators=accelerators, probes=self.health())
+            nics.extend(sample.nics)
+        return FrameContent(host=host, accelerators=accelerators, probes=self.health(), nics=nics)
 
     async def stop(self) -> None:
         """Stop every started probe (each under its timeout) and cancel calls still running."""

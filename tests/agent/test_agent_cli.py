@@ -260,7 +260,8 @@ async def test_killed_agent_goes_offline_through_its_will(broker: PrivateBroker,
     assert (status.state, status.session) == ("offline", online.session)
     assert watcher.births[0].session == online.session
     probes = {p.name: p for p in watcher.births[0].probes}
-    assert list(probes) == ["host", "nvml", "neuron", "kmsg"]  # every registered probe reports its health
+    # every registered probe reports its health
+    assert list(probes) == ["host", "nvml", "neuron", "nic", "kmsg"]
     assert probes["host"].state == "ok"
     assert probes["nvml"].state == "unsupported"  # no NVIDIA driver on a test machine
     assert probes["neuron"].state == "unsupported"  # no neuron-monitor either
