@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, HostReadings
+from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, HostRasReadings, HostReadings
 
 __all__ = ["EventDraft", "EventSink", "Probe", "Sample", "Unsupported", "stable_event_id"]
 
@@ -68,6 +68,8 @@ class Sample(msgspec.Struct, kw_only=True):
     """What one probe read in one cycle."""
 
     host: HostReadings | None = None
+    #: host RAS readings (sysfs, /proc), attached to the frame's host reading
+    host_ras: HostRasReadings | None = None
     accelerators: list[AcceleratorReadings] = []
 
 

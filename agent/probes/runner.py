@@ -18,7 +18,7 @@ import msgspec
 import structlog
 
 from agent.probes.base import EventDraft, EventSink, Probe, Sample, Unsupported
-from fleetops.wire import Accelerator, AcceleratorReadings, HostReadings, ProbeHealth
+from fleetops.wire import Accelerator, AcceleratorReadings, HostRasReadings, HostReadings, ProbeHealth
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",
@@ -148,13 +148,18 @@ class ProbeRunner:
         """Sample every probe concurrently and merge the results into one frame's content."""
         samples = await asyncio.gather(*(self._sample(slot) for slot in self._slots))
         host: HostReadings | None = None
+        ras: HostRasReadings | None = None
         accelerators: list[AcceleratorReadings] = []
         for sample in samples:
             if sample is None:
                 continue
             if host is None and sample.host is not None:
                 host = sample.host
+            if ras is None and sample.host_ras is not None:
+                ras = sample.host_ras
             accelerators.extend(sample.accelerators)
+        if host is not None and ras is not None:
+            host = msgspec.structs.replace(host, ras=ras)
         return FrameContent(host=host, accelerators=accelerators, probes=self.health())
 
     async def stop(self) -> None:
