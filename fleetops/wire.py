@@ -43,13 +43,19 @@ __all__ = [
     "Command",
     "CommandResult",
     "Control",
+    "CpuPackageThrottle",
     "DecodeError",
+    "DimmReading",
     "DiskReading",
     "Event",
     "HostFacts",
+    "HostRasReadings",
     "HostReadings",
+    "HwmonSensor",
     "Location",
+    "MemoryControllerReading",
     "Message",
+    "MountReading",
     "Nic",
     "NicReadings",
     "Operation",
@@ -298,6 +304,72 @@ class DiskReading(Struct, frozen=True):
     total_bytes: Bytes
 
 
+class DimmReading(Struct, frozen=True, kw_only=True):
+    """One DIMM's EDAC error counters since boot (``/sys/devices/system/edac/mc/mc<N>/dimm<M>``, or a
+    ``csrow<M>`` of the older layout)."""
+
+    mc: Index
+    entry: Short
+    label: Short
+    location: Short = ""
+    size_mb: Count | None = None
+    corrected_total: Count | None = None
+    uncorrected_total: Count | None = None
+
+
+class MemoryControllerReading(Struct, frozen=True, kw_only=True):
+    """A memory controller's errors that EDAC could not place on a DIMM."""
+
+    mc: Index
+    name: Short = ""
+    corrected_noinfo_total: Count | None = None
+    uncorrected_noinfo_total: Count | None = None
+
+
+class CpuPackageThrottle(Struct, frozen=True, kw_only=True):
+    """Thermal throttling of one CPU package since boot (``thermal_throttle/`` of its CPUs)."""
+
+    package: Index
+    cpus: Annotated[int, msgspec.Meta(ge=0, le=65536)] = 0
+    core_throttles_total: Count | None = None
+    core_throttle_ms_total: Count | None = None
+    package_throttles_total: Count | None = None
+    package_throttle_ms_total: Count | None = None
+
+
+class HwmonSensor(Struct, frozen=True, kw_only=True):
+    """One hwmon sensor with an alarm or fault flag, or a fan (``/sys/class/hwmon/hwmon<N>``)."""
+
+    chip: Short
+    device: Short
+    sensor: Short
+    label: Short = ""
+    psu: Index | None = None
+    alarm: bool = False
+    fault: bool = False
+    alarms: Annotated[list[Short], msgspec.Meta(max_length=16)] = []
+    rpm: Count | None = None
+
+
+class MountReading(Struct, frozen=True, kw_only=True):
+    """A watched mount and whether it is read-only."""
+
+    mount: Short
+    device: Short = ""
+    fs: Short = ""
+    readonly: bool = False
+
+
+class HostRasReadings(Struct, frozen=True, kw_only=True):
+    """Host RAS readings from sysfs and /proc: memory errors, CPU throttling, hwmon alarms, mounts."""
+
+    dimms: Annotated[list[DimmReading], msgspec.Meta(max_length=256)] = []
+    memory_controllers: Annotated[list[MemoryControllerReading], msgspec.Meta(max_length=64)] = []
+    cpu_packages: Annotated[list[CpuPackageThrottle], msgspec.Meta(max_length=64)] = []
+    hwmon: Annotated[list[HwmonSensor], msgspec.Meta(max_length=256)] = []
+    mounts: Annotated[list[MountReading], msgspec.Meta(max_length=64)] = []
+
+
 class HostReadings(Struct, frozen=True):
     cpu_percent: Percent
     load1: Annotated[float, msgspec.Meta(ge=0, le=1e6)]
@@ -313,6 +385,7 @@ class HostReadings(Struct, frozen=True):
     net_rx_drops_total: Count = 0
     net_tx_drops_total: Count = 0
     boot_id: Short = ""
+    ras: HostRasReadings | None = None
 
 
 class AcceleratorReadings(Struct, frozen=True):

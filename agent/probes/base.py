@@ -13,7 +13,15 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from fleetops.wire import Accelerator, AcceleratorReadings, DataValue, HostReadings, Nic, NicReadings
+from fleetops.wire import (
+    Accelerator,
+    AcceleratorReadings,
+    DataValue,
+    HostRasReadings,
+    HostReadings,
+    Nic,
+    NicReadings,
+)
 
 __all__ = [
     "EventDraft",
@@ -76,6 +84,8 @@ class Sample(msgspec.Struct, kw_only=True):
     """What one probe read in one cycle."""
 
     host: HostReadings | None = None
+    #: host RAS readings (sysfs, /proc), attached to the frame's host reading
+    host_ras: HostRasReadings | None = None
     accelerators: list[AcceleratorReadings] = []
     nics: list[NicReadings] = []
 

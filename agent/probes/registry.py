@@ -15,6 +15,7 @@ import msgspec
 
 from agent.probes.base import Probe
 from agent.probes.host import HostProbe, HostProbeConfig
+from agent.probes.host_ras.readings_probe import HostRasProbe, HostRasProbeConfig
 from agent.probes.kmsg import KmsgConfig
 from agent.probes.neuron.probe import NeuronProbeConfig
 from agent.probes.nic.probe import NicProbe, NicProbeConfig
@@ -68,6 +69,10 @@ def _host(config: HostProbeConfig, context: ProbeContext) -> Probe:
     return HostProbe(config)
 
 
+def _host_ras(config: HostRasProbeConfig, context: ProbeContext) -> Probe:
+    return HostRasProbe(config)
+
+
 def _nvml(config: NvmlConfig, context: ProbeContext) -> Probe:
     from agent.probes.nvidia.nvml_probe import make_nvml_probe
 
@@ -112,6 +117,7 @@ def _kmsg(config: KmsgConfig, context: ProbeContext) -> Probe:
 #: new type.
 PROBES: dict[str, ProbeSpec[Any]] = {
     "host": ProbeSpec(HostProbeConfig, _host),
+    "host_ras": ProbeSpec(HostRasProbeConfig, _host_ras),
     "nvml": ProbeSpec(NvmlConfig, _nvml),
     "neuron": ProbeSpec(NeuronProbeConfig, _neuron),
     "nic": ProbeSpec(NicProbeConfig, _nic),

@@ -18,7 +18,15 @@ import msgspec
 import structlog
 
 from agent.probes.base import EventDraft, EventSink, NicInventory, Probe, Sample, Unsupported
-from fleetops.wire import Accelerator, AcceleratorReadings, HostReadings, Nic, NicReadings, ProbeHealth
+from fleetops.wire import (
+    Accelerator,
+    AcceleratorReadings,
+    HostRasReadings,
+    HostReadings,
+    Nic,
+    NicReadings,
+    ProbeHealth,
+)
 
 __all__ = [
     "DEFAULT_FAILURE_THRESHOLD",
@@ -161,6 +169,7 @@ class ProbeRunner:
         """Sample every probe concurrently and merge the results into one frame's content."""
         samples = await asyncio.gather(*(self._sample(slot) for slot in self._slots))
         host: HostReadings | None = None
+        ras: HostRasReadings | None = None
         accelerators: list[AcceleratorReadings] = []
         nics: list[NicReadings] = []
         for sample in samples:
@@ -168,8 +177,12 @@ class ProbeRunner:
                 continue
             if host is None and sample.host is not None:
                 host = sample.host
+            if ras is None and sample.host_ras is not None:
+                ras = sample.host_ras
             accelerators.extend(sample.accelerators)
             nics.extend(sample.nics)
+        if host is not None and ras is not None:
+            host = msgspec.structs.replace(host, ras=ras)
         return FrameContent(host=host, accelerators=accelerators, probes=self.health(), nics=nics)
 
     async def stop(self) -> None:

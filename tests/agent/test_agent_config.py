@@ -85,7 +85,10 @@ def test_node_name_defaults_to_short_hostname() -> None:
         (with_(mqtt={"tls": {"ca_file": "/ca.pem"}}), "mqtt.tls: needs an mqtts:// url"),
         (with_(mqtt={"tls": {"ca": "/ca.pem"}}), "mqtt.tls.ca: unknown key"),
         (with_(mqtt={"password": "x"}), "mqtt.password: needs mqtt.username"),
-        (with_(probes={"nosuch": {}}), "probes.nosuch: unknown probe (known: host, kmsg, neuron, nic, nvml)"),
+        (
+            with_(probes={"nosuch": {}}),
+            "probes.nosuch: unknown probe (known: host, host_ras, kmsg, neuron, nic, nvml)",
+        ),
         (with_(probes={"host": {"timeout_s": 0}}), "probes.host.timeout_s: must be between 0 and 300"),
         (with_(probes={"host": {"mount": ["/"]}}), "probes.host.mount: unknown key"),
         (with_(probes={"host": {"mounts": "/"}}), "probes.host.mounts: expected array, got str"),

@@ -8,7 +8,7 @@ import structlog
 
 from agent.probes.base import EventDraft, EventSink, Sample, Unsupported
 from agent.probes.runner import ProbeRunner
-from fleetops.wire import Accelerator, AcceleratorReadings, HostReadings
+from fleetops.wire import Accelerator, AcceleratorReadings, HostRasReadings, HostReadings, MountReading
 
 
 class FakeClock:
@@ -120,6 +120,30 @@ async def test_merges_host_and_accelerators_and_reports_health() -> None:
     assert a.stopped
     assert b.stopped
     assert events == []
+
+
+class RasProbe(GoodProbe):
+    RAS = HostRasReadings(mounts=[MountReading(mount="/", readonly=True)])
+
+    async def sample(self) -> Sample:
+        return Sample(host_ras=self.RAS)
+
+
+async def test_host_ras_readings_ride_on_the_host_reading() -> None:
+    clock = FakeClock()
+    runner = make_runner(
+        [RasProbe("host_ras", clock, count=0), GoodProbe("host", clock, host=True)], clock, []
+    )
+    await runner.start()
+    frame = await runner.sample()
+    assert frame.host is not None
+    assert frame.host.ras == RasProbe.RAS
+    assert frame.host.cpu_percent == HOST.cpu_percent
+    alone = make_runner([RasProbe("host_ras", clock, count=0)], clock, [])
+    await alone.start()
+    assert (await alone.sample()).host is None  # nothing to ride on without the host probe
+    await runner.stop()
+    await alone.stop()
 
 
 async def test_failing_probe_raises_event_after_three_and_recovers() -> None:
