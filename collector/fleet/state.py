@@ -34,6 +34,7 @@ import msgspec
 
 from collector.fleet.conditions import GpuConditions, HostConditions
 from collector.fleet.history import Trend
+from collector.fleet.nic_conditions import NicConditions
 from collector.fleet.snapshot import FleetSnapshot
 from collector.rules.config import RulesConfig
 from fleetops.identity import NodeKey
@@ -46,6 +47,8 @@ from fleetops.wire import (
     HostReadings,
     Location,
     Message,
+    Nic,
+    NicReadings,
     Status,
     Telemetry,
 )
@@ -119,11 +122,19 @@ class NodeState:
     missing_since: dict[int, float] = field(default_factory=dict)
     #: the node's latest events (bounded), for rules that look at what came together or repeated
     recent_events: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS_MAX))
+    #: RDMA ports of the latest birth, their latest readings and their conditions, by (device, port)
+    nics: tuple[Nic, ...] = ()
+    nic_readings: dict[tuple[str, int], NicReadings] = field(default_factory=dict)
+    nic_conditions: dict[tuple[str, int], NicConditions] = field(default_factory=dict)
 
     @property
     def key(self) -> NodeKey:
         """The node's identity: its site and its name."""
         return NodeKey(self.site, self.node)
+
+    def nic(self, device: str, port: int) -> Nic | None:
+        """The birth inventory's entry of an RDMA port."""
+        return next((n for n in self.nics if n.device == device and n.port == port), None)
 
     def remembers(self, event_id: str) -> bool:
         """An event with this id is among the node's recent events (a redelivery, not a new event)."""
@@ -251,6 +262,7 @@ class FleetState:
         state.agent_version = birth.agent_version
         state.interval_s = birth.interval_s
         state.accelerators = tuple(birth.accelerators)
+        state.nics = tuple(birth.nics)
         self._reference_inventory(state)
         state.host_facts = birth.host
         state.birth_ts = birth.ts
@@ -292,6 +304,8 @@ class FleetState:
                 state.host_readings = frame.host
             for readings in frame.accelerators:
                 state.readings[readings.index] = readings
+            for nic in frame.nics:
+                state.nic_readings[(nic.device, nic.port)] = nic
             state.readings_ts = frame.ts
             self._remember(state, frame, now)
         state.session = max(state.session, frame.session)
@@ -342,6 +356,8 @@ class FleetState:
                     del conditions[index]
             if frame.host is not None:
                 state.host_conditions.feed(frame.ts, now, frame.host, cfg)
+            if frame.nics or state.nic_conditions:
+                self._fold_nics(state, frame, prev, boot + cfg.nic.boot_grace_s)
         present = {r.index for r in frame.accelerators if not r.lost}
         for accel in state.expected_accelerators:
             if accel.index in present:
@@ -355,6 +371,31 @@ class FleetState:
             else:
                 state.probe_failing_since.pop(probe.name, None)
                 state.probe_failing_detail.pop(probe.name, None)
+
+    def _fold_nics(self, state: NodeState, frame: Telemetry, prev: float | None, counts_from: float) -> None:
+        """Fold a frame's RDMA ports into their conditions; forget ports (and their readings) not
+        heard of within the history window."""
+        cfg = self.rules.nic
+        conditions = state.nic_conditions
+        for r in frame.nics:
+            key = (r.device, r.port)
+            c = conditions.get(key)
+            if c is None:
+                c = conditions[key] = NicConditions(r.device, r.port)
+            nic = state.nic(r.device, r.port)
+            c.feed(
+                frame.ts,
+                r,
+                cfg,
+                prev_frame_ts=prev,
+                counts_from=counts_from,
+                birth_rated=nic.rated_gbps if nic is not None else None,
+            )
+        if len(conditions) > len(frame.nics):
+            horizon = frame.ts - self.history_window_s
+            for key in [k for k, c in conditions.items() if c.last_ts is None or c.last_ts < horizon]:
+                del conditions[key]
+                state.nic_readings.pop(key, None)
 
     def _event(self, state: NodeState, event: Event, now: float) -> list[NodeChange]:
         state.events_total += 1

@@ -18,6 +18,7 @@ from collector.rules.settings import (
     GpuPowerSettings,
     GpuTemperatureSettings,
     GpuThrottleSettings,
+    NicSettings,
     NodePressureSettings,
     PcieAerSettings,
     ProbeFailingSettings,
@@ -81,6 +82,11 @@ RULE_NAMES: Final[frozenset[str]] = frozenset(
         "machine_check",
         "memory_error",
         "filesystem_readonly",
+        # RDMA ports (collector.rules.nic)
+        "nic_port_down",
+        "nic_link_flap",
+        "nic_errors",
+        "nic_speed",
     )
 )
 
@@ -117,6 +123,7 @@ class RulesConfig(_Section, frozen=True):
     probe_failing: ProbeFailingSettings = ProbeFailingSettings()
     facility: FacilitySettings = FacilitySettings()
     pcie_aer: PcieAerSettings = PcieAerSettings()
+    nic: NicSettings = NicSettings()
 
     @property
     def event_memory_s(self) -> float:

@@ -19,6 +19,7 @@ from collector.rules import (
     gpu_state,
     gpu_thermal,
     host_ras,
+    nic,
     node,
     trainium,
 )
@@ -121,6 +122,11 @@ NODE_READINGS_RULES: Final[tuple[Registered[NodeReadingsRule], ...]] = (
     Registered("disk_full", node.disk_rule),
     Registered("memory_pressure", node.memory_rule),
     Registered("probe_failing", node.probe_rule),
+    # RDMA ports
+    Registered("nic_port_down", nic.nic_port_down_rule),
+    Registered("nic_link_flap", nic.nic_link_flap_rule),
+    Registered("nic_errors", nic.nic_errors_rule),
+    Registered("nic_speed", nic.nic_speed_rule),
 )
 #: Every readings rule, for counting and listing.
 READINGS_RULES: Final[tuple[Registered[Any], ...]] = (

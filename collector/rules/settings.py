@@ -19,6 +19,7 @@ __all__ = [
     "GpuPowerSettings",
     "GpuTemperatureSettings",
     "GpuThrottleSettings",
+    "NicSettings",
     "NodePressureSettings",
     "PcieAerSettings",
     "ProbeFailingSettings",
@@ -168,3 +169,24 @@ class PcieAerSettings(_Settings, frozen=True):
     window_s: Window = 600.0
     #: corrected errors this soon after boot are link training, not a fault
     boot_grace_s: Seconds = 600.0
+
+
+class NicSettings(_Settings, frozen=True):
+    """``[rules.nic]``: RDMA ports (InfiniBand, RoCE, EFA) down, flapping, erroring or slow
+    (``collector.rules.nic``)."""
+
+    #: nothing counts this soon after boot: ports train and renegotiate, carriers bounce
+    boot_grace_s: Seconds = 600.0
+    #: a port not ACTIVE / not LinkUp this long is down
+    down_for_s: Seconds = 60.0
+    #: this many link downs (``link_downed`` rises, or ``carrier_changes`` rises by twice as many)
+    #: and link error recoveries (``link_error_recovery`` rises) within ``flap_window_s`` is a
+    #: flapping link
+    flap_count: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 3
+    flap_window_s: Window = 600.0
+    #: symbol, link-integrity, receive and remote physical receive errors per minute, all through
+    #: ``error_window_s`` (100 within 10 min), that make a bad link; a healthy link shows a few a day
+    errors_per_min: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    error_window_s: Window = 600.0
+    #: an ACTIVE port below its rated rate this long runs degraded
+    slow_for_s: Seconds = 300.0

@@ -22,6 +22,8 @@ from fleetops.wire import (
     HostFacts,
     HostReadings,
     Location,
+    Nic,
+    NicReadings,
     ProbeHealth,
     Telemetry,
 )
@@ -202,3 +204,68 @@ def trn_frames(fleet: FleetState, node: str, frames: int, reading: Callable[[int
 
 def trn_dev(index: int, node: str = "trn-r03-n01", **fields: Any) -> AcceleratorReadings:
     return AcceleratorReadings(index=index, id=f"{node}-sn{index}", **fields)
+
+
+def ib_port(device: str = "mlx5_0", **fields: Any) -> NicReadings:
+    """An InfiniBand NDR port, ACTIVE at 400 Gb/s, with quiet counters unless ``fields`` say otherwise."""
+    base: dict[str, Any] = {
+        "device": device,
+        "port": 1,
+        "state": "ACTIVE",
+        "phys_state": "LinkUp",
+        "rate_gbps": 400.0,
+        "carrier": True,
+        "carrier_changes": 2,
+        "link_downed": 0,
+        "symbol_error": 0,
+        "local_link_integrity_errors": 0,
+        "port_rcv_errors": 0,
+    }
+    base.update(fields)
+    return NicReadings(**base)
+
+
+def nic_node(
+    series: Callable[[int, float], Sequence[NicReadings]],
+    *,
+    frames: int,
+    step_s: float = 10.0,
+    boot_age_s: float = 86400.0,
+    rules: dict[str, Any] | None = None,
+    rated_gbps: float | None = 400.0,
+) -> NodeState:
+    """``NODE`` with two GPUs and RDMA ports ``mlx5_0`` (behind GPU 0's switch) and ``mlx5_1``
+    (GPU 1's) after ``frames`` frames; ``series(i, ts)`` gives frame i's port readings."""
+    fleet = FleetState(rules=rules_config(rules or {}))
+    nics = [
+        Nic(
+            device=f"mlx5_{i}",
+            port=1,
+            link_layer="InfiniBand",
+            netdev=f"ibp{0x19 + i}s0",
+            pci_bus_id=f"0000:{0x40 + i:02x}:00.0",
+            numa_node=0,
+            rated_gbps=rated_gbps,
+            near_gpus=[f"0000:{0x18 + i:02x}:00.0"],
+        )
+        for i in range(2)
+    ]
+    b = msgspec.structs.replace(
+        birth(NODE, 1, gpus=2, ts=T0), host=HostFacts(boot_time_s=T0 - boot_age_s), nics=nics
+    )
+    fleet.apply(SITE, b, now=T0)
+    for i in range(frames):
+        ts = T0 + (i + 1) * step_s
+        frame = Telemetry(
+            v=1,
+            node=NODE,
+            ts=ts,
+            session=1,
+            seq=i,
+            interval_s=step_s,
+            host=host(),
+            accelerators=[h100(0), h100(1)],
+            nics=list(series(i, ts)),
+        )
+        fleet.apply(SITE, frame, now=ts)
+    return fleet.nodes[NodeKey(SITE, NODE)]

@@ -29,6 +29,8 @@ from tests.helpers.rules import (
     gpu_event,
     h100,
     host,
+    ib_port,
+    nic_node,
     node_with,
     trn_dev,
     trn_event,
@@ -165,6 +167,12 @@ _AER_NIC: dict[str, DataValue] = {
 _UE: dict[str, DataValue] = {"dimm": "CPU_SrcID#1_MC#0_Chan#0_DIMM#0", "type": "uncorrected", "count": 1}
 _MCE: dict[str, DataValue] = {"severity": "fatal", "source": "mce", "cpu": 3, "bank": 4, "socket": 0}
 _RO: dict[str, DataValue] = {"device": "nvme0n1p2", "fs": "ext4", "state": "readonly"}
+
+
+def _nic(frames: int, fields: Callable[[int], dict[str, Any]]) -> list[Finding]:
+    """Port mlx5_0 of ``NODE`` with ``fields(i)`` in frame i."""
+    node = nic_node(lambda i, ts: [ib_port("mlx5_0", **fields(i))], frames=frames)
+    return evaluate_readings(node, ctx(node))
 
 
 # (registered rule, the finding's rule, its findings, the title's start: part and fault, its advice)
@@ -509,6 +517,35 @@ CASES: list[Case] = [
         lambda: _host_event("filesystem_readonly", _RO),
         "Filesystem nvme0n1p2 read-only",
         "check the disk",
+    ),
+    # RDMA ports
+    (
+        "nic_port_down",
+        "nic_port_down",
+        lambda: _nic(13, lambda i: {"state": "DOWN", "phys_state": "Polling"}),
+        "NIC mlx5_0 port 1 down",
+        "check the cable, transceiver and switch port",
+    ),
+    (
+        "nic_link_flap",
+        "nic_link_flap",
+        lambda: _nic(8, lambda i: {"link_downed": min(i, 4), "carrier_changes": 2 + 2 * min(i, 4)}),
+        "NIC mlx5_0 port 1 link flapping (4 downs in 10 min)",
+        "check the cable and switch port",
+    ),
+    (
+        "nic_errors",
+        "nic_errors",
+        lambda: _nic(12, lambda i: {"symbol_error": 50 * i}),
+        "NIC mlx5_0 port 1 link errors (300/min)",
+        "reseat or replace the cable or transceiver",
+    ),
+    (
+        "nic_speed",
+        "nic_speed",
+        lambda: _nic(40, lambda i: {"rate_gbps": 200.0}),
+        "NIC mlx5_0 port 1 at 200 of 400 Gb/s",
+        "check the cable and switch port speed",
     ),
 ]
 
