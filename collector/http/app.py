@@ -214,10 +214,12 @@ async def _node_detail(request: web.Request, node: NodeState) -> web.Response:
             "offline_reason": node.offline_reason,
             "host": msgspec.to_builtins(node.host_facts) if node.host_facts is not None else None,
             "accelerators": msgspec.to_builtins(list(node.accelerators)),
+            "nics": msgspec.to_builtins(list(node.nics)),
             "readings": {
                 "ts": _iso(node.readings_ts),
                 "host": msgspec.to_builtins(node.host_readings) if node.host_readings is not None else None,
                 "accelerators": [msgspec.to_builtins(node.readings[i]) for i in sorted(node.readings)],
+                "nics": [msgspec.to_builtins(node.nic_readings[k]) for k in sorted(node.nic_readings)],
             },
             "telemetry": {
                 "session": node.telemetry_session,

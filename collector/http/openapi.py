@@ -263,7 +263,15 @@ _SCHEMAS: Final[dict[str, Any]] = {
                     "hostname": {"type": "string"},
                     "boot_id": {"type": "string"},
                     "accelerators": {"type": "array", "items": {"type": "object"}},
-                    "readings": {"type": "object"},
+                    "nics": {
+                        "type": "array",
+                        "items": {"type": "object"},
+                        "description": "The RDMA ports of the latest birth (protocol: Nic).",
+                    },
+                    "readings": {
+                        "type": "object",
+                        "description": "Latest readings: ts, host (with ras), accelerators, nics.",
+                    },
                     "telemetry": {"type": "object"},
                     "tasks": {"type": "array", "items": _ref("Task")},
                 },

@@ -327,6 +327,86 @@ function hardwareTable(entries, windowS) {
       h("td", {}, h("time", {}, timeLabel(e.last_ts))), h("td", {}, e.detail || ""))))));
 }
 
+// PCI addresses as NVML prints them (00000000:18:00.0) and as sysfs does (0000:18:00.0) are one key.
+function pciKey(bdf) {
+  const m = /^(?:([0-9a-f]+):)?([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/i.exec(String(bdf || "").trim());
+  return m ? `${parseInt(m[1] || "0", 16)}:${m[2]}:${m[3]}.${m[4]}`.toLowerCase() : String(bdf || "").toLowerCase();
+}
+
+function count(v) { return v === undefined || v === null ? "no data" : niceNumber(Number(v)); }
+
+// The RDMA ports the node announced, with their latest state, rate, error counters and the GPUs
+// behind the same PCIe switch (whose jobs a failing port hurts first).
+function nicTable(node) {
+  const ports = node.nics || [];
+  if (!ports.length) return h("p", { class: "nics-none" }, "No InfiniBand, RoCE or EFA ports reported.");
+  const byPci = new Map((node.accelerators || []).map((a) => [pciKey(a.pci_bus_id), `GPU ${a.index}`]));
+  const latest = new Map((node.readings.nics || []).map((r) => [`${r.device}/${r.port}`, r]));
+  const heads = ["Port", "Link", "State", "Rate Gb/s", "Link downs", "Carrier changes", "Symbol errors", "Receive errors", "Near"];
+  return h("div", { class: "scroll" }, h("table", { class: "nics" },
+    h("thead", {}, h("tr", {}, heads.map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, ports.map((p) => {
+      const name = `${p.device}/${p.port}`;
+      const r = latest.get(name) || {};
+      const up = r.state === "ACTIVE" && (!r.phys_state || r.phys_state === "LinkUp");
+      const state = r.state ? `${r.state}${r.phys_state ? " / " + r.phys_state : ""}` : "no data";
+      const slow = p.rated_gbps && r.rate_gbps !== undefined && r.rate_gbps !== null && r.rate_gbps < p.rated_gbps;
+      const rate = r.rate_gbps === undefined || r.rate_gbps === null ? "no data"
+        : p.rated_gbps ? `${niceNumber(r.rate_gbps)} of ${niceNumber(p.rated_gbps)}` : niceNumber(r.rate_gbps);
+      const near = (p.near_gpus || []).map((b) => byPci.get(pciKey(b)) || b).join(", ");
+      return h("tr", { "data-port": name },
+        h("th", { scope: "row" }, name, p.netdev ? ` · ${p.netdev}` : ""),
+        h("td", {}, p.link_layer || ""),
+        h("td", { class: r.state && !up ? "h-down" : "" }, state),
+        h("td", { class: slow ? "h-warning" : "" }, rate),
+        h("td", {}, count(r.link_downed)), h("td", {}, count(r.carrier_changes)),
+        h("td", {}, count(r.symbol_error)), h("td", {}, count(r.port_rcv_errors)),
+        h("td", {}, near || (p.pci_bus_id ? p.pci_bus_id : "")));
+    }))));
+}
+
+// Host RAS from sysfs: DIMMs with errors, CPU packages that throttled, hwmon alarms and faults,
+// watched mounts. Healthy parts are summed up in one line each, not listed.
+function hostRasSection(ras) {
+  if (!ras) return h("p", { class: "ras-none" }, "Not reported (the host_ras probe is not running on this node).");
+  const rows = [];
+  for (const d of ras.dimms || []) {
+    if (d.uncorrected_total || d.corrected_total) {
+      rows.push(["DIMM " + (d.label || `mc${d.mc}/${d.entry}`) + (d.location ? ` (${d.location})` : ""),
+        `${count(d.corrected_total)} corrected, ${count(d.uncorrected_total)} uncorrected since boot`,
+        d.uncorrected_total ? "h-critical" : "h-warning", "dimm"]);
+    }
+  }
+  for (const mc of ras.memory_controllers || []) {
+    if (mc.uncorrected_noinfo_total || mc.corrected_noinfo_total) {
+      rows.push([`Memory controller ${mc.mc}`, `${count(mc.corrected_noinfo_total)} corrected, ${count(mc.uncorrected_noinfo_total)} uncorrected not placed on a DIMM`,
+        mc.uncorrected_noinfo_total ? "h-critical" : "h-warning", "mc"]);
+    }
+  }
+  for (const c of ras.cpu_packages || []) {
+    if (c.package_throttles_total || c.core_throttles_total) {
+      rows.push([`CPU package ${c.package}`, `throttled for heat: ${count(c.package_throttles_total)} package, ${count(c.core_throttles_total)} core events since boot`, "h-warning", "cpu"]);
+    }
+  }
+  for (const s of ras.hwmon || []) {
+    if (s.alarm || s.fault) {
+      const unit = s.psu !== undefined && s.psu !== null ? `PSU ${s.psu} ` : "";
+      rows.push([`${unit}${s.label || s.sensor} (${s.chip})`, (s.fault ? "fault" : "alarm") + ((s.alarms || []).length ? `: ${s.alarms.join(", ")}` : ""),
+        s.fault ? "h-critical" : "h-warning", "hwmon"]);
+    }
+  }
+  for (const m of ras.mounts || []) {
+    if (m.readonly) rows.push([`Filesystem ${m.mount}`, `read-only (${m.fs || "?"} on ${m.device || "?"})`, "h-critical", "mount"]);
+  }
+  const dimms = (ras.dimms || []).length, sensors = (ras.hwmon || []).length, mounts = (ras.mounts || []).length;
+  const watched = h("p", { class: "muted" }, `Watching ${dimms} DIMM${dimms === 1 ? "" : "s"}, ${(ras.cpu_packages || []).length} CPU package(s), ${sensors} hwmon sensor(s), ${mounts} mount(s).`);
+  if (!rows.length) return h("div", {}, h("p", { class: "ras-none" }, "No memory errors, throttling, alarms or read-only mounts."), watched);
+  return h("div", {}, h("div", { class: "scroll" }, h("table", { class: "ras" },
+    h("thead", {}, h("tr", {}, ["Unit", "Condition"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.map(([unit, what, cls, kind]) => h("tr", { "data-kind": kind },
+      h("th", { scope: "row" }, unit), h("td", { class: cls }, what)))))), watched);
+}
+
 // A node is its site and its name: names repeat across sites.
 function nodePath(site, name) {
   return `/sites/${encodeURIComponent(site || "")}/nodes/${encodeURIComponent(name)}`;
@@ -361,6 +441,10 @@ async function nodeView(site, name) {
           columns.map(([k]) => h("td", {}, r.lost ? "lost" : r[k] === undefined || r[k] === null ? "no data" : niceNumber(Number(r[k])))));
       })))),
     h("p", { class: "muted" }, "Readings of ", when(node.readings.ts)),
+    h("h2", {}, "Network ports"),
+    nicTable(node),
+    h("h2", {}, "Host hardware"),
+    hostRasSection((node.readings.host || {}).ras),
     h("h2", {}, "Open tasks"),
     node.tasks.length ? h("ul", { class: "tasks" }, node.tasks.map(taskItem)) : h("p", {}, "None."),
     h("h2", {}, "Hardware faults the kernel reported"),

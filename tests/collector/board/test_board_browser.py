@@ -20,6 +20,15 @@ from collector.http.auth import hash_token
 from collector.service import Collector
 from collector.store import TaskQuery
 from devtools.broker import PrivateBroker
+from fleetops.wire import (
+    DimmReading,
+    HostRasReadings,
+    HostReadings,
+    HwmonSensor,
+    MountReading,
+    Nic,
+    NicReadings,
+)
 from tests.helpers.board import ARTIFACTS, OPERATOR, board_frame, open_page
 from tests.helpers.collector import SITE, Publisher, birth, event, eventually, status
 
@@ -33,6 +42,82 @@ HOT_HARDWARE: list[tuple[str, dict[str, Any], int, int | None]] = [
     ("pcie_aer", {"severity": "corrected", "errors": "RxErr", "source": "0000:2a:00.0"}, 1, 1),
     ("memory_error", {"dimm": DIMM, "type": "corrected", "count": 12}, 12, None),
 ]
+
+#: the lost node's RDMA ports (one down, below its rated rate) and host RAS readings from sysfs
+LOST_NICS = [
+    Nic(
+        device="mlx5_0",
+        port=1,
+        link_layer="InfiniBand",
+        netdev="ibp24s0",
+        pci_bus_id="0000:18:00.1",
+        numa_node=0,
+        rated_gbps=400.0,
+        near_gpus=["0000:18:00.0"],
+    ),
+    Nic(
+        device="mlx5_1",
+        port=1,
+        link_layer="InfiniBand",
+        netdev="ibp25s0",
+        pci_bus_id="0000:19:00.1",
+        numa_node=0,
+        rated_gbps=400.0,
+        near_gpus=["0000:19:00.0"],
+    ),
+]
+LOST_NIC_READINGS = [
+    NicReadings(
+        device="mlx5_0",
+        port=1,
+        state="ACTIVE",
+        phys_state="LinkUp",
+        rate_gbps=400.0,
+        link_downed=0,
+        carrier_changes=2,
+        symbol_error=0,
+        port_rcv_errors=0,
+    ),
+    NicReadings(
+        device="mlx5_1",
+        port=1,
+        state="DOWN",
+        phys_state="Polling",
+        rate_gbps=100.0,
+        link_downed=14,
+        carrier_changes=31,
+        symbol_error=9120,
+        port_rcv_errors=377,
+    ),
+]
+LOST_RAS = HostRasReadings(
+    dimms=[
+        DimmReading(mc=0, entry="dimm0", label="CPU0_DIMM_A1", corrected_total=0, uncorrected_total=0),
+        DimmReading(
+            mc=0,
+            entry="dimm1",
+            label="CPU0_DIMM_B1",
+            location="channel 1 slot 0",
+            corrected_total=52,
+            uncorrected_total=0,
+        ),
+    ],
+    hwmon=[
+        HwmonSensor(
+            chip="pmbus",
+            device="i2c-7-58",
+            sensor="in1",
+            label="vin",
+            psu=1,
+            alarm=True,
+            alarms=["in1_lcrit_alarm"],
+        )
+    ],
+    mounts=[
+        MountReading(mount="/", device="nvme0n1p2", fs="ext4"),
+        MountReading(mount="/scratch", device="md0", fs="xfs", readonly=True),
+    ],
+)
 
 
 @pytest.fixture
@@ -57,15 +142,20 @@ async def collector(own_broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[
     try:
         now = time.time()
         for node, rack in ((HOT, "r02"), (LOST, "r01"), ("gpu-r01-n01", "r01")):
-            publisher.send(birth(node, 1, rack=rack, ts=now - 400), retain=True)
+            born = birth(node, 1, rack=rack, ts=now - 400)
+            if node == LOST:
+                born = msgspec.structs.replace(born, nics=LOST_NICS)
+            publisher.send(born, retain=True)
             publisher.send(status(node, "online", 1, ts=now - 400), retain=True)
         for seq in range(30):  # five minutes of frames: GPU 1 heats up, clocks down
             ts = now - 300 + seq * 10
             for node in (HOT, LOST, "gpu-r01-n01"):
                 heat = seq * 1.6 if node == HOT else 0.0
-                publisher.send(
-                    board_frame(node, seq, ts, 45.0 + heat, 300.0 + heat * 5, 1980.0 - heat * 12), qos=0
-                )
+                frame = board_frame(node, seq, ts, 45.0 + heat, 300.0 + heat * 5, 1980.0 - heat * 12)
+                if node == LOST and seq == 29:
+                    host = HostReadings(0.0, 0.1, 0.1, 0.1, 2**40, 2**39, ras=LOST_RAS)
+                    frame = msgspec.structs.replace(frame, host=host, nics=LOST_NIC_READINGS)
+                publisher.send(frame, qos=0)
         lost = msgspec.structs.replace(event(LOST, "xid", data={"xid": 79}, index=1), ts=now - 15)
         publisher.send(lost)
         for seq, (kind, data, count, index) in enumerate(HOT_HARDWARE, start=1):
@@ -239,4 +329,39 @@ async def test_node_page_folds_the_kernels_hardware_faults_by_unit(
     # a node without any shows it says so
     await page.goto(f"{collector.api_url}/board/#/sites/{SITE}/nodes/gpu-r01-n01")
     await expect(page.locator("p.hardware-none")).to_contain_text("None in the last 7 days")
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_node_page_shows_its_network_ports_and_host_hardware(
+    collector: Collector, browser: Browser
+) -> None:
+    path = f"/api/v1/sites/{SITE}/nodes/{LOST}"
+    for _ in range(100):
+        if (await _api(collector, path))["readings"]["nics"]:
+            break
+        await asyncio.sleep(0.05)
+    page = await open_page(browser, VIEWER)
+    await page.goto(f"{collector.api_url}/board/#{path.removeprefix('/api/v1')}")
+    await expect(page.locator("h1")).to_have_text(LOST)
+    ports = page.locator("table.nics tbody tr")
+    await expect(ports).to_have_count(2)
+    good, bad = page.locator("tr[data-port='mlx5_0/1']"), page.locator("tr[data-port='mlx5_1/1']")
+    await expect(good.locator("td").nth(1)).to_have_text("ACTIVE / LinkUp")
+    await expect(good.locator("td").last).to_have_text("GPU 0")  # sysfs and NVML addresses matched
+    await expect(bad.locator("td.h-down")).to_have_text("DOWN / Polling")
+    await expect(bad.locator("td.h-warning")).to_have_text("100 of 400")
+    await expect(bad.locator("td").nth(5)).to_have_text("9120")
+    await expect(bad.locator("td").last).to_have_text("GPU 1")
+    ras = page.locator("table.ras tbody tr")
+    await expect(ras).to_have_count(3)  # the DIMM with errors, the alarm, the read-only mount
+    await expect(page.locator("table.ras tr[data-kind='dimm'] th")).to_have_text(
+        "DIMM CPU0_DIMM_B1 (channel 1 slot 0)"
+    )
+    await expect(page.locator("table.ras tr[data-kind='hwmon'] td")).to_have_text("alarm: in1_lcrit_alarm")
+    await expect(page.locator("table.ras tr[data-kind='mount'] td.h-critical")).to_contain_text("read-only")
+    await expect(page.locator("text=Watching 2 DIMMs")).to_be_visible()
+    # a node without ports or RAS readings says so
+    await page.goto(f"{collector.api_url}/board/#/sites/{SITE}/nodes/gpu-r01-n01")
+    await expect(page.locator("p.nics-none")).to_be_visible()
+    await expect(page.locator("p.ras-none")).to_contain_text("not running")
     assert page.errors == []  # type: ignore[attr-defined]
