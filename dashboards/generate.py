@@ -516,6 +516,39 @@ def node_dashboard() -> dict[str, Any]:
             width=24,
         ),
         P(
+            "RDMA ports down",
+            "stat",
+            [Q(f"sum(1 - fleetops_nic_port_up{{{N}}})")],
+            width=6,
+            thresholds=RED_AT_1,
+            description="InfiniBand, RoCE and EFA ports not ACTIVE / LinkUp in the latest frame.",
+        ),
+        P(
+            "RDMA port rate",
+            "timeseries",
+            [
+                Q(f"fleetops_nic_rate_bytes_per_second{{{N}}}", "{{nic}} port {{port}}"),
+                Q(f"fleetops_nic_rated_bytes_per_second{{{N}}}", "{{nic}} port {{port}} rated"),
+            ],
+            unit="Bps",
+            width=9,
+            description="The signalling rate each port runs at, against the rate it should run at.",
+        ),
+        P(
+            "RDMA link errors and link downs",
+            "timeseries",
+            [
+                Q(
+                    f"sum by (nic, port, type) (rate(fleetops_nic_errors_total{{{N}}}[{RI}]))",
+                    "{{nic}} port {{port}} {{type}}",
+                ),
+                Q(f"rate(fleetops_nic_link_downed_total{{{N}}}[{RI}])", "{{nic}} port {{port}} link downs"),
+            ],
+            unit="cps",
+            width=9,
+            description="PortCounters errors (symbol, link integrity, receive ...) and link downs per second.",
+        ),
+        P(
             "Accelerators",
             "table",
             [Q(f"fleetops_accelerator_info{{{N}}}", table=True)],
@@ -525,7 +558,7 @@ def node_dashboard() -> dict[str, Any]:
     return dashboard(
         "fleetops-node",
         "fleetops / Node",
-        "One node: liveness, host, probes, telemetry link, accelerators, events.",
+        "One node: liveness, host, probes, telemetry link, accelerators, events, RDMA ports.",
         site_rack_node('fleetops_node_up{site=~"$site", rack=~"$rack"}', node_multi=False),
         panels,
     )

@@ -36,6 +36,7 @@ from agent.probes.nvidia.xid import RECOVERY_ACTION_NAMES, XidReporter
 from agent.sim.fake_nvml import DeviceCalls, FakeNvml
 from agent.sim.gpu_specs import A100_SXM4_80GB, H100_SXM5_80GB, MODELS, GpuSpec
 from agent.sim.host_ras_lines import aer_corrected_lines, host_fault_lines
+from agent.sim.nic_model import SimulatedNicProbe, SimulatedNics
 from agent.sim.pci_tree import write_pci_tree
 from agent.sim.scenario import GPU_FAULT_KINDS, HOST_FAULT_KINDS, Fault
 from agent.sim.xid_lines import (
@@ -543,10 +544,11 @@ def make_simulated_gpu_probes(
     kmsg_config: KmsgConfig | None = None,
     sysfs_root: Path | None = None,
 ) -> list[Probe]:
-    """The real NVML probe over a fake NVML backed by simulated GPUs, and the kernel-log probe over
-    the node's simulated kernel log with every line handler attached (sharing one XID reporter).
+    """The real NVML probe over a fake NVML backed by simulated GPUs, the kernel-log probe over
+    the node's simulated kernel log with every line handler attached (sharing one XID reporter),
+    and the real NIC probe over simulated InfiniBand ports (``agent.sim.nic_model``).
     ``sysfs_root`` (default: ``<kmsg_path>.sysfs``) gets a sysfs PCI tree of the GPUs
-    (``agent.sim.pci_tree``), so that PCIe AER lines map to them."""
+    (``agent.sim.pci_tree``), so that PCIe AER lines map to them, and one adapter beside each GPU."""
     node = SimulatedNode(node_name, gpu_count, model, faults, kmsg_path, clock, seed)
     fake = FakeNvml(node.system(), node.devices)
     node.nvml_event = fake.push_event
@@ -555,7 +557,11 @@ def make_simulated_gpu_probes(
     reporter = XidReporter(fold_window_s=kcfg.xid_fold_window_s, dedup_window_s=ncfg.xid_dedup_window_s)
     nvml_probe = NvmlProbe(ncfg, facade_factory=lambda: fake, reporter=reporter, clock=clock)
     follower = KmsgFollower(kcfg, clock=clock)
-    root = write_pci_tree(
-        sysfs_root or kmsg_path.with_name(f"{kmsg_path.name}.sysfs"), [g.bus for g in node.gpus]
-    )
-    return [nvml_probe, KernelLogProbe(follower, reporter, clock=clock, sysfs_root=root)]
+    buses = [g.bus for g in node.gpus]
+    root = write_pci_tree(sysfs_root or kmsg_path.with_name(f"{kmsg_path.name}.sysfs"), buses)
+    nics = SimulatedNics(node_name, buses, faults, seed, root)
+    return [
+        nvml_probe,
+        KernelLogProbe(follower, reporter, clock=clock, sysfs_root=root),
+        SimulatedNicProbe(nics, clock),
+    ]

@@ -33,6 +33,7 @@ import msgspec
 __all__ = [
     "FAULT_KINDS",
     "HOST_FAULT_KINDS",
+    "NIC_FAULT_KINDS",
     "Fault",
     "Scenario",
     "ScenarioError",
@@ -68,12 +69,16 @@ TrainiumFault = Literal[
 #: Faults of a GPU node's host, seen in its kernel log (``accelerator``: the GPU behind the PCIe link
 #: for ``pcie_aer_storm``, a lasting fault; the others happen once).
 HostFault = Literal["pcie_aer_storm", "dimm_uncorrected", "machine_check", "fs_readonly"]
+#: Faults of a GPU node's InfiniBand ports, seen in sysfs (``accelerator``: the adapter, ``mlx5_<n>``,
+#: the one beside GPU ``n``; all lasting; ``agent.sim.nic_model``).
+NicFault = Literal["ib_port_down", "ib_link_flap", "ib_symbol_errors", "ib_link_degraded"]
 FAULT_KINDS: Final[frozenset[str]] = frozenset(
-    GpuFault.__args__ + TrainiumFault.__args__ + HostFault.__args__  # type: ignore[attr-defined]
+    GpuFault.__args__ + TrainiumFault.__args__ + HostFault.__args__ + NicFault.__args__  # type: ignore[attr-defined]
 )
 HOST_FAULT_KINDS: Final[frozenset[str]] = frozenset(HostFault.__args__)  # type: ignore[attr-defined]
 GPU_FAULT_KINDS: Final[frozenset[str]] = frozenset(GpuFault.__args__)  # type: ignore[attr-defined]
 TRAINIUM_FAULT_KINDS: Final[frozenset[str]] = frozenset(TrainiumFault.__args__)  # type: ignore[attr-defined]
+NIC_FAULT_KINDS: Final[frozenset[str]] = frozenset(NicFault.__args__)  # type: ignore[attr-defined]
 
 
 class ScenarioError(ValueError):
@@ -83,7 +88,7 @@ class ScenarioError(ValueError):
 class Fault(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     at_s: float
     node: str
-    kind: GpuFault | TrainiumFault | HostFault
+    kind: GpuFault | TrainiumFault | HostFault | NicFault
     accelerator: int | None = None
     xid: int | None = None
     duration_s: float | None = None

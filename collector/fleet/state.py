@@ -122,7 +122,8 @@ class NodeState:
     missing_since: dict[int, float] = field(default_factory=dict)
     #: the node's latest events (bounded), for rules that look at what came together or repeated
     recent_events: deque[Event] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS_MAX))
-    #: RDMA ports of the latest birth, their latest readings and their conditions, by (device, port)
+    #: RDMA ports of the latest birth, those of the latest frame (a port the probe did not read
+    #: then has none) and their conditions, by (device, port)
     nics: tuple[Nic, ...] = ()
     nic_readings: dict[tuple[str, int], NicReadings] = field(default_factory=dict)
     nic_conditions: dict[tuple[str, int], NicConditions] = field(default_factory=dict)
@@ -304,8 +305,7 @@ class FleetState:
                 state.host_readings = frame.host
             for readings in frame.accelerators:
                 state.readings[readings.index] = readings
-            for nic in frame.nics:
-                state.nic_readings[(nic.device, nic.port)] = nic
+            state.nic_readings = {(nic.device, nic.port): nic for nic in frame.nics}
             state.readings_ts = frame.ts
             self._remember(state, frame, now)
         state.session = max(state.session, frame.session)

@@ -7,7 +7,7 @@ from typing import Final
 
 from collector.metrics.exposition import Family
 
-__all__ = ["ACCELERATOR", "COLLECTOR", "FAMILIES", "HOST", "NODE", "TASKS", "by_name"]
+__all__ = ["ACCELERATOR", "COLLECTOR", "FAMILIES", "HOST", "NIC", "NODE", "TASKS", "by_name"]
 
 
 def _g(name: str, help_: str, unit: str = "") -> Family:
@@ -137,6 +137,41 @@ ACCELERATOR: Final[tuple[Family, ...]] = (
     ),
 )
 
+#: RDMA ports (InfiniBand, RoCE, EFA) from the NIC probe: labels ``nic`` (the RDMA device, ``mlx5_0``)
+#: and ``port``. Counters are the kernel's, cumulative since the driver loaded.
+NIC: Final[tuple[Family, ...]] = (
+    _g("fleetops_nic_info", "RDMA port identity: link layer, network interface, PCI address; value 1."),
+    _g("fleetops_nic_port_up", "1 while the port is ACTIVE and its link LinkUp, else 0."),
+    _g(
+        "fleetops_nic_port_state",
+        "The port's logical and physical state (labels state, phys_state); value 1.",
+    ),
+    _g(
+        "fleetops_nic_rate_bytes_per_second",
+        "The port's current signalling rate (its Gb/s / 8 x 10^9).",
+        "By/s",
+    ),
+    _g(
+        "fleetops_nic_rated_bytes_per_second",
+        "The rate the port should run at (configured, or the highest it ran at).",
+        "By/s",
+    ),
+    _g("fleetops_nic_carrier", "1 while the port's network interface has carrier, else 0."),
+    _c(
+        "fleetops_nic_carrier_changes_total", "Carrier changes of the port's network interface (up and down)."
+    ),
+    _c("fleetops_nic_link_downed_total", "Times the port's link went down (PortCounters LinkDownedCounter)."),
+    _c(
+        "fleetops_nic_link_error_recovery_total",
+        "Times the port's link retrained after errors without going down (LinkErrorRecoveryCounter).",
+    ),
+    _c(
+        "fleetops_nic_errors_total",
+        "PortCounters errors by type (symbol, local_link_integrity, rcv, rcv_remote_physical, "
+        "xmit_discards, excessive_buffer_overrun).",
+    ),
+)
+
 TASKS: Final[tuple[Family, ...]] = (
     _g("fleetops_tasks_open", "Remediation tasks not resolved or dismissed, by action, severity and state."),
 )
@@ -199,7 +234,7 @@ COLLECTOR: Final[tuple[Family, ...]] = (
     ),
 )
 
-FAMILIES: Final[tuple[Family, ...]] = NODE + HOST + ACCELERATOR + TASKS + COLLECTOR
+FAMILIES: Final[tuple[Family, ...]] = NODE + HOST + ACCELERATOR + NIC + TASKS + COLLECTOR
 
 _BY_NAME: Final[dict[str, Family]] = {f.name: f for f in FAMILIES}
 

@@ -16,6 +16,7 @@ from typing import Final
 from collector.fleet.state import NodeState
 from collector.ingest.acks import NodeLink
 from collector.metrics.exposition import LabelSet
+from collector.metrics.nic import emit_nics
 from fleetops.wire import Accelerator, AcceleratorReadings, ProbeHealth
 
 __all__ = [
@@ -315,6 +316,7 @@ def emit_node(
         readings = state.readings[index]
         accel_labels = labels.accelerator(node_labels, index, readings.id, inventory.get(index))
         _emit_readings(emit, accel_labels, readings)
+    emit_nics(emit, state, node_labels)
 
     if counters is None:
         return

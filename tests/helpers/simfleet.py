@@ -21,6 +21,7 @@ from agent.probes.neuron.report import parse_report
 from agent.probes.neuron.sysfs import NeuronSysfs
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
 from agent.sim.gpu_model import make_simulated_gpu_probes
+from agent.sim.nic_model import SimulatedNicProbe
 from agent.sim.scenario import Fault
 from agent.sim.trainium_model import TrainiumModel
 from collector.config import parse_config
@@ -37,6 +38,8 @@ from fleetops.wire import (
     HostReadings,
     Location,
     Message,
+    Nic,
+    NicReadings,
     Status,
     Telemetry,
     encode,
@@ -112,11 +115,13 @@ class SimNode(abc.ABC):
         self.hidden: set[int] = set()  # accelerators left out of the frames (an NVML count that drops)
         #: reshapes readings the simulator does not model (recorded behaviours: GPU Boost, link training)
         self.tamper: Callable[[AcceleratorReadings], AcceleratorReadings] | None = None
+        #: the same for the node's RDMA ports (a reboot's link training, a driver reload)
+        self.nic_tamper: Callable[[NicReadings], NicReadings] | None = None
 
     def location(self) -> Location:
         return Location(site=SITE, room="hall1", row="row1", rack=self.rack, slot=self.slot)
 
-    def birth(self, accelerators: Sequence[Accelerator]) -> Birth:
+    def birth(self, accelerators: Sequence[Accelerator], nics: Sequence[Nic] = ()) -> Birth:
         return Birth(
             v=1,
             node=self.name,
@@ -129,12 +134,13 @@ class SimNode(abc.ABC):
             location=self.location(),
             host=HostFacts(os="Debian 12", cpu_count=64, boot_time_s=self.boot_time),
             accelerators=list(accelerators),
+            nics=list(nics),
         )
 
     def status(self, state: str) -> Status:
         return Status(v=1, node=self.name, ts=self.clock.now, session=self.session, state=state)  # type: ignore[arg-type]
 
-    def frame(self, readings: Sequence[AcceleratorReadings]) -> Telemetry:
+    def frame(self, readings: Sequence[AcceleratorReadings], nics: Sequence[NicReadings] = ()) -> Telemetry:
         frame = Telemetry(
             v=1,
             node=self.name,
@@ -146,6 +152,7 @@ class SimNode(abc.ABC):
             accelerators=[
                 self.tamper(r) if self.tamper else r for r in readings if r.index not in self.hidden
             ],
+            nics=[self.nic_tamper(r) if self.nic_tamper else r for r in nics],
         )
         self.frame_seq += 1
         return frame
@@ -216,9 +223,12 @@ class SimGpuNode(SimNode):
             nvml_config=NvmlConfig(events_thread=False, edge_poll_s=600.0),
             sysfs_root=self.sysfs_root,
         )
-        probe = probes[0]
+        probe, nic = probes[0], probes[2]
         assert isinstance(probe, NvmlProbe)
+        assert isinstance(nic, SimulatedNicProbe)
         self.probe = probe
+        #: the real NIC probe over the node's simulated InfiniBand ports
+        self.nic = nic
         # every kernel-log line handler the agent attaches (XIDs, host RAS mapped through the sysfs tree)
         self.handlers: list[KmsgHandler] = build_line_handlers(
             LineContext(
@@ -229,10 +239,12 @@ class SimGpuNode(SimNode):
 
     async def start(self) -> list[Message]:
         await self.probe.start(self.drafts.append)
-        return [self.birth(self.probe.inventory()), self.status("online")]
+        await self.nic.start(self.drafts.append)
+        return [self.birth(self.probe.inventory(), self.nic.nic_inventory()), self.status("online")]
 
     async def stop(self) -> None:
         await self.probe.stop()
+        await self.nic.stop()
 
     def _read_kmsg(self) -> None:
         data = self.kmsg.read_bytes()
@@ -250,12 +262,13 @@ class SimGpuNode(SimNode):
     async def step(self) -> list[Message]:
         """One agent cycle at the clock's time: sample (edges), follow the kernel log, frame."""
         sample = await self.probe.sample()
+        nics = await self.nic.sample()
         self._read_kmsg()
         self.probe.reporter.flush(self.clock.now)
-        return [self.frame(sample.accelerators), *self.events()]
+        return [self.frame(sample.accelerators, nics.nics), *self.events()]
 
     async def rebirth(self) -> list[Message]:
-        return [self.birth(self.probe.inventory()), self.status("online")]
+        return [self.birth(self.probe.inventory(), self.nic.nic_inventory()), self.status("online")]
 
 
 class SimTrainiumNode(SimNode):

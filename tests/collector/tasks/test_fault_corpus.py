@@ -68,6 +68,14 @@ HOST_CORPUS: list[tuple[str, Action, float, str, str, str]] = [
         "filesystem_readonly",
     ),
 ]
+#: Faults of a GPU node's InfiniBand ports (sysfs), on the adapter beside GPU 1: (fault kind, action,
+#: seconds, the finding's fault, evidence kind).
+NIC_CORPUS: list[tuple[str, Action, float, str, str]] = [
+    ("ib_port_down", Action.CHECK_NETWORK, 120, "nic_down", "readings"),
+    ("ib_link_flap", Action.CHECK_NETWORK, 150, "nic_flap", "readings"),
+    ("ib_symbol_errors", Action.CHECK_NETWORK, 90, "nic_errors", "readings"),
+    ("ib_link_degraded", Action.CHECK_NETWORK, 420, "nic_slow", "readings"),
+]
 TRAINIUM_CORPUS: list[tuple[str, Action, float, str]] = [
     ("neuron_sram_uncorrectable", Action.REPLACE_HARDWARE, 60, "neuron_hw_error"),
     ("neuron_hbm_uncorrectable", Action.REPLACE_HARDWARE, 60, "neuron_hw_error"),
@@ -83,6 +91,7 @@ def test_the_corpus_covers_every_fault_the_simulator_injects() -> None:
     covered = {kind for kind, *_ in GPU_CORPUS} | {kind for kind, *_ in TRAINIUM_CORPUS}
     covered |= {kind for kind, *_ in PART_CORPUS}
     covered |= {kind for kind, *_ in HOST_CORPUS}
+    covered |= {kind for kind, *_ in NIC_CORPUS}
     assert covered == set(FAULT_KINDS)
 
 
@@ -226,5 +235,43 @@ async def test_host_fault_becomes_one_task(
     loc = task.location
     assert (loc.site, loc.rack, loc.slot, loc.part, loc.accelerator_index) == (SITE, "rc2", "04", part, None)
     assert evidence in _evidence_kinds(task.evidence), task.evidence
+    assert task.runbook
+    assert feed.all_tasks() == tasks
+
+
+@pytest.mark.parametrize(
+    ("kind", "action", "seconds", "fault", "evidence"), NIC_CORPUS, ids=[k for k, *_ in NIC_CORPUS]
+)
+async def test_nic_fault_becomes_one_task(
+    feed: Feed,
+    clock: FakeClock,
+    tmp_path: Path,
+    kind: str,
+    action: Action,
+    seconds: float,
+    fault: str,
+    evidence: str,
+) -> None:
+    name = f"gpu-{kind.replace('_', '-')}"
+    injected = Fault(at_s=15, node=name, kind=kind, accelerator=1)  # type: ignore[arg-type]
+    node = SimGpuNode(name, clock, tmp_path, [injected], rack="rc4", slot="05")
+    await _run(feed, node, seconds)
+
+    tasks = feed.tasks(name)
+    assert [(t.action, t.state) for t in tasks] == [(action.value, "open")], [t.summary for t in tasks]
+    (task,) = tasks
+    assert (task.component, task.fault) == ("nic:mlx5_1/1", fault)
+    loc = task.location
+    assert (loc.site, loc.rack, loc.slot, loc.part, loc.pci_bus_id) == (
+        SITE,
+        "rc4",
+        "05",
+        "mlx5_1 port 1",
+        "0000:2b:00.0",
+    )
+    assert loc.accelerator_index is None
+    assert evidence in _evidence_kinds(task.evidence), task.evidence
+    gpu = node.probe.inventory()[1]
+    assert [g.get("id") for e in task.evidence for g in e.get("near_gpus", [])][:1] == [gpu.id]
     assert task.runbook
     assert feed.all_tasks() == tasks

@@ -1,8 +1,10 @@
 """The healthy-noise corpus: what healthy fleets do all the time raises **zero** tasks.
 
 GPU Boost power excursions, PCIe replays and link retraining at boot, a solo XID 13, 43 or 45, an
-NVML device count that drops for 30 s, an agent that restarts, and an hour of plain work on GPU and
-Trainium nodes. Every case runs through Mosquitto and the collector like the fault corpus."""
+NVML device count that drops for 30 s, an agent that restarts, InfiniBand ports that count the odd
+symbol error, go down once, train up after a reboot or reset their counters in a driver reload,
+and an hour of plain work on GPU and Trainium nodes. Every case runs through Mosquitto and the
+collector like the fault corpus."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import pytest
 from agent.sim.host_ras_lines import aer_corrected_lines
 from agent.sim.scenario import Fault
 from fleetops.identity import NodeKey
-from fleetops.wire import AcceleratorReadings
+from fleetops.wire import AcceleratorReadings, NicReadings
 from tests.helpers.simfleet import (
     FakeClock,
     Feed,
@@ -220,3 +222,110 @@ async def test_boot_time_aer_a_corrected_dimm_error_and_a_corrected_mce_raise_no
     kinds = {e.kind for e in feed.collector.state.nodes[NodeKey("demo", "gpu-ras-n01")].recent_events}
     assert {"pcie_aer", "memory_error", "machine_check"} <= kinds  # they arrived...
     assert feed.all_tasks() == []  # ...and asked for nothing
+
+
+_PORT_COUNTERS = (
+    "link_downed",
+    "link_error_recovery",
+    "symbol_error",
+    "port_rcv_errors",
+    "local_link_integrity_errors",
+    "port_rcv_remote_physical_errors",
+    "port_xmit_discards",
+)
+
+
+def _counters_from(r: NicReadings, base: NicReadings, **extra: int) -> NicReadings:
+    """``r`` with its counters counted from ``base`` (zeroed then), plus ``extra``."""
+    fields: dict[str, int | None] = {}
+    for name in _PORT_COUNTERS:
+        value, zero = getattr(r, name), getattr(base, name)
+        if value is not None and zero is not None:
+            fields[name] = value - zero + extra.get(name, 0)
+    if r.carrier_changes is not None and base.carrier_changes is not None:
+        fields["carrier_changes"] = r.carrier_changes - base.carrier_changes + extra.get("carrier_changes", 0)
+    return msgspec.structs.replace(r, **fields)
+
+
+async def test_a_few_symbol_errors_and_one_link_down_raise_nothing(
+    feed: Feed, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A healthy InfiniBand link counts a symbol error now and then; a switch reboot takes a port
+    down once for a few seconds."""
+    node = SimGpuNode("gpu-ibnoise-n01", clock, tmp_path, rack="rq9")
+    started = clock.now
+
+    def noise(r: NicReadings) -> NicReadings:
+        t = clock.now - started
+        if r.device != "mlx5_2" or r.symbol_error is None or r.link_downed is None:
+            return r
+        bumped = msgspec.structs.replace(r, symbol_error=r.symbol_error + 3 * int(t // 300))
+        if t < 1200:
+            return bumped
+        if t < 1210:  # the leaf switch reboots: down for one frame
+            return msgspec.structs.replace(
+                bumped, state="DOWN", phys_state="Polling", carrier=False, link_downed=r.link_downed + 1
+            )
+        return msgspec.structs.replace(
+            bumped, link_downed=r.link_downed + 1, carrier_changes=(r.carrier_changes or 0) + 2
+        )
+
+    node.nic_tamper = noise
+    await feed.send(await node.start())
+    try:
+        await feed.run([node], 3000, step_s=10)
+    finally:
+        await node.stop()
+    ports = feed.collector.state.nodes[NodeKey("demo", "gpu-ibnoise-n01")].nic_readings
+    assert ports[("mlx5_2", 1)].link_downed == 1  # it arrived...
+    assert feed.all_tasks() == []  # ...and asked for nothing
+
+
+async def test_a_reboot_s_link_training_and_a_driver_reload_raise_nothing(
+    feed: Feed, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A reboot takes every port down; after it the ports poll, sit in INIT until the subnet manager
+    configures them and count a few symbol errors meanwhile, all within the boot grace, with their
+    counters reset. Later a driver reload (``openibd restart``) resets every counter again."""
+    node = SimGpuNode("gpu-ibboot-n01", clock, tmp_path, rack="rq9", slot="02")
+    await feed.send(await node.start())
+    base: dict[str, NicReadings] = {}
+    rebooted_at = reloaded_at = 0.0
+
+    def after_reboot(r: NicReadings) -> NicReadings:
+        zero = base.setdefault(r.device, r)
+        since = clock.now - rebooted_at
+        if reloaded_at and clock.now >= reloaded_at:
+            zero = base.setdefault(f"{r.device}/reload", r)
+            if clock.now - reloaded_at < 20:
+                return msgspec.structs.replace(_counters_from(r, zero), state="DOWN", phys_state="Polling")
+            return _counters_from(r, zero, carrier_changes=2)
+        if since < 40:
+            return msgspec.structs.replace(
+                _counters_from(r, zero, carrier_changes=0), state="DOWN", phys_state="Polling", carrier=False
+            )
+        training = {"link_downed": 1, "symbol_error": 14, "carrier_changes": 1}
+        if since < 100:
+            return msgspec.structs.replace(
+                _counters_from(r, zero, **training), state="INIT", rate_gbps=100.0, carrier=True
+            )
+        return _counters_from(r, zero, **training)
+
+    try:
+        await feed.run([node], 300)
+        await feed.send(node.restart_agent())
+        clock.now += 60  # the node reboots
+        node.boot_id = "boot-gpu-ibboot-n01-2"
+        node.boot_time = clock.now - 30
+        rebooted_at = clock.now
+        node.nic_tamper = after_reboot
+        await feed.send(await node.rebirth())
+        await feed.run([node], 1200)
+        reloaded_at = clock.now + 5
+        await feed.run([node], 900)
+    finally:
+        await node.stop()
+    ports = feed.collector.state.nodes[NodeKey("demo", "gpu-ibboot-n01")].nic_readings
+    assert ports[("mlx5_0", 1)].symbol_error is not None
+    assert ports[("mlx5_0", 1)].symbol_error < 14  # the driver reload reset the counters...
+    assert feed.all_tasks() == []  # ...and nothing asked for anything
