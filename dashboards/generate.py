@@ -24,6 +24,8 @@ SR = 'site=~"$site", rack=~"$rack"'
 GPU = f'{N}, kind="gpu", accelerator=~"$gpu"'
 TRN = f'{N}, kind="trainium", accelerator=~"$device"'
 RI = "$__rate_interval"
+#: the kernel-log hardware event kinds (docs/protocol.md): NVSwitch, PCIe AER, MCE, EDAC, read-only fs
+KERNEL_HW = "nvswitch_sxid|pcie_aer|machine_check|memory_error|filesystem_readonly|gpu_init_failed"
 
 
 @dataclass
@@ -501,6 +503,17 @@ def node_dashboard() -> dict[str, Any]:
                 )
             ],
             width=18,
+        ),
+        P(
+            "Hardware errors the kernel reported",
+            "timeseries",
+            [
+                Q(
+                    f'sum by (event, severity) (increase(fleetops_node_events_total{{{N}, event=~"{KERNEL_HW}"}}[{RI}]))',
+                    "{{event}} ({{severity}})",
+                )
+            ],
+            width=24,
         ),
         P(
             "Accelerators",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,10 @@ class BoardReader:
         since: float | None = None,
         until: float | None = None,
         limit: int = 200,
+        kinds: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """The node's events (the stored messages), newest first, within [since, until]."""
+        """The node's events (the stored messages), newest first, within [since, until]; only
+        those of ``kinds`` when given."""
         if self._conn is None:
             raise RuntimeError("board reader is not open")
         sql = "SELECT body FROM events WHERE site = ? AND node = ?"
@@ -49,6 +52,9 @@ class BoardReader:
         if until is not None:
             sql += " AND ts <= ?"
             params.append(until)
+        if kinds is not None:
+            sql += f" AND kind IN ({', '.join('?' for _ in kinds) or 'NULL'})"
+            params.extend(kinds)
         sql += " ORDER BY ts DESC, id LIMIT ?"
         params.append(limit)
         with self._lock:

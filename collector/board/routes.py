@@ -6,6 +6,7 @@ a node's events and readings series. ``register_board(app, ...)`` adds them to t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from importlib import resources
@@ -21,6 +22,7 @@ from collector.board.evidence import (
     health_of,
     series_from_rows,
 )
+from collector.board.hardware import HARDWARE_KINDS, hardware_summary
 from collector.board.queries import BoardReader
 from collector.fleet.state import FleetState, NodeState
 from collector.http.params import ascii_int
@@ -40,6 +42,10 @@ BOARD_DIR: Final = Path(str(resources.files("collector.board").joinpath("static"
 BEFORE_S: Final = 900.0
 AFTER_S: Final = 3600.0
 MAX_OPEN: Final = 100_000
+#: the node page's hardware summary folds the kernel's hardware events of this window, at most
+#: this many of them (a storm folds on the node already: each stored event may count many)
+HARDWARE_WINDOW_S: Final = 7 * 86400.0
+HARDWARE_EVENTS_MAX: Final = 5000
 
 #: task id -> the deliveries of its pages (from the notification outbox)
 PagesLookup = Callable[[int], list[dict[str, Any]]]
@@ -215,8 +221,19 @@ async def _node_events(request: web.Request) -> web.Response:
     node = _node_or_404(request)
     if isinstance(node, web.Response):
         return node
-    events = await asyncio.to_thread(request.app[_READER].events, node.site, node.node, None, None, 50)
-    return _json({"items": [event_marker(e) | {"data": e.get("data", {})} for e in events]})
+    reader = request.app[_READER]
+    events = await asyncio.to_thread(reader.events, node.site, node.node, None, None, 50)
+    since = time.time() - HARDWARE_WINDOW_S
+    hardware = await asyncio.to_thread(
+        reader.events, node.site, node.node, since, None, HARDWARE_EVENTS_MAX, HARDWARE_KINDS
+    )
+    return _json(
+        {
+            "items": [event_marker(e) | {"data": e.get("data", {})} for e in events],
+            "hardware": hardware_summary(hardware),
+            "hardware_window_s": HARDWARE_WINDOW_S,
+        }
+    )
 
 
 async def _node_series(request: web.Request) -> web.Response:

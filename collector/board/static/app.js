@@ -4,7 +4,7 @@ import { lineChart, niceNumber, timeLabel } from "./plot.js";
 
 const TOKEN_KEY = "fleetops.token";
 const HEALTH = {
-  down: ["✖", "down"], critical: ["‼", "critical"], warning: ["▲", "warning"],
+  down: ["✖", "down"], fatal: ["✖", "fatal"], critical: ["‼", "critical"], warning: ["▲", "warning"],
   info: ["ℹ", "info"], ok: ["✓", "ok"], unknown: ["?", "unknown"],
 };
 const STATE_ICON = { open: "●", acknowledged: "◐", in_progress: "▶", resolved: "✓", dismissed: "–" };
@@ -310,6 +310,23 @@ const READING_COLUMNS = [
   ["pcie_link_width", "PCIe width"], ["nvlink_links_up", "NVLink up"],
 ];
 
+const HARDWARE_KIND_LABELS = {
+  nvswitch_sxid: "NVSwitch SXid", pcie_aer: "PCIe AER", machine_check: "Machine check",
+  memory_error: "Memory error (EDAC)", filesystem_readonly: "Read-only filesystem", gpu_init_failed: "GPU init failed",
+};
+
+// One row per unit (a DIMM, a PCIe device, an NVSwitch): a storm is one line, not a page of events.
+function hardwareTable(entries, windowS) {
+  const days = windowS ? Math.round(windowS / 86400) : 7;
+  if (!entries.length) return h("p", { class: "hardware-none" }, `None in the last ${days} days.`);
+  return h("div", { class: "scroll" }, h("table", { class: "hardware" },
+    h("thead", {}, h("tr", {}, ["Unit", "Signal", "Occurrences", "Worst", "Last", "Latest"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, entries.map((e) => h("tr", { "data-kind": e.kind },
+      h("th", { scope: "row" }, e.unit), h("td", {}, HARDWARE_KIND_LABELS[e.kind] || e.kind),
+      h("td", {}, String(e.occurrences)), h("td", {}, severityBadge(e.worst)),
+      h("td", {}, h("time", {}, timeLabel(e.last_ts))), h("td", {}, e.detail || ""))))));
+}
+
 // A node is its site and its name: names repeat across sites.
 function nodePath(site, name) {
   return `/sites/${encodeURIComponent(site || "")}/nodes/${encodeURIComponent(name)}`;
@@ -346,6 +363,8 @@ async function nodeView(site, name) {
     h("p", { class: "muted" }, "Readings of ", when(node.readings.ts)),
     h("h2", {}, "Open tasks"),
     node.tasks.length ? h("ul", { class: "tasks" }, node.tasks.map(taskItem)) : h("p", {}, "None."),
+    h("h2", {}, "Hardware faults the kernel reported"),
+    hardwareTable(events.hardware || [], events.hardware_window_s),
     h("h2", {}, "Recent events"),
     events.items.length ? h("ul", {}, events.items.map((e) => h("li", {}, when(e.ts), ` ${e.label}`,
       e.accelerator_index !== null && e.accelerator_index !== undefined ? ` on accelerator ${e.accelerator_index}` : "",

@@ -3,6 +3,7 @@ acknowledging as an operator (a viewer is refused), the task page's evidence plo
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,11 +21,18 @@ from collector.service import Collector
 from collector.store import TaskQuery
 from devtools.broker import PrivateBroker
 from tests.helpers.board import ARTIFACTS, OPERATOR, board_frame, open_page
-from tests.helpers.collector import Publisher, birth, event, eventually, status
+from tests.helpers.collector import SITE, Publisher, birth, event, eventually, status
 
 VIEWER = "viewer-token-" + "v" * 24
 HOT = "gpu-r02-n02"
 LOST = "gpu-r01-n05"
+DIMM = "CPU_SrcID#0_MC#0_Chan#1_DIMM#0"
+#: corrected errors on the hot node: a DIMM logging twice (40 and 12 folded), one AER on GPU 1
+HOT_HARDWARE: list[tuple[str, dict[str, Any], int, int | None]] = [
+    ("memory_error", {"dimm": DIMM, "type": "corrected", "count": 40}, 40, None),
+    ("pcie_aer", {"severity": "corrected", "errors": "RxErr", "source": "0000:2a:00.0"}, 1, 1),
+    ("memory_error", {"dimm": DIMM, "type": "corrected", "count": 12}, 12, None),
+]
 
 
 @pytest.fixture
@@ -60,6 +68,11 @@ async def collector(own_broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[
                 )
         lost = msgspec.structs.replace(event(LOST, "xid", data={"xid": 79}, index=1), ts=now - 15)
         publisher.send(lost)
+        for seq, (kind, data, count, index) in enumerate(HOT_HARDWARE, start=1):
+            corrected = event(HOT, kind, data=data, index=index, seq=seq)
+            publisher.send(
+                msgspec.structs.replace(corrected, ts=now - 100 + seq, severity="info", count=count)
+            )
         await eventually(lambda: c.store.list_tasks(TaskQuery(node=LOST))[0])
     finally:
         publisher.close()
@@ -203,4 +216,27 @@ async def test_task_page_on_a_phone_plots_the_readings_around_the_fault(
     await button.focus()
     await page.keyboard.press("Enter")
     await expect(page.locator("#task-state .badge")).to_have_attribute("data-state", "acknowledged")
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_node_page_folds_the_kernels_hardware_faults_by_unit(
+    collector: Collector, browser: Browser
+) -> None:
+    path = f"/api/v1/sites/{SITE}/nodes/{HOT}/events"
+    for _ in range(100):
+        if len((await _api(collector, path))["hardware"]) == 2:
+            break
+        await asyncio.sleep(0.05)
+    page = await open_page(browser, VIEWER)
+    await page.goto(f"{collector.api_url}/board/#/sites/{SITE}/nodes/{HOT}")
+    await expect(page.locator("h1")).to_have_text(HOT)
+    rows = page.locator("table.hardware tbody tr")
+    await expect(rows).to_have_count(2)  # two events of one DIMM are one row
+    dimm = page.locator("table.hardware tr[data-kind='memory_error']")
+    await expect(dimm.locator("th")).to_have_text(f"DIMM {DIMM}")
+    await expect(dimm.locator("td").nth(1)).to_have_text("52")  # 40 + 12 corrected errors
+    await expect(page.locator("table.hardware tr[data-kind='pcie_aer'] th")).to_have_text("GPU 1")
+    # a node without any shows it says so
+    await page.goto(f"{collector.api_url}/board/#/sites/{SITE}/nodes/gpu-r01-n01")
+    await expect(page.locator("p.hardware-none")).to_contain_text("None in the last 7 days")
     assert page.errors == []  # type: ignore[attr-defined]

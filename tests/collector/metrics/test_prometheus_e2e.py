@@ -1,5 +1,6 @@
 """A real Prometheus scrapes a running collector fed by a simulated fleet (2 GPU nodes and 1 Trainium
-node, 1-second frames, a few faults); every query of every dashboard panel, with its template
+node, 1-second frames, a few faults, among them a machine check in the kernel log of the node the
+node dashboard shows first); every query of every dashboard panel, with its template
 variables resolved the way Grafana resolves them, returns data through Prometheus's HTTP API."""
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ at_s = 2
 node = "gpu-r01-n01"
 accelerator = 3
 kind = "ecc_dbe"
+
+[[fault]]
+at_s = 2
+node = "gpu-r01-n01"
+kind = "machine_check"
 
 [[fault]]
 at_s = 1
