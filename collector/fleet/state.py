@@ -34,6 +34,7 @@ import msgspec
 
 from collector.fleet.conditions import GpuConditions, HostConditions
 from collector.fleet.history import Trend
+from collector.fleet.host_ras_readings import HostRasConditions
 from collector.fleet.nic_conditions import NicConditions
 from collector.fleet.snapshot import FleetSnapshot
 from collector.rules.config import RulesConfig
@@ -107,6 +108,8 @@ class NodeState:
     #: per accelerator index: its conditions, folded frame by frame (see collector.fleet.conditions)
     conditions: dict[int, GpuConditions] = field(default_factory=dict)
     host_conditions: HostConditions = field(default_factory=HostConditions)
+    #: the host RAS readings (EDAC, throttling, hwmon, mounts), folded frame by frame
+    host_ras: HostRasConditions = field(default_factory=HostRasConditions)
     #: some accelerator's conditions are watched (see GpuConditions.watch) as of the newest frame
     watching: bool = False
     #: a few readings per frame over the history window (plots, evidence)
@@ -356,6 +359,8 @@ class FleetState:
                     del conditions[index]
             if frame.host is not None:
                 state.host_conditions.feed(frame.ts, now, frame.host, cfg)
+                if frame.host.ras is not None:
+                    state.host_ras.feed(frame.ts, now, frame.host.ras, cfg, boot)
             if frame.nics or state.nic_conditions:
                 self._fold_nics(state, frame, prev, boot + cfg.nic.boot_grace_s)
         present = {r.index for r in frame.accelerators if not r.lost}

@@ -18,6 +18,7 @@ from collector.rules.settings import (
     GpuPowerSettings,
     GpuTemperatureSettings,
     GpuThrottleSettings,
+    HostRasReadingsSettings,
     NicSettings,
     NodePressureSettings,
     PcieAerSettings,
@@ -82,6 +83,13 @@ RULE_NAMES: Final[frozenset[str]] = frozenset(
         "machine_check",
         "memory_error",
         "filesystem_readonly",
+        # host RAS readings from sysfs and /proc (collector.rules.host_ras_readings)
+        "dimm_uncorrected",
+        "dimm_corrected_storm",
+        "cpu_thermal_throttle",
+        "psu_alarm",
+        "fan_failed",
+        "mount_readonly",
         # RDMA ports (collector.rules.nic)
         "nic_port_down",
         "nic_link_flap",
@@ -123,6 +131,7 @@ class RulesConfig(_Section, frozen=True):
     probe_failing: ProbeFailingSettings = ProbeFailingSettings()
     facility: FacilitySettings = FacilitySettings()
     pcie_aer: PcieAerSettings = PcieAerSettings()
+    host_ras_readings: HostRasReadingsSettings = HostRasReadingsSettings()
     nic: NicSettings = NicSettings()
 
     @property

@@ -19,6 +19,7 @@ from collector.rules import (
     gpu_state,
     gpu_thermal,
     host_ras,
+    host_ras_readings,
     nic,
     node,
     trainium,
@@ -122,6 +123,13 @@ NODE_READINGS_RULES: Final[tuple[Registered[NodeReadingsRule], ...]] = (
     Registered("disk_full", node.disk_rule),
     Registered("memory_pressure", node.memory_rule),
     Registered("probe_failing", node.probe_rule),
+    # host RAS readings from sysfs and /proc
+    Registered("dimm_uncorrected", host_ras_readings.dimm_uncorrected_rule),
+    Registered("dimm_corrected_storm", host_ras_readings.dimm_corrected_storm_rule),
+    Registered("cpu_thermal_throttle", host_ras_readings.cpu_thermal_throttle_rule),
+    Registered("psu_alarm", host_ras_readings.psu_alarm_rule),
+    Registered("fan_failed", host_ras_readings.fan_failed_rule),
+    Registered("mount_readonly", host_ras_readings.mount_readonly_rule),
     # RDMA ports
     Registered("nic_port_down", nic.nic_port_down_rule),
     Registered("nic_link_flap", nic.nic_link_flap_rule),

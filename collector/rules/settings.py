@@ -19,6 +19,7 @@ __all__ = [
     "GpuPowerSettings",
     "GpuTemperatureSettings",
     "GpuThrottleSettings",
+    "HostRasReadingsSettings",
     "NicSettings",
     "NodePressureSettings",
     "PcieAerSettings",
@@ -169,6 +170,26 @@ class PcieAerSettings(_Settings, frozen=True):
     window_s: Window = 600.0
     #: corrected errors this soon after boot are link training, not a fault
     boot_grace_s: Seconds = 600.0
+
+
+class HostRasReadingsSettings(_Settings, frozen=True):
+    """``[rules.host_ras_readings]``: the host RAS readings from sysfs and /proc
+    (``collector.rules.host_ras_readings``)."""
+
+    #: CPU throttling and read-only mounts this soon after boot are start-up, not a fault
+    boot_grace_s: Seconds = 600.0
+    #: corrected errors on one DIMM within ``dimm_corrected_window_s`` that make a storm
+    dimm_corrected_count: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100
+    dimm_corrected_window_s: Window = 86400.0
+    #: a package throttles persistently when its throttle count rose during ``throttle_share`` of
+    #: ``throttle_window_s``; it clears under ``throttle_clear_share``
+    throttle_window_s: Window = 600.0
+    throttle_share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    throttle_clear_share: Ratio = 0.1
+    #: a power supply's or a fan's alarm or fault lasting this long
+    hwmon_for_s: Seconds = 60.0
+    #: a watched mount read-only this long
+    readonly_for_s: Seconds = 0.0
 
 
 class NicSettings(_Settings, frozen=True):

@@ -18,7 +18,8 @@ from collector.rules.config import RULE_NAMES
 from collector.rules.registry import evaluate_event, evaluate_node, evaluate_readings
 from collector.rules.wording import TITLE_TARGET
 from fleetops.identity import NodeKey
-from fleetops.wire import DataValue, DiskReading, ProbeHealth
+from fleetops.wire import DataValue, DiskReading, HostRasReadings, ProbeHealth
+from tests.helpers import host_ras_readings as ras
 from tests.helpers.collector import SITE, birth, status
 from tests.helpers.rules import (
     CATALOG,
@@ -177,6 +178,23 @@ def _nic(frames: int, fields: Callable[[int], dict[str, Any]]) -> list[Finding]:
 
 # (registered rule, the finding's rule, its findings, the title's start: part and fault, its advice)
 Case = tuple[str, str, Callable[[], list[Finding]], str, str]
+
+
+def _ras_with(**lists: Any) -> HostRasReadings:
+    healthy = HostRasReadings(
+        dimms=[ras.dimm(ce=3)],
+        cpu_packages=[ras.package(12)],
+        hwmon=[ras.fan(4200)],
+        mounts=[ras.mount(False)],
+    )
+    return msgspec.structs.replace(healthy, **lists)
+
+
+def _ras(frames: int, ras_of: Callable[[int], HostRasReadings]) -> list[Finding]:
+    node = ras.ras_node(ras_of, frames=frames)
+    return evaluate_readings(node, ctx(node))
+
+
 CASES: list[Case] = [
     # NVIDIA lines without an XID, NVSwitch SXids
     (
@@ -546,6 +564,49 @@ CASES: list[Case] = [
         lambda: _nic(40, lambda i: {"rate_gbps": 200.0}),
         "NIC mlx5_0 port 1 at 200 of 400 Gb/s",
         "check the cable and switch port speed",
+    ),
+    # host RAS from sysfs and /proc readings
+    (
+        "dimm_uncorrected",
+        "dimm_uncorrected",
+        lambda: _ras(10, lambda i: _ras_with(dimms=[ras.dimm(ue=int(i == 9))])),
+        f"Memory DIMM {ras.LABEL} uncorrectable error",
+        "replace the DIMM",
+    ),
+    (
+        "dimm_corrected_storm",
+        "dimm_corrected_storm",
+        lambda: _ras(40, lambda i: _ras_with(dimms=[ras.dimm(ce=10 * i)])),
+        f"Memory DIMM {ras.LABEL} corrected errors storming",
+        "check the DIMM",
+    ),
+    (
+        "cpu_thermal_throttle",
+        "cpu_thermal_throttle",
+        lambda: _ras(70, lambda i: _ras_with(cpu_packages=[ras.package(5 * i)])),
+        "CPU socket 0 thermal throttling",
+        "check its heatsink and fans",
+    ),
+    (
+        "psu_alarm",
+        "psu_alarm",
+        lambda: _ras(20, lambda i: _ras_with(hwmon=[ras.psu_sensor(1, fault=i >= 13)])),
+        "Power supply 1 fault",
+        "replace the PSU",
+    ),
+    (
+        "fan_failed",
+        "fan_failed",
+        lambda: _ras(20, lambda i: _ras_with(hwmon=[ras.fan(4200 if i < 13 else 0)])),
+        "Fan SYSFAN2 stopped",
+        "replace the fan",
+    ),
+    (
+        "mount_readonly",
+        "mount_readonly",
+        lambda: _ras(3, lambda i: _ras_with(mounts=[ras.mount(i == 2)])),
+        "Filesystem nvme0n1p2 read-only",
+        "check the disk",
     ),
 ]
 
