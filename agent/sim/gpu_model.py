@@ -36,6 +36,7 @@ from agent.probes.nvidia.xid import RECOVERY_ACTION_NAMES, XidReporter
 from agent.sim.fake_nvml import DeviceCalls, FakeNvml
 from agent.sim.gpu_specs import A100_SXM4_80GB, H100_SXM5_80GB, MODELS, GpuSpec
 from agent.sim.host_ras_lines import aer_corrected_lines, host_fault_lines
+from agent.sim.host_ras_model import SimulatedHostRas, SimulatedHostRasProbe
 from agent.sim.nic_model import SimulatedNicProbe, SimulatedNics
 from agent.sim.pci_tree import write_pci_tree
 from agent.sim.scenario import GPU_FAULT_KINDS, HOST_FAULT_KINDS, Fault
@@ -546,7 +547,9 @@ def make_simulated_gpu_probes(
 ) -> list[Probe]:
     """The real NVML probe over a fake NVML backed by simulated GPUs, the kernel-log probe over
     the node's simulated kernel log with every line handler attached (sharing one XID reporter),
-    and the real NIC probe over simulated InfiniBand ports (``agent.sim.nic_model``).
+    the real NIC probe over simulated InfiniBand ports (``agent.sim.nic_model``) and the real host
+    RAS probe over the node's simulated EDAC, thermal, hwmon and mount files
+    (``agent.sim.host_ras_model``, under ``<kmsg_path>.host``).
     ``sysfs_root`` (default: ``<kmsg_path>.sysfs``) gets a sysfs PCI tree of the GPUs
     (``agent.sim.pci_tree``), so that PCIe AER lines map to them, and one adapter beside each GPU."""
     node = SimulatedNode(node_name, gpu_count, model, faults, kmsg_path, clock, seed)
@@ -560,8 +563,10 @@ def make_simulated_gpu_probes(
     buses = [g.bus for g in node.gpus]
     root = write_pci_tree(sysfs_root or kmsg_path.with_name(f"{kmsg_path.name}.sysfs"), buses)
     nics = SimulatedNics(node_name, buses, faults, seed, root)
+    host_ras = SimulatedHostRas(node_name, faults, seed, kmsg_path.with_name(f"{kmsg_path.name}.host"))
     return [
         nvml_probe,
         KernelLogProbe(follower, reporter, clock=clock, sysfs_root=root),
         SimulatedNicProbe(nics, clock),
+        SimulatedHostRasProbe(host_ras, clock),
     ]

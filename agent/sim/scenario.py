@@ -67,8 +67,19 @@ TrainiumFault = Literal[
     "neuron_device_lost",
 ]
 #: Faults of a GPU node's host, seen in its kernel log (``accelerator``: the GPU behind the PCIe link
-#: for ``pcie_aer_storm``, a lasting fault; the others happen once).
-HostFault = Literal["pcie_aer_storm", "dimm_uncorrected", "machine_check", "fs_readonly"]
+#: for ``pcie_aer_storm``, a lasting fault; the others happen once) and in its sysfs and /proc
+#: (``agent.sim.host_ras_model``: ``dimm_uncorrected`` and ``fs_readonly`` there too; the last four
+#: only there, lasting, ``accelerator`` picking the DIMM, CPU package, power supply or fan).
+HostFault = Literal[
+    "pcie_aer_storm",
+    "dimm_uncorrected",
+    "machine_check",
+    "fs_readonly",
+    "dimm_corrected_storm",
+    "cpu_thermal_throttle",
+    "psu_failed",
+    "fan_failed",
+]
 #: Faults of a GPU node's InfiniBand ports, seen in sysfs (``accelerator``: the adapter, ``mlx5_<n>``,
 #: the one beside GPU ``n``; all lasting; ``agent.sim.nic_model``).
 NicFault = Literal["ib_port_down", "ib_link_flap", "ib_symbol_errors", "ib_link_degraded"]

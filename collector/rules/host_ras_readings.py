@@ -252,7 +252,7 @@ def fan_failed_rule(node: NodeState, ctx: RuleContext) -> list[Finding]:
         if not fold.sensors or not _fired(fold.edge, ctx):
             continue
         sensor = fold.sensors[0]
-        state = "failed" if sensor.fault else "alarm" if sensor.alarm else "stopped"
+        state = "failed" if sensor.fault else "stopped" if sensor.rpm == 0 else "alarm"
         out.append(
             _finding(
                 node,

@@ -21,6 +21,7 @@ from agent.probes.neuron.report import parse_report
 from agent.probes.neuron.sysfs import NeuronSysfs
 from agent.probes.nvidia.nvml_probe import NvmlConfig, NvmlProbe
 from agent.sim.gpu_model import make_simulated_gpu_probes
+from agent.sim.host_ras_model import SimulatedHostRasProbe
 from agent.sim.nic_model import SimulatedNicProbe
 from agent.sim.scenario import Fault
 from agent.sim.trainium_model import TrainiumModel
@@ -35,6 +36,7 @@ from fleetops.wire import (
     DiskReading,
     Event,
     HostFacts,
+    HostRasReadings,
     HostReadings,
     Location,
     Message,
@@ -117,6 +119,8 @@ class SimNode(abc.ABC):
         self.tamper: Callable[[AcceleratorReadings], AcceleratorReadings] | None = None
         #: the same for the node's RDMA ports (a reboot's link training, a driver reload)
         self.nic_tamper: Callable[[NicReadings], NicReadings] | None = None
+        #: and for its host RAS readings (a reboot that resets the EDAC counters)
+        self.ras_tamper: Callable[[HostRasReadings], HostRasReadings] | None = None
 
     def location(self) -> Location:
         return Location(site=SITE, room="hall1", row="row1", rack=self.rack, slot=self.slot)
@@ -140,7 +144,15 @@ class SimNode(abc.ABC):
     def status(self, state: str) -> Status:
         return Status(v=1, node=self.name, ts=self.clock.now, session=self.session, state=state)  # type: ignore[arg-type]
 
-    def frame(self, readings: Sequence[AcceleratorReadings], nics: Sequence[NicReadings] = ()) -> Telemetry:
+    def frame(
+        self,
+        readings: Sequence[AcceleratorReadings],
+        nics: Sequence[NicReadings] = (),
+        ras: HostRasReadings | None = None,
+    ) -> Telemetry:
+        host = self.host
+        if host is not None and ras is not None:
+            host = msgspec.structs.replace(host, ras=self.ras_tamper(ras) if self.ras_tamper else ras)
         frame = Telemetry(
             v=1,
             node=self.name,
@@ -148,7 +160,7 @@ class SimNode(abc.ABC):
             session=self.session,
             seq=self.frame_seq,
             interval_s=10.0,
-            host=self.host,
+            host=host,
             accelerators=[
                 self.tamper(r) if self.tamper else r for r in readings if r.index not in self.hidden
             ],
@@ -223,12 +235,15 @@ class SimGpuNode(SimNode):
             nvml_config=NvmlConfig(events_thread=False, edge_poll_s=600.0),
             sysfs_root=self.sysfs_root,
         )
-        probe, nic = probes[0], probes[2]
+        probe, nic, host_ras = probes[0], probes[2], probes[3]
         assert isinstance(probe, NvmlProbe)
         assert isinstance(nic, SimulatedNicProbe)
+        assert isinstance(host_ras, SimulatedHostRasProbe)
         self.probe = probe
         #: the real NIC probe over the node's simulated InfiniBand ports
         self.nic = nic
+        #: the real host RAS probe over the node's simulated EDAC, thermal, hwmon and mount files
+        self.host_ras = host_ras
         # every kernel-log line handler the agent attaches (XIDs, host RAS mapped through the sysfs tree)
         self.handlers: list[KmsgHandler] = build_line_handlers(
             LineContext(
@@ -240,11 +255,13 @@ class SimGpuNode(SimNode):
     async def start(self) -> list[Message]:
         await self.probe.start(self.drafts.append)
         await self.nic.start(self.drafts.append)
+        await self.host_ras.start(self.drafts.append)
         return [self.birth(self.probe.inventory(), self.nic.nic_inventory()), self.status("online")]
 
     async def stop(self) -> None:
         await self.probe.stop()
         await self.nic.stop()
+        await self.host_ras.stop()
 
     def _read_kmsg(self) -> None:
         data = self.kmsg.read_bytes()
@@ -263,9 +280,10 @@ class SimGpuNode(SimNode):
         """One agent cycle at the clock's time: sample (edges), follow the kernel log, frame."""
         sample = await self.probe.sample()
         nics = await self.nic.sample()
+        ras = await self.host_ras.sample()
         self._read_kmsg()
         self.probe.reporter.flush(self.clock.now)
-        return [self.frame(sample.accelerators, nics.nics), *self.events()]
+        return [self.frame(sample.accelerators, nics.nics, ras.host_ras), *self.events()]
 
     async def rebirth(self) -> list[Message]:
         return [self.birth(self.probe.inventory(), self.nic.nic_inventory()), self.status("online")]

@@ -68,6 +68,21 @@ HOST_CORPUS: list[tuple[str, Action, float, str, str, str]] = [
         "filesystem_readonly",
     ),
 ]
+#: Faults of a GPU node's host seen only in sysfs (EDAC counters, thermal throttling, hwmon), on unit 1:
+#: (fault kind, action, severity, seconds, component, part).
+HOST_READINGS_CORPUS: list[tuple[str, Action, str, float, str, str]] = [
+    (
+        "dimm_corrected_storm",  # 3 corrected errors a second: 100 within the day's window
+        Action.INSPECT_HARDWARE,
+        "warning",
+        60,
+        "dimm:CPU_SrcID#0_MC#0_Chan#1_DIMM#0",
+        "DIMM CPU_SrcID#0_MC#0_Chan#1_DIMM#0",
+    ),
+    ("cpu_thermal_throttle", Action.INSPECT_HARDWARE, "warning", 900, "cpu:1", "CPU socket 1"),
+    ("psu_failed", Action.REPLACE_HARDWARE, "critical", 120, "psu:1", "PSU 1"),
+    ("fan_failed", Action.REPLACE_HARDWARE, "critical", 120, "fan:SYSFAN2", "fan SYSFAN2"),
+]
 #: Faults of a GPU node's InfiniBand ports (sysfs), on the adapter beside GPU 1: (fault kind, action,
 #: seconds, the finding's fault, evidence kind).
 NIC_CORPUS: list[tuple[str, Action, float, str, str]] = [
@@ -92,6 +107,7 @@ def test_the_corpus_covers_every_fault_the_simulator_injects() -> None:
     covered |= {kind for kind, *_ in PART_CORPUS}
     covered |= {kind for kind, *_ in HOST_CORPUS}
     covered |= {kind for kind, *_ in NIC_CORPUS}
+    covered |= {kind for kind, *_ in HOST_READINGS_CORPUS}
     assert covered == set(FAULT_KINDS)
 
 
@@ -102,6 +118,8 @@ def _evidence_kinds(task_evidence: list[dict[str, Any]]) -> set[str]:
             kinds.add(entry["event"]["kind"])
         if entry.get("readings"):
             kinds.add("readings")
+        if "host_ras" in entry:
+            kinds.add("host_ras")
         kinds.update(e["kind"] for e in entry.get("events", []))
     return kinds
 
@@ -235,6 +253,38 @@ async def test_host_fault_becomes_one_task(
     loc = task.location
     assert (loc.site, loc.rack, loc.slot, loc.part, loc.accelerator_index) == (SITE, "rc2", "04", part, None)
     assert evidence in _evidence_kinds(task.evidence), task.evidence
+    assert task.runbook
+    assert feed.all_tasks() == tasks
+
+
+@pytest.mark.parametrize(
+    ("kind", "action", "severity", "seconds", "component", "part"),
+    HOST_READINGS_CORPUS,
+    ids=[k for k, *_ in HOST_READINGS_CORPUS],
+)
+async def test_host_readings_fault_becomes_one_task(
+    feed: Feed,
+    clock: FakeClock,
+    tmp_path: Path,
+    kind: str,
+    action: Action,
+    severity: str,
+    seconds: float,
+    component: str,
+    part: str,
+) -> None:
+    name = f"gpu-ras-{kind.replace('_', '-')}"
+    fault = Fault(at_s=15, node=name, kind=kind, accelerator=1)  # type: ignore[arg-type]
+    node = SimGpuNode(name, clock, tmp_path, [fault], rack="rc3", slot="06")
+    await _run(feed, node, seconds)
+
+    tasks = feed.tasks(name)
+    assert [(t.action, t.state) for t in tasks] == [(action.value, "open")], [t.summary for t in tasks]
+    (task,) = tasks
+    assert (task.component, task.severity) == (component, severity)
+    loc = task.location
+    assert (loc.site, loc.rack, loc.slot, loc.part, loc.accelerator_index) == (SITE, "rc3", "06", part, None)
+    assert "host_ras" in _evidence_kinds(task.evidence), task.evidence
     assert task.runbook
     assert feed.all_tasks() == tasks
 

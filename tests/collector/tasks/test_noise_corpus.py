@@ -16,7 +16,7 @@ import pytest
 from agent.sim.host_ras_lines import aer_corrected_lines
 from agent.sim.scenario import Fault
 from fleetops.identity import NodeKey
-from fleetops.wire import AcceleratorReadings, NicReadings
+from fleetops.wire import AcceleratorReadings, HostRasReadings, NicReadings
 from tests.helpers.simfleet import (
     FakeClock,
     Feed,
@@ -329,3 +329,62 @@ async def test_a_reboot_s_link_training_and_a_driver_reload_raise_nothing(
     assert ports[("mlx5_0", 1)].symbol_error is not None
     assert ports[("mlx5_0", 1)].symbol_error < 14  # the driver reload reset the counters...
     assert feed.all_tasks() == []  # ...and nothing asked for anything
+
+
+def _ras_offset(ras: HostRasReadings, *, ce: int = 0, throttles: int = 0, dimm: str = "") -> HostRasReadings:
+    """``ras`` with ``ce`` corrected errors added on ``dimm`` and ``throttles`` on package 0."""
+    dimms = [
+        msgspec.structs.replace(d, corrected_total=(d.corrected_total or 0) + ce) if d.label == dimm else d
+        for d in ras.dimms
+    ]
+    packages = [
+        msgspec.structs.replace(
+            p,
+            package_throttles_total=(p.package_throttles_total or 0) + throttles,
+            core_throttles_total=(p.core_throttles_total or 0) + 4 * throttles,
+        )
+        if p.package == 0
+        else p
+        for p in ras.cpu_packages
+    ]
+    return msgspec.structs.replace(ras, dimms=dimms, cpu_packages=packages)
+
+
+async def test_boot_throttling_old_and_few_corrected_memory_errors_and_a_reboot_raise_nothing(
+    feed: Feed, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A node booted a minute ago: its CPUs throttle while the fans spin up and the first jobs
+    start, all within the boot grace; a DIMM already counts 4000 corrected errors from before the
+    agent started (a baseline, not a rise) and adds one every ten minutes; later the node reboots
+    and the EDAC counters start from zero again."""
+    node = SimGpuNode("gpu-rasnoise-n01", clock, tmp_path, rack="rq9", slot="03", boot_age_s=60.0)
+    dimm = "CPU_SrcID#1_MC#0_Chan#2_DIMM#0"
+    booted = clock.now - 60.0
+    reboot_at = 0.0
+
+    def noise(ras: HostRasReadings) -> HostRasReadings:
+        since_boot = clock.now - booted
+        throttles = int(min(since_boot, 400.0) // 5)  # rising every frame for the first 400 s
+        if reboot_at and clock.now >= reboot_at:
+            return _ras_offset(ras, ce=int((clock.now - reboot_at) // 600), throttles=throttles, dimm=dimm)
+        return _ras_offset(ras, ce=4000 + int(since_boot // 600), throttles=throttles, dimm=dimm)
+
+    node.ras_tamper = noise
+    await feed.send(await node.start())
+    try:
+        await feed.run([node], 3600, step_s=10)
+        await feed.send(node.restart_agent())
+        clock.now += 90  # the node reboots
+        node.boot_id = "boot-gpu-rasnoise-n01-2"
+        node.boot_time = booted = clock.now - 30
+        reboot_at = clock.now
+        await feed.send(await node.rebirth())
+        await feed.run([node], 1800, step_s=10)
+    finally:
+        await node.stop()
+    state = feed.collector.state.nodes[NodeKey("demo", "gpu-rasnoise-n01")]
+    assert state.host_readings is not None
+    assert state.host_readings.ras is not None
+    counted = {d.label: d.corrected_total for d in state.host_readings.ras.dimms}
+    assert counted[dimm] == 3  # it arrived, counted from zero after the reboot...
+    assert feed.all_tasks() == []  # ...and asked for nothing
