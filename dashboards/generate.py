@@ -549,6 +549,51 @@ def node_dashboard() -> dict[str, Any]:
             description="PortCounters errors (symbol, link integrity, receive ...) and link downs per second.",
         ),
         P(
+            "Host hardware alarms and faults",
+            "stat",
+            [Q(f"sum(fleetops_host_hwmon_alarm{{{N}}}) + sum(fleetops_host_hwmon_fault{{{N}}})")],
+            width=3,
+            thresholds=RED_AT_1,
+            description="hwmon sensors (power supplies, fans, voltages) with an alarm or a fault set now.",
+        ),
+        P(
+            "Read-only mounts",
+            "stat",
+            [Q(f"sum(fleetops_host_mount_readonly{{{N}}})")],
+            width=3,
+            thresholds=RED_AT_1,
+            description="Watched mounts that are read-only now (the kernel remounts one read-only on errors).",
+        ),
+        P(
+            "Host memory errors by DIMM",
+            "timeseries",
+            [
+                Q(
+                    f"sum by (dimm) (increase(fleetops_host_dimm_corrected_errors_total{{{N}}}[{RI}]))",
+                    "{{dimm}} corrected",
+                ),
+                Q(
+                    f"sum by (dimm) (increase(fleetops_host_dimm_uncorrected_errors_total{{{N}}}[{RI}]))",
+                    "{{dimm}} uncorrected",
+                ),
+            ],
+            width=9,
+            description="EDAC corrected and uncorrected memory errors per DIMM (its EDAC label).",
+        ),
+        P(
+            "Host CPU thermal throttling",
+            "timeseries",
+            [
+                Q(
+                    f"sum by (package) (rate(fleetops_host_cpu_package_throttles_total{{{N}}}[{RI}]))",
+                    "package {{package}}",
+                )
+            ],
+            unit="cps",
+            width=9,
+            description="Times per second each CPU package throttled for temperature (thermal_throttle).",
+        ),
+        P(
             "Accelerators",
             "table",
             [Q(f"fleetops_accelerator_info{{{N}}}", table=True)],
@@ -558,7 +603,7 @@ def node_dashboard() -> dict[str, Any]:
     return dashboard(
         "fleetops-node",
         "fleetops / Node",
-        "One node: liveness, host, probes, telemetry link, accelerators, events, RDMA ports.",
+        "One node: liveness, host, probes, telemetry link, accelerators, events, RDMA ports, host hardware.",
         site_rack_node('fleetops_node_up{site=~"$site", rack=~"$rack"}', node_multi=False),
         panels,
     )

@@ -7,7 +7,7 @@ from typing import Final
 
 from collector.metrics.exposition import Family
 
-__all__ = ["ACCELERATOR", "COLLECTOR", "FAMILIES", "HOST", "NIC", "NODE", "TASKS", "by_name"]
+__all__ = ["ACCELERATOR", "COLLECTOR", "FAMILIES", "HOST", "HOST_RAS", "NIC", "NODE", "TASKS", "by_name"]
 
 
 def _g(name: str, help_: str, unit: str = "") -> Family:
@@ -172,6 +172,27 @@ NIC: Final[tuple[Family, ...]] = (
     ),
 )
 
+#: Host RAS readings from sysfs (EDAC, thermal_throttle, hwmon) and /proc/mounts. Counters are the
+#: kernel's, cumulative since boot (EDAC: since its driver loaded).
+HOST_RAS: Final[tuple[Family, ...]] = (
+    _c(
+        "fleetops_host_dimm_corrected_errors_total",
+        "Corrected memory errors EDAC placed on the DIMM (labels mc, dimm: its EDAC label, location).",
+    ),
+    _c("fleetops_host_dimm_uncorrected_errors_total", "Uncorrected memory errors EDAC placed on the DIMM."),
+    _c(
+        "fleetops_host_memory_controller_noinfo_errors_total",
+        "Memory errors EDAC could not place on a DIMM, by memory controller and type.",
+    ),
+    _c("fleetops_host_cpu_package_throttles_total", "Times the CPU package throttled for temperature."),
+    _c("fleetops_host_cpu_core_throttles_total", "Core thermal throttles, all the package's CPUs."),
+    _c("fleetops_host_cpu_package_throttle_seconds_total", "Time the CPU package spent throttled.", "s"),
+    _g("fleetops_host_hwmon_alarm", "1 while one of the hwmon sensor's alarms is set, else 0."),
+    _g("fleetops_host_hwmon_fault", "1 while the hwmon sensor reports a fault, else 0."),
+    _g("fleetops_host_fan_rpm", "Fan speed (hwmon fan input).", "{rpm}"),
+    _g("fleetops_host_mount_readonly", "1 while a watched mount is read-only, else 0."),
+)
+
 TASKS: Final[tuple[Family, ...]] = (
     _g("fleetops_tasks_open", "Remediation tasks not resolved or dismissed, by action, severity and state."),
 )
@@ -234,7 +255,7 @@ COLLECTOR: Final[tuple[Family, ...]] = (
     ),
 )
 
-FAMILIES: Final[tuple[Family, ...]] = NODE + HOST + ACCELERATOR + NIC + TASKS + COLLECTOR
+FAMILIES: Final[tuple[Family, ...]] = NODE + HOST + ACCELERATOR + NIC + HOST_RAS + TASKS + COLLECTOR
 
 _BY_NAME: Final[dict[str, Family]] = {f.name: f for f in FAMILIES}
 

@@ -16,6 +16,7 @@ from typing import Final
 from collector.fleet.state import NodeState
 from collector.ingest.acks import NodeLink
 from collector.metrics.exposition import LabelSet
+from collector.metrics.host_ras import emit_host_ras
 from collector.metrics.nic import emit_nics
 from fleetops.wire import Accelerator, AcceleratorReadings, ProbeHealth
 
@@ -317,6 +318,7 @@ def emit_node(
         accel_labels = labels.accelerator(node_labels, index, readings.id, inventory.get(index))
         _emit_readings(emit, accel_labels, readings)
     emit_nics(emit, state, node_labels)
+    emit_host_ras(emit, state, node_labels)
 
     if counters is None:
         return

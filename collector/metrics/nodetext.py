@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from collector.metrics.deflate import Segmenter, crc_extend, crc_key
-from collector.metrics.families import ACCELERATOR, HOST, NIC, NODE
+from collector.metrics.families import ACCELERATOR, HOST, HOST_RAS, NIC, NODE
 
 __all__ = ["NODE_FAMILIES", "NodeText", "join_family"]
 
 #: The families a node's own text can hold, in exposition order (they come first in ``FAMILIES``).
-NODE_FAMILIES: Final = tuple(f.name for f in NODE + HOST + ACCELERATOR + NIC)
+NODE_FAMILIES: Final = tuple(f.name for f in NODE + HOST + ACCELERATOR + NIC + HOST_RAS)
 _COUNT: Final = len(NODE_FAMILIES)
 # ``NodeText.meta`` layout: offsets (_COUNT + 1), then sizes, CRC keys and hashes (_COUNT each)
 _SIZES: Final = _COUNT + 1
