@@ -11,13 +11,21 @@ import subprocess
 import msgspec
 
 from collector.fleet.state import NodeState
+from collector.ingest.budget import frame_series
 from collector.metrics.exposition import LabelSet
 from collector.metrics.fleet import LabelCache, emit_node
-from fleetops.wire import CpuPackageThrottle, DimmReading, HostRasReadings, MemoryControllerReading
+from fleetops.wire import (
+    CpuPackageThrottle,
+    DimmReading,
+    HostRasReadings,
+    MemoryControllerReading,
+    Nic,
+    NicReadings,
+)
 from tests.helpers.collector import birth, status
 from tests.helpers.host_ras_readings import LABEL, dimm, fan, mount, package, psu_sensor, ras_node
 from tests.helpers.metrics import SITE, Fleet, Series, frame, gpu_reading, one, parse, pick
-from tests.helpers.rules import NODE, host
+from tests.helpers.rules import NODE, host, ib_port
 
 MC0 = MemoryControllerReading(mc=0, name="Skylake Socket#0 IMC#0", corrected_noinfo_total=3)
 RAS = HostRasReadings(
@@ -165,3 +173,24 @@ def test_label_values_from_the_node_are_escaped() -> None:
     assert 'dimm="a\\"b\\\\c\\nd"' in text
     found = one(parse(text), "fleetops_host_dimm_corrected_errors_total", mc="1", dimm='a"b\\c\nd')
     assert found == 2
+
+
+def test_the_series_budget_counts_every_port_and_ras_series() -> None:
+    """What a node's RDMA ports and host RAS readings put on /metrics stays within the bound the
+    series budget (``collector.ingest.budget``) counts for the frame."""
+    every = {name: 1 for name in NicReadings.__struct_fields__ if name not in ("device", "port", "state")}
+    every.update(state="ACTIVE", phys_state="LinkUp", rate_gbps=400.0, carrier=True)
+    ports = [ib_port(f"mlx5_{i}", **every) for i in range(8)]
+    nics = [Nic(device=p.device, port=1, link_layer="InfiniBand", rated_gbps=400.0) for p in ports]
+    telemetry = msgspec.structs.replace(
+        frame(NODE, 0, [gpu_reading(0, NODE)]), host=host(ras=RAS), nics=ports
+    )
+    bare = msgspec.structs.replace(telemetry, nics=[], host=host())
+    fleet = Fleet()
+    fleet.send(msgspec.structs.replace(birth(NODE), nics=nics), status(NODE, "online"), telemetry)
+    full = sum(1 for _, labels in parse(fleet.scrape()) if ("node", NODE) in labels)
+    fleet = Fleet()
+    fleet.send(birth(NODE), status(NODE, "online"), bare)
+    without = sum(1 for _, labels in parse(fleet.scrape()) if ("node", NODE) in labels)
+    assert full - without > 8 * 10  # the ports and the RAS readings are there...
+    assert full - without <= frame_series(telemetry) - frame_series(bare)  # ...and counted
