@@ -243,6 +243,11 @@ class NicReadings(Struct, frozen=True):
     carrier: bool | None = None
     carrier_changes: Count | None = None
     operstate: Short = ""
+    # the interface's statistics/ (errors of the Ethernet link of a RoCE port, IPoIB's own)
+    rx_errors: Count | None = None
+    tx_errors: Count | None = None
+    rx_dropped: Count | None = None
+    rx_crc_errors: Count | None = None
     # InfiniBand PortCounters (ports/<n>/counters)
     link_downed: Count | None = None
     link_error_recovery: Count | None = None

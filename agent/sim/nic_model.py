@@ -94,6 +94,8 @@ class SimulatedPort:
         out[f"{net}/carrier"] = "1" if self.up else "0"
         out[f"{net}/carrier_changes"] = str(self.carrier_changes)
         out[f"{net}/operstate"] = "up" if self.up else "down"
+        for name in ("rx_errors", "tx_errors", "rx_dropped", "rx_crc_errors"):
+            out[f"{net}/statistics/{name}"] = "0"  # IPoIB counts no frame errors of its own
         return out
 
 

@@ -20,12 +20,14 @@ from fleetops.wire import NicReadings
 __all__ = ["ERROR_COUNTERS", "NicConditions", "NicSettings", "port_up"]
 
 #: The PortCounters of a bad physical link (cable, transceiver, port) or of bad packets arriving
-#: over it, added up for the error rate.
+#: over it, and the interface's frames with a bad checksum (a RoCE port's physical link errors),
+#: added up for the error rate.
 ERROR_COUNTERS: Final = (
     "symbol_error",
     "local_link_integrity_errors",
     "port_rcv_errors",
     "port_rcv_remote_physical_errors",
+    "rx_crc_errors",
 )
 
 

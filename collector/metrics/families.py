@@ -166,6 +166,11 @@ NIC: Final[tuple[Family, ...]] = (
         "Times the port's link retrained after errors without going down (LinkErrorRecoveryCounter).",
     ),
     _c(
+        "fleetops_nic_interface_errors_total",
+        "Errors the port's network interface counted, by type (rx, tx, rx_crc: frames with a bad checksum).",
+    ),
+    _c("fleetops_nic_interface_rx_dropped_total", "Received frames the port's network interface dropped."),
+    _c(
         "fleetops_nic_errors_total",
         "PortCounters errors by type (symbol, local_link_integrity, rcv, rcv_remote_physical, "
         "xmit_discards, excessive_buffer_overrun).",

@@ -11,7 +11,7 @@ from collector.fleet.state import NodeState
 from collector.metrics.exposition import LabelSet
 from fleetops.wire import Nic, NicReadings
 
-__all__ = ["ERROR_TYPES", "emit_nics"]
+__all__ = ["ERROR_TYPES", "INTERFACE_ERROR_TYPES", "emit_nics"]
 
 #: emit(family name, base labels, extra label pairs, value), as ``collector.metrics.fleet.Emit``
 _Emit = Callable[[str, LabelSet, tuple[tuple[str, str], ...], "float | int | bool"], None]
@@ -19,6 +19,8 @@ _Emit = Callable[[str, LabelSet, tuple[tuple[str, str], ...], "float | int | boo
 _NONE: Final[tuple[tuple[str, str], ...]] = ()
 #: Gb/s (the wire) → bytes per second
 _GBPS: Final = 1e9 / 8
+#: (reading attribute, the ``type`` label of ``fleetops_nic_interface_errors_total``)
+INTERFACE_ERROR_TYPES: Final = (("rx_errors", "rx"), ("tx_errors", "tx"), ("rx_crc_errors", "rx_crc"))
 #: (reading attribute, the ``type`` label of ``fleetops_nic_errors_total``)
 ERROR_TYPES: Final = (
     ("symbol_error", "symbol"),
@@ -51,6 +53,12 @@ def _emit_port(emit: _Emit, labels: LabelSet, r: NicReadings, nic: Nic | None) -
         emit("fleetops_nic_link_downed_total", labels, _NONE, r.link_downed)
     if r.link_error_recovery is not None:
         emit("fleetops_nic_link_error_recovery_total", labels, _NONE, r.link_error_recovery)
+    for attr, kind in INTERFACE_ERROR_TYPES:
+        value = getattr(r, attr)
+        if value is not None:
+            emit("fleetops_nic_interface_errors_total", labels, (("type", kind),), value)
+    if r.rx_dropped is not None:
+        emit("fleetops_nic_interface_rx_dropped_total", labels, _NONE, r.rx_dropped)
     for attr, kind in ERROR_TYPES:
         value = getattr(r, attr)
         if value is not None:

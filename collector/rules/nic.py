@@ -46,6 +46,9 @@ _READING_FIELDS: Final = (
     "link_error_recovery",
     *ERROR_COUNTERS,
     "port_xmit_discards",
+    "rx_errors",
+    "tx_errors",
+    "rx_dropped",
 )
 _CABLE: Final = "check the cable, transceiver and switch port"
 

@@ -261,8 +261,9 @@ async def test_killed_agent_goes_offline_through_its_will(broker: PrivateBroker,
     assert watcher.births[0].session == online.session
     probes = {p.name: p for p in watcher.births[0].probes}
     # every registered probe reports its health
-    assert list(probes) == ["host", "nvml", "neuron", "nic", "kmsg"]
+    assert list(probes) == ["host", "host_ras", "nvml", "neuron", "nic", "kmsg"]
     assert probes["host"].state == "ok"
+    assert probes["host_ras"].state == "ok"  # the mount table is always there, EDAC and hwmon optional
     assert probes["nvml"].state == "unsupported"  # no NVIDIA driver on a test machine
     assert probes["neuron"].state == "unsupported"  # no neuron-monitor either
 

@@ -54,6 +54,7 @@ def nic_readings(port: IbPort, link: NetLink | None) -> NicReadings:
     """The wire readings of one port and its network interface."""
     c = port.counters
     hw = dict(sorted(port.hw_counters.items())[:_HW_MAX])
+    stats = link.statistics if link is not None else {}
     return NicReadings(
         device=port.device[:_SHORT],
         port=port.port,
@@ -63,6 +64,10 @@ def nic_readings(port: IbPort, link: NetLink | None) -> NicReadings:
         carrier=link.carrier if link is not None else None,
         carrier_changes=link.carrier_changes if link is not None else None,
         operstate=link.operstate[:_SHORT] if link is not None else "",
+        rx_errors=stats.get("rx_errors"),
+        tx_errors=stats.get("tx_errors"),
+        rx_dropped=stats.get("rx_dropped"),
+        rx_crc_errors=stats.get("rx_crc_errors"),
         link_downed=c.get("link_downed"),
         link_error_recovery=c.get("link_error_recovery"),
         symbol_error=c.get("symbol_error"),

@@ -127,6 +127,8 @@ async def collector(own_broker: PrivateBroker, tmp_path: Path) -> AsyncIterator[
             "mqtt": {"url": own_broker.url, "client_id": f"collector-{uuid.uuid4().hex[:8]}"},
             "store": {"path": str(tmp_path / "fleetops.db")},
             "api": {"listen": "127.0.0.1:0"},
+            # the node page shows LOST's read-only /scratch; its own task would crowd the one under test
+            "rules": {"disabled": ["mount_readonly"]},
             "auth": {
                 "tokens": [
                     {"name": "alice", "role": "operator", "sha256": hash_token(OPERATOR)},

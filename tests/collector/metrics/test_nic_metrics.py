@@ -51,6 +51,10 @@ IB = NicReadings(
     local_link_integrity_errors=0,
     port_xmit_discards=5,
     excessive_buffer_overrun_errors=0,
+    rx_errors=4,
+    tx_errors=0,
+    rx_dropped=9,
+    rx_crc_errors=3,
 )
 EFA = NicReadings(device="efa_0", port=1, state="ACTIVE", phys_state="LinkUp", rate_gbps=200.0)
 
@@ -70,6 +74,9 @@ def test_port_series_carry_site_rack_node_nic_and_port_in_base_units() -> None:
     assert one(series, "fleetops_nic_errors_total", nic="mlx5_0", type="symbol") == 17
     assert one(series, "fleetops_nic_errors_total", nic="mlx5_0", type="rcv") == 2
     assert one(series, "fleetops_nic_errors_total", nic="mlx5_0", type="xmit_discards") == 5
+    assert one(series, "fleetops_nic_interface_errors_total", nic="mlx5_0", type="rx") == 4
+    assert one(series, "fleetops_nic_interface_errors_total", nic="mlx5_0", type="rx_crc") == 3
+    assert one(series, "fleetops_nic_interface_rx_dropped_total", nic="mlx5_0") == 9
     info = pick(series, "fleetops_nic_info", nic="mlx5_0", netdev="ibp25s0", pci_bus_id="0000:19:00.0")
     assert list(info.values()) == [1]
 
@@ -82,6 +89,8 @@ def test_what_the_driver_does_not_give_is_absent_not_zero() -> None:
     assert one(series, "fleetops_nic_port_up", nic="efa_0") == 1
     for name in (
         "errors_total",
+        "interface_errors_total",
+        "interface_rx_dropped_total",
         "link_downed_total",
         "carrier",
         "carrier_changes_total",

@@ -123,6 +123,28 @@ def test_remote_physical_and_receive_errors_add_up() -> None:
     assert finding.evidence["deltas"] == {"port_rcv_errors": 70, "port_rcv_remote_physical_errors": 70}
 
 
+def test_a_roce_port_s_bad_frames_are_link_errors() -> None:
+    """On an Ethernet (RoCE) port the PortCounters stay still; the interface counts the bad frames."""
+
+    def errors(i: int, ts: float) -> list[NicReadings]:
+        return [
+            ib_port(
+                "mlx5_0",
+                symbol_error=None,
+                local_link_integrity_errors=None,
+                port_rcv_errors=None,
+                rx_crc_errors=i * 40,
+                rx_errors=i * 40,
+                rx_dropped=i * 1000,
+            )
+        ]
+
+    (finding,) = _findings(errors, 8)
+    assert finding.rule == "nic_errors"
+    assert finding.evidence["deltas"] == {"rx_crc_errors": 280}
+    assert finding.evidence["readings"][-1]["rx_dropped"] == 7000
+
+
 def test_a_few_errors_are_below_the_rate() -> None:
     def errors(i: int, ts: float) -> list[NicReadings]:
         return [ib_port("mlx5_0", symbol_error=i // 10, port_rcv_errors=i // 20)]

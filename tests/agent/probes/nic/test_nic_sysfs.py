@@ -130,6 +130,16 @@ def test_a_port_down_and_a_degraded_rate_read_as_such() -> None:
     assert errors.total == 0
 
 
+def test_interface_statistics_carry_a_roce_port_s_link_errors() -> None:
+    errors = ReadErrors()
+    healthy = read_netdev(HGX, "ens6np0", errors)
+    assert healthy.statistics == {"rx_errors": 0, "tx_errors": 0, "rx_dropped": 0, "rx_crc_errors": 0}
+    bad = read_netdev(DEGRADED, "ens6np0", errors)
+    assert bad.statistics == {"rx_errors": 1834, "tx_errors": 0, "rx_dropped": 52, "rx_crc_errors": 1834}
+    assert read_netdev(TRN2, "no-such-if", errors).statistics == {}
+    assert errors.total == 0
+
+
 def test_garbage_gives_absent_readings_and_counted_errors() -> None:
     errors = ReadErrors()
     port = read_ib_port(DEGRADED / "class/infiniband/mlx5_7", "mlx5_7", 1, errors)
